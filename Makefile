@@ -1,0 +1,41 @@
+# kfac-bench. Every target here works on a fresh machine: `install` creates .venv and everything
+# else depends on it.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# torch/torchvision pair that imports together (a CUDA build; it also runs on CPU).
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+PROFILE ?= cpu
+ARGS ?=
+
+.PHONY: install run test fisher bench report reproduce-paper clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade --quiet pip
+	$(BIN)/python -m pip install $(TORCH_PINS)
+	$(BIN)/python -m pip install -e '.[test]'
+	touch $@
+
+run: install            ## the main job: CURVES (generated offline) with SGD
+	$(BIN)/kfac-bench run $(ARGS)
+
+test: install           ## the test suite
+	$(BIN)/python -m pytest -q $(ARGS)
+
+fisher: install         ## Figure 1 study (layer 5) on one dataset: make fisher ARGS="dataset=mnist"
+	$(BIN)/kfac-bench fisher $(ARGS)
+
+bench: install          ## cost of every method against its bare matrix products
+	$(BIN)/kfac-bench bench $(ARGS)
+
+report: install         ## Figures 1-2 and the summary table from results/
+	$(BIN)/kfac-bench report $(ARGS)
+
+reproduce-paper: install ## the whole protocol; PROFILE=cpu (reduced, ~1 h on 2 cores) or PROFILE=paper
+	$(BIN)/python scripts/reproduce_paper.py --profile $(PROFILE) $(ARGS)
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

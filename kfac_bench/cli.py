@@ -1,0 +1,173 @@
+"""``kfac-bench <verb> [hydra overrides]``: one Hydra app per verb; this module only wires configs
+to functions.
+
+Verbs: ``run`` (train), ``fisher`` (Figure 1 study), ``bench`` (cost benchmark), ``report``
+(Figures 1-2 and tables from a results folder), ``data fetch <name>`` (download/build a dataset).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+log = logging.getLogger("kfac_bench")
+
+USAGE = """usage: kfac-bench <verb> [hydra overrides]
+
+verbs:
+  run      train one configuration (or a sweep with -m)   e.g. kfac-bench run optimizer=lanczos dataset=faces
+  fisher   Figure 1: approximation errors of one layer    e.g. kfac-bench fisher dataset=mnist
+  bench    what each method costs against its matrix products
+  report   Figures 1-2 and the summary table from results/
+  data     data fetch mnist|curves|faces                  e.g. kfac-bench data fetch mnist
+
+`kfac-bench <verb> --help` lists the config groups and options of a Hydra verb."""
+
+
+def _run_name(override_dirname: str) -> str:
+    """Folder name for a run: its overrides, or 'default'."""
+    name = (override_dirname or "").replace("/", "_").replace("+", "")
+    return name or "default"
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("kfac_run_name"):
+        OmegaConf.register_new_resolver("kfac_run_name", _run_name)
+
+
+register_resolvers()
+
+
+def _is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:
+        return False
+
+
+def _output_dir() -> Path:
+    from hydra.core.hydra_config import HydraConfig
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def _fail(message: str, code: int) -> None:
+    """A failed job: in a sweep the other jobs go on; a single run exits non-zero."""
+    log.error(message)
+    if not _is_multirun():
+        print(f"kfac-bench: error: {message}", file=sys.stderr)
+        sys.exit(code)
+
+
+def _container(cfg) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def run_task(cfg) -> dict | None:
+    from .data import DatasetError
+    from .train import ConfigError, run_training, write_failure
+    from .utils import atomic_write_text
+
+    out = _output_dir()
+    try:
+        container = _container(cfg)
+    except Exception as err:  # an interpolation that cannot resolve
+        return _fail(f"invalid configuration: {err}", 2)
+    atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(container))
+    try:
+        summary = run_training(container, out)
+    except (ConfigError, DatasetError) as err:
+        write_failure(out, container, err)
+        return _fail(str(err), 2)
+    except Exception as err:  # noqa: BLE001 - recorded, reported, and never kills a sweep
+        log.exception("run failed")
+        write_failure(out, container, err)
+        return _fail(f"run failed: {type(err).__name__}: {err} (see {out})", 1)
+    msg = (f"status {summary['status']}: train loss {summary['final_train_loss']:.6f}, "
+           f"val loss {summary['final_val_loss']:.6f} after {summary['epochs_completed']} epochs, "
+           f"{summary['total_time_s']:.1f} s training; run folder {out}")
+    log.info(msg)
+    return summary
+
+
+def fisher_task(cfg) -> None:
+    from .data import DatasetError
+    from .fisher_study import run_fisher_study
+    out = _output_dir()
+    try:
+        run_fisher_study(_container(cfg), out)
+    except (ValueError, DatasetError) as err:
+        return _fail(str(err), 2)
+
+
+def bench_task(cfg) -> None:
+    from .bench import run_bench
+    try:
+        run_bench(_container(cfg), _output_dir())
+    except ValueError as err:
+        return _fail(str(err), 2)
+
+
+def report_task(cfg) -> None:
+    from .report import build_report
+    try:
+        build_report(_container(cfg))
+    except ValueError as err:
+        return _fail(str(err), 2)
+
+
+APPS = {"run": ("config", run_task), "fisher": ("fisher", fisher_task),
+        "bench": ("bench", bench_task), "report": ("report", report_task)}
+
+
+def data_main(argv: list[str]) -> int:
+    from .data import DatasetError, fetch_dataset
+    parser = argparse.ArgumentParser(prog="kfac-bench data", description="Download or build a dataset.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    fetch = sub.add_parser("fetch", help="download (genuine) or build (generated) a dataset into the cache")
+    fetch.add_argument("name", choices=["mnist", "curves", "faces"])
+    fetch.add_argument("--data-dir", default=None, help="cache folder (default: $KFAC_BENCH_DATA or ./data)")
+    fetch.add_argument("--source", choices=["genuine", "generated"], default=None,
+                       help="curves/faces: genuine .mat (needs internet) or our generated stand-in")
+    fetch.add_argument("--olivetti", default=None,
+                       help="faces generated: path of olivettifaces.mat (default: $KFAC_BENCH_OLIVETTI)")
+    args = parser.parse_args(argv)
+    import os
+    data_dir = args.data_dir or os.environ.get("KFAC_BENCH_DATA", "data")
+    olivetti = args.olivetti or os.environ.get("KFAC_BENCH_OLIVETTI")
+    try:
+        paths = fetch_dataset(args.name, data_dir, source=args.source, olivetti_path=olivetti, log=print)
+    except DatasetError as err:
+        print(f"kfac-bench: error: {err}", file=sys.stderr)
+        return 2
+    for p in paths:
+        print(p)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int | None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    verb, rest = argv[0], argv[1:]
+    if verb == "data":
+        return data_main(rest)
+    if verb not in APPS:
+        print(f"kfac-bench: unknown verb {verb!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    import hydra
+    config_name, task = APPS[verb]
+    sys.argv = [f"kfac-bench-{verb}"] + rest
+    app = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(task)
+    app()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

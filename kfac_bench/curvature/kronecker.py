@@ -1,0 +1,219 @@
+"""Kronecker sums ``sum_k A_k (x) G_k`` and the implicit Fisher block of one layer.
+
+Conventions (used everywhere in kfac-bench, written once here):
+
+* A Linear layer with ``d_in`` inputs and ``d_out`` outputs has the combined weight
+  ``W = [weight | bias]`` of shape ``(d_out, d_in + 1)``; the augmented input is ``a_bar = (a, 1)``
+  (bias LAST).
+* ``vec`` stacks columns, so ``vec(g a_bar^T) = a_bar (x) g`` and the layer block is
+  ``F = E[(a_bar a_bar^T) (x) (g g^T)]``: the A-side (input side, size ``d_a = d_in + 1``) is the
+  outer Kronecker factor, the G-side (output side, ``d_g = d_out``) the inner one.
+* ``(A (x) G) vec(X) = vec(G X A^T)`` for ``X`` of shape ``(d_g, d_a)``.
+* The zigzag rearrangement ``Z(F)`` (paper section 3.1) maps G-space (``d_g x d_g`` matrices) to
+  A-space (``d_a x d_a`` matrices). Vectors of those spaces are kept as matrices, ``V = MAT(v)``
+  (column-major), so ``<u, v> = sum(U * V)``. ``Z(A (x) G) = vec(A) vec(G)^T``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+def vec(x: Tensor) -> Tensor:
+    """Column-stacking vectorisation of the last two dimensions."""
+    return x.mT.reshape(*x.shape[:-2], -1)
+
+
+def unvec(v: Tensor, rows: int, cols: int) -> Tensor:
+    """Inverse of :func:`vec` (``MAT`` in the paper)."""
+    return v.reshape(*v.shape[:-1], cols, rows).mT
+
+
+def matrix_inner(x: Tensor, y: Tensor) -> Tensor:
+    """Frobenius inner product ``<vec x, vec y>``."""
+    return torch.sum(x * y)
+
+
+@dataclass
+class KroneckerSum:
+    """``sum_k A_k (x) G_k`` with ``A_k`` of size ``d_a`` and ``G_k`` of size ``d_g``.
+
+    Behaves like a linear operator on ``vec(X)``, ``X`` of shape ``(d_g, d_a)``; it also exposes the
+    zigzag products of itself (``Z(A (x) G) v = <vec G, v> vec A``), which is what deflation and the
+    Fisher-space moving average need.
+    """
+
+    terms: list[tuple[Tensor, Tensor]] = field(default_factory=list)
+
+    @property
+    def rank(self) -> int:
+        return len(self.terms)
+
+    @property
+    def shape_a(self) -> int:
+        return self.terms[0][0].shape[0]
+
+    @property
+    def shape_g(self) -> int:
+        return self.terms[0][1].shape[0]
+
+    def __matmul__(self, x: Tensor) -> Tensor:
+        return self.matvec(x)
+
+    def matvec(self, x: Tensor) -> Tensor:
+        """``(sum_k A_k (x) G_k) vec(X)`` returned as the matrix ``sum_k G_k X A_k^T``."""
+        out = torch.zeros_like(x)
+        for a, g in self.terms:
+            out = out + g @ x @ a.mT
+        return out
+
+    def to_dense(self) -> Tensor:
+        """The explicit ``(d_a d_g) x (d_a d_g)`` matrix. For tests and tiny problems only."""
+        return sum(torch.kron(a, g) for a, g in self.terms)
+
+    def frobenius_inner(self, other: "KroneckerSum") -> Tensor:
+        """``<self, other>_F = sum_jk tr(A_j^T A'_k) tr(G_j^T G'_k)``: never forms the matrices."""
+        total = self.terms[0][0].new_zeros(())
+        for a, g in self.terms:
+            for b, h in other.terms:
+                total = total + matrix_inner(a, b) * matrix_inner(g, h)
+        return total
+
+    def frobenius_norm(self) -> Tensor:
+        return torch.sqrt(torch.clamp(self.frobenius_inner(self), min=0))
+
+    def zigzag_matvec(self, v: Tensor) -> Tensor:
+        """``Z(self) v = sum_k <G_k, V> A_k``."""
+        out = None
+        for a, g in self.terms:
+            term = matrix_inner(g, v) * a
+            out = term if out is None else out + term
+        return out
+
+    def zigzag_rmatvec(self, u: Tensor) -> Tensor:
+        """``Z(self)^T u = sum_k <A_k, U> G_k``."""
+        out = None
+        for a, g in self.terms:
+            term = matrix_inner(a, u) * g
+            out = term if out is None else out + term
+        return out
+
+    def scaled(self, c: float) -> "KroneckerSum":
+        """``c * self`` (the scalar goes on the A-side factor)."""
+        return KroneckerSum([(c * a, g) for a, g in self.terms])
+
+    def is_finite(self) -> bool:
+        return all(bool(torch.isfinite(a).all() and torch.isfinite(g).all()) for a, g in self.terms)
+
+    def to(self, *args, **kwargs) -> "KroneckerSum":
+        return KroneckerSum([(a.to(*args, **kwargs), g.to(*args, **kwargs)) for a, g in self.terms])
+
+
+class SampledFisherBlock:
+    """The Monte-Carlo Fisher block of one layer from one batch of statistics.
+
+    ``F = (1/m) sum_t (a_t a_t^T) (x) (g_t g_t^T)`` with ``abar`` of shape ``(m, d_a)`` (augmented
+    inputs, one row per example) and ``g`` of shape ``(m, d_g)`` (per-example pre-activation
+    gradients). Nothing of size ``(d_a d_g)^2`` is ever formed except by :meth:`to_dense`.
+    """
+
+    def __init__(self, abar: Tensor, g: Tensor):
+        if abar.shape[0] != g.shape[0]:
+            raise ValueError(f"abar has {abar.shape[0]} rows but g has {g.shape[0]}")
+        self.abar = abar
+        self.g = g
+        self.m = abar.shape[0]
+
+    @property
+    def shape_a(self) -> int:
+        return self.abar.shape[1]
+
+    @property
+    def shape_g(self) -> int:
+        return self.g.shape[1]
+
+    # Proposition 3.1: O(m d^2) each, F and Z(F) never formed.
+    def zigzag_matvec(self, v: Tensor) -> Tensor:
+        """``Z(F) v = (1/m) sum_t (g_t^T V g_t) a_t a_t^T``."""
+        w = torch.sum((self.g @ v) * self.g, dim=1) / self.m
+        return (self.abar.mT * w) @ self.abar
+
+    def zigzag_rmatvec(self, u: Tensor) -> Tensor:
+        """``Z(F)^T u = (1/m) sum_t (a_t^T U a_t) g_t g_t^T``."""
+        w = torch.sum((self.abar @ u) * self.abar, dim=1) / self.m
+        return (self.g.mT * w) @ self.g
+
+    def kfac_factors(self) -> tuple[Tensor, Tensor]:
+        """``(E[a a^T], E[g g^T])``: the KFAC factors of equation (1)."""
+        return self.abar.mT @ self.abar / self.m, self.g.mT @ self.g / self.m
+
+    def gram(self) -> Tensor:
+        """``J J^T / m`` with ``J_t = vec(g_t a_t^T)``: ``(a_s.a_t)(g_s.g_t)/m``. Its non-zero
+        spectrum is that of ``F``; ``||F||_F^2 = ||gram||_F^2``."""
+        return (self.abar @ self.abar.mT) * (self.g @ self.g.mT) / self.m
+
+    def inner_kronecker(self, ks: KroneckerSum) -> Tensor:
+        """``<F, sum_k A_k (x) G_k>_F = (1/m) sum_k sum_t (a_t^T A_k a_t)(g_t^T G_k g_t)``."""
+        total = self.abar.new_zeros(())
+        for a, g in ks.terms:
+            qa = torch.sum((self.abar @ a) * self.abar, dim=1)
+            qg = torch.sum((self.g @ g) * self.g, dim=1)
+            total = total + torch.dot(qa, qg) / self.m
+        return total
+
+    def to_dense(self) -> Tensor:
+        """The explicit block. For tests and tiny problems only."""
+        j = (self.abar[:, :, None] * self.g[:, None, :]).reshape(self.m, -1)  # rows vec(g a^T) = a (x) g
+        return j.mT @ j / self.m
+
+    def to(self, *args, **kwargs) -> "SampledFisherBlock":
+        return SampledFisherBlock(self.abar.to(*args, **kwargs), self.g.to(*args, **kwargs))
+
+
+class ZigzagOperator:
+    """``Z(sum_i c_i X_i)`` for blocks ``X_i`` that are :class:`SampledFisherBlock` or
+    :class:`KroneckerSum`, as the implicit operator the SVD solvers need.
+
+    Used for the Fisher-space moving average ``Z(rho F_old + (1 - rho) F_batch)`` and for deflation
+    ``Z(F - R (x) S)``: a known Kronecker term costs one inner product per product, not O(m d^2).
+    """
+
+    def __init__(self, parts: list[tuple[float, object]]):
+        self.parts = [(float(c), x) for c, x in parts if c != 0.0]
+        if not self.parts:
+            raise ValueError("ZigzagOperator needs at least one non-zero part")
+
+    @classmethod
+    def of(cls, block) -> "ZigzagOperator":
+        return block if isinstance(block, ZigzagOperator) else cls([(1.0, block)])
+
+    def minus(self, ks: KroneckerSum) -> "ZigzagOperator":
+        return ZigzagOperator(self.parts + [(-1.0, ks)])
+
+    @property
+    def shape_a(self) -> int:
+        return self.parts[0][1].shape_a
+
+    @property
+    def shape_g(self) -> int:
+        return self.parts[0][1].shape_g
+
+    def matvec(self, v: Tensor) -> Tensor:
+        out = None
+        for c, x in self.parts:
+            term = c * x.zigzag_matvec(v)
+            out = term if out is None else out + term
+        return out
+
+    def rmatvec(self, u: Tensor) -> Tensor:
+        out = None
+        for c, x in self.parts:
+            term = c * x.zigzag_rmatvec(u)
+            out = term if out is None else out + term
+        return out
+
+    # Vectors of both spaces are matrices; the inner product is the Frobenius one.
+    inner_left = staticmethod(matrix_inner)
+    inner_right = staticmethod(matrix_inner)

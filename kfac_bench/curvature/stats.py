@@ -1,0 +1,117 @@
+"""Per-layer statistics for the Fisher blocks: augmented inputs ``a_bar`` and per-example
+pre-activation gradients ``g`` of every ``nn.Linear`` layer, from one extra forward/backward pass
+with targets sampled from the model's predictive distribution (the true Fisher, Monte-Carlo; paper
+section 3.1) or, as an option, with the real targets (the empirical Fisher).
+
+Loss scale (the paper's convention, DESIGN.md): the per-example loss is the *mean* over output
+elements of the element-wise negative log-likelihood, and the training objective is its mean over
+examples, so ``g_t`` is the gradient of example t's own per-element-mean loss and the G-side of the
+Fisher carries a factor ``1/d_out^2`` relative to the per-case NLL. ``reduction="sum"`` gives the
+per-case NLL Fisher instead (``G_sum = d_out^2 G_mean``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .kronecker import SampledFisherBlock
+
+
+@dataclass(frozen=True)
+class Likelihood:
+    """A predictive distribution over targets given the network output ``z``."""
+
+    name: str
+
+    def elementwise_nll(self, z: Tensor, y: Tensor) -> Tensor:
+        if self.name == "bernoulli":       # z are logits: sigmoid output + binary cross-entropy
+            return F.binary_cross_entropy_with_logits(z, y, reduction="none")
+        if self.name == "gaussian":        # z is the mean; the squared error (y - z)^2 is the NLL of
+            return (y - z) ** 2            # N(z, 1/2) up to a constant, so its Fisher is its GGN
+        if self.name == "categorical":     # z are logits over classes, y class indices
+            return F.cross_entropy(z, y, reduction="none")[:, None]
+        raise ValueError(self._unknown())
+
+    def per_example_loss(self, z: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
+        nll = self.elementwise_nll(z, y).reshape(z.shape[0], -1)
+        return nll.mean(dim=1) if reduction == "mean" else nll.sum(dim=1)
+
+    def batch_loss(self, z: Tensor, y: Tensor) -> Tensor:
+        """The training objective: mean over examples and output elements."""
+        return self.elementwise_nll(z, y).mean()
+
+    @torch.no_grad()
+    def sample(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        if self.name == "bernoulli":
+            return torch.bernoulli(torch.sigmoid(z), generator=generator)
+        if self.name == "gaussian":
+            noise = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
+            return z + math.sqrt(0.5) * noise
+        if self.name == "categorical":
+            return torch.multinomial(torch.softmax(z, dim=-1), 1, generator=generator)[:, 0]
+        raise ValueError(self._unknown())
+
+    def _unknown(self) -> str:
+        return f"unknown likelihood {self.name!r}; choose one of {sorted(LIKELIHOODS)}"
+
+
+LIKELIHOODS = {name: Likelihood(name) for name in ("bernoulli", "gaussian", "categorical")}
+
+
+def get_likelihood(name: str) -> Likelihood:
+    try:
+        return LIKELIHOODS[name]
+    except KeyError:
+        raise ValueError(f"unknown likelihood {name!r}; choose one of {sorted(LIKELIHOODS)}") from None
+
+
+def augment(a: Tensor, has_bias: bool) -> Tensor:
+    """``a_bar = (a, 1)``: the bias column goes LAST (kfac-bench convention)."""
+    a = a.reshape(-1, a.shape[-1])
+    if not has_bias:
+        return a
+    return torch.cat([a, a.new_ones(a.shape[0], 1)], dim=1)
+
+
+def collect_statistics(
+    model: nn.Module,
+    layers: list[nn.Linear],
+    inputs: Tensor,
+    likelihood: Likelihood,
+    generator: torch.Generator | None = None,
+    targets: Tensor | None = None,
+    reduction: str = "mean",
+) -> list[SampledFisherBlock]:
+    """One forward and one backward pass of ``model`` on ``inputs`` that record, for every layer in
+    ``layers``, its augmented inputs and the per-example gradients w.r.t. its outputs.
+
+    With ``targets=None`` the targets are sampled from ``likelihood`` at the model's output (true
+    Fisher); otherwise they are used as given (empirical Fisher). Parameter ``.grad`` fields are not
+    touched (``torch.autograd.grad`` on the layer outputs).
+    """
+    recorded: dict[nn.Module, tuple[Tensor, Tensor]] = {}
+
+    def hook(module, args, output):
+        recorded[module] = (args[0].detach(), output)
+
+    handles = [layer.register_forward_hook(hook) for layer in layers]
+    try:
+        with torch.enable_grad():
+            z = model(inputs)
+            y = likelihood.sample(z.detach(), generator) if targets is None else targets
+            loss = likelihood.per_example_loss(z, y, reduction).sum()
+            outputs = [recorded[layer][1] for layer in layers]
+            grads = torch.autograd.grad(loss, outputs)
+    finally:
+        for h in handles:
+            h.remove()
+    blocks = []
+    for layer, grad in zip(layers, grads):
+        a = recorded[layer][0]
+        blocks.append(SampledFisherBlock(augment(a, layer.bias is not None),
+                                         grad.detach().reshape(-1, grad.shape[-1])))
+    return blocks

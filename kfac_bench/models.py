@@ -1,0 +1,40 @@
+"""The deep auto-encoders of appendix D, built from a dataset spec.
+
+The network outputs the final pre-activation ``z``: the sigmoid of the BCE problems and the
+identity of FACES live in the likelihood (``BCEWithLogits`` is the numerically stable form of
+"sigmoid output + binary cross-entropy"). Initialisation follows the authors' code: Xavier-uniform
+weights, biases 0.01.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+
+
+def build_mlp(layers: list[int], hidden_activation: str = "relu", generator: torch.Generator | None = None) -> nn.Sequential:
+    """``Linear -> act -> ... -> Linear``: every hidden layer (the code layer included) gets
+    ``hidden_activation``; the last Linear is left linear."""
+    if len(layers) < 2:
+        raise ValueError(f"an MLP needs at least 2 layer sizes, got {list(layers)}")
+    try:
+        act = ACTIVATIONS[hidden_activation]
+    except KeyError:
+        raise ValueError(f"unknown hidden_activation {hidden_activation!r}; choose one of {sorted(ACTIVATIONS)}") from None
+    modules: list[nn.Module] = []
+    for i, (d_in, d_out) in enumerate(zip(layers[:-1], layers[1:])):
+        linear = nn.Linear(d_in, d_out)
+        with torch.no_grad():
+            bound = (6.0 / (d_in + d_out)) ** 0.5
+            linear.weight.uniform_(-bound, bound, generator=generator)
+            linear.bias.fill_(0.01)
+        modules.append(linear)
+        if i < len(layers) - 2:
+            modules.append(act())
+    return nn.Sequential(*modules)
+
+
+def build_autoencoder(dataset_cfg, seed: int = 0) -> nn.Sequential:
+    gen = torch.Generator().manual_seed(int(seed))
+    return build_mlp(list(dataset_cfg["layers"]), dataset_cfg.get("hidden_activation", "relu"), gen)

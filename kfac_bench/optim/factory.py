@@ -1,0 +1,63 @@
+"""Build an optimizer from a plain mapping (an ``optimizer`` config group entry)."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from .kronecker_optimizer import OPTIMIZERS
+
+FIRST_ORDER = ("sgd", "adam")
+CURVATURE_KEYS = ("damping", "T1", "T2", "alpha", "kl_clip", "momentum", "weight_decay", "fisher",
+                  "reduction", "stats_fraction", "psd_floor", "tol", "max_iter", "krylov_dim",
+                  "max_restarts")
+
+
+def optimizer_names() -> list[str]:
+    return list(FIRST_ORDER) + list(OPTIMIZERS)
+
+
+def validate_optimizer_config(cfg: Mapping) -> None:
+    """Reject bad values before any training, naming the field and the fix."""
+    name = cfg.get("name")
+    if name not in optimizer_names():
+        raise ValueError(f"optimizer.name={name!r} is unknown; choose one of {optimizer_names()}")
+
+    def positive(key):
+        v = cfg.get(key)
+        if v is None or not isinstance(v, (int, float)) or not v > 0:
+            raise ValueError(f"optimizer.{key} must be a positive number, got {v!r} (e.g. optimizer.{key}=0.01)")
+
+    positive("lr")
+    if name in OPTIMIZERS:
+        positive("damping")
+        for key in ("T1", "T2"):
+            v = cfg.get(key, 100)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"optimizer.{key} must be an integer >= 1, got {v!r}")
+        kl = cfg.get("kl_clip")
+        if kl is not None and not (isinstance(kl, (int, float)) and kl > 0):
+            raise ValueError(f"optimizer.kl_clip must be positive or null, got {kl!r}")
+    mom = cfg.get("momentum", 0.0)
+    if not (isinstance(mom, (int, float)) and 0 <= mom < 1):
+        raise ValueError(f"optimizer.momentum must be in [0, 1), got {mom!r}")
+    wd = cfg.get("weight_decay", 0.0)
+    if not (isinstance(wd, (int, float)) and wd >= 0):
+        raise ValueError(f"optimizer.weight_decay must be >= 0, got {wd!r}")
+
+
+def build_optimizer(cfg: Mapping, model: nn.Module, likelihood: str, seed: int = 0,
+                    record_timings: bool = False) -> torch.optim.Optimizer:
+    validate_optimizer_config(cfg)
+    name = cfg["name"]
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg.get("momentum", 0.9),
+                               weight_decay=cfg.get("weight_decay", 0.0))
+    if name == "adam":
+        betas = tuple(cfg.get("betas", (0.9, 0.999)))
+        return torch.optim.Adam(model.parameters(), lr=cfg["lr"], betas=betas,
+                                weight_decay=cfg.get("weight_decay", 0.0))
+    options = {k: cfg[k] for k in CURVATURE_KEYS if k in cfg and cfg[k] is not None or k == "kl_clip" and k in cfg}
+    return OPTIMIZERS[name](model, lr=cfg["lr"], likelihood=likelihood, seed=seed,
+                            record_timings=record_timings, **options)

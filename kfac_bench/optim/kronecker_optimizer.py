@@ -1,0 +1,342 @@
+"""The ``torch.optim`` front of the five Kronecker-factored methods.
+
+One class does the work; the five public ones only name their approximation. A user's loop stays::
+
+    opt = Lanczos(model, lr=3e-3, damping=1e-3, likelihood="bernoulli")
+    for x, y in batches:
+        opt.zero_grad(); loss = loss_fn(model(x), y); loss.backward(); opt.step()
+
+How the true Fisher is sampled without changing that contract (DESIGN.md): a forward pre-hook keeps
+a reference to the last input the model saw; on a statistics iteration (every ``T1`` steps) the
+optimizer runs its own forward on that input with capture hooks and its own backward with targets
+sampled from ``likelihood`` (about 1/T1 of the training cost). Statistics use the model's LAST
+forward before ``step()``.
+
+The step (decisions where the paper is silent, following the authors' code where it is explicit):
+
+* every ``T1`` steps: statistics, then the approximation of ``rho F_old_hat + (1 - rho) F_batch``
+  with ``rho = min(1 - 1/k, alpha)``, ``k`` the number of statistics updates so far (so the first
+  update uses the batch alone and early estimates are running means);
+* every ``T2`` steps: the damped inverses (cached in between);
+* preconditioned gradient ``Delta_i`` per Linear layer (weight and bias together), then KL clipping
+  (appendix E): ``nu = min(1, sqrt(c / sum_i |<Delta_i, grad_i>|)``, *without* the ``lr^2`` factor
+  of Ba et al. -- the paper's formula, followed as written;
+* heavy-ball momentum (default 0.9) on ``nu Delta + weight_decay W`` (weight decay after
+  preconditioning, as in the authors' code; off by default), then ``W -= lr * buffer``.
+
+Parameters that do not belong to an ``nn.Linear`` layer get the same momentum update on their plain
+gradient.
+
+Robustness: a non-finite approximation keeps the previous one (with a warning); a failed or
+non-finite inverse keeps the previous inverse (with a warning; plain gradient if there is none yet).
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from typing import Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+
+from ..curvature.approximations import Approximation, FitResult, make_approximation
+from ..curvature.inverse import CurvatureError, damped_inverse, inverse_from_state
+from ..curvature.kronecker import KroneckerSum
+from ..curvature.stats import collect_statistics, get_likelihood
+
+
+def _check(name: str, ok: bool, rule: str, value) -> None:
+    if not ok:
+        raise ValueError(f"{name} must be {rule}, got {value!r}")
+
+
+class _Timer:
+    """Accumulates wall time per phase when enabled (synchronising CUDA so times are real)."""
+
+    def __init__(self, enabled: bool, device: torch.device):
+        self.enabled = enabled
+        self.cuda = device.type == "cuda"
+        self.totals: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def __call__(self, phase: str):
+        timer = self
+
+        class _Ctx:
+            def __enter__(self):
+                if timer.enabled:
+                    if timer.cuda:
+                        torch.cuda.synchronize()
+                    self.t0 = time.perf_counter()
+
+            def __exit__(self, *exc):
+                if timer.enabled:
+                    if timer.cuda:
+                        torch.cuda.synchronize()
+                    timer.totals[phase] = timer.totals.get(phase, 0.0) + time.perf_counter() - self.t0
+                    timer.counts[phase] = timer.counts.get(phase, 0) + 1
+
+        return _Ctx()
+
+
+class KroneckerFactoredOptimizer(torch.optim.Optimizer):
+    """Natural-gradient optimizer with a Kronecker-factored approximation of each Linear layer's
+    Fisher block. ``approximation`` is one of ``kfac, kpsvd, deflation, lanczos, kfac_corrected``.
+    """
+
+    approximation_name: str | None = None
+
+    def __init__(
+        self,
+        model: nn.Module,
+        lr: float = 0.1,
+        damping: float = 1e-3,
+        likelihood: str = "bernoulli",
+        *,
+        approximation: str | None = None,
+        T1: int = 100,
+        T2: int = 100,
+        alpha: float = 0.95,
+        kl_clip: float | None = 1e-2,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        fisher: str = "sampled",
+        reduction: str = "mean",
+        stats_fraction: float = 1.0,
+        psd_floor: float = 0.1,
+        tol: float = 1e-6,
+        max_iter: int = 1000,
+        krylov_dim: int = 6,
+        max_restarts: int = 100,
+        seed: int = 0,
+        record_timings: bool = False,
+    ):
+        name = approximation or self.approximation_name
+        _check("lr", lr > 0, "positive", lr)
+        _check("damping", damping > 0, "positive", damping)
+        _check("T1", int(T1) == T1 and T1 >= 1, "an integer >= 1", T1)
+        _check("T2", int(T2) == T2 and T2 >= 1, "an integer >= 1", T2)
+        _check("alpha", 0.0 <= alpha <= 1.0, "in [0, 1]", alpha)
+        _check("kl_clip", kl_clip is None or kl_clip > 0, "positive or None", kl_clip)
+        _check("momentum", 0.0 <= momentum < 1.0, "in [0, 1)", momentum)
+        _check("weight_decay", weight_decay >= 0, "non-negative", weight_decay)
+        fisher = {True: "sampled", "true": "sampled"}.get(fisher, fisher)
+        _check("fisher", fisher in ("sampled", "empirical"), "'sampled' or 'empirical'", fisher)
+        _check("reduction", reduction in ("mean", "sum"), "'mean' or 'sum'", reduction)
+        _check("stats_fraction", 0 < stats_fraction <= 1, "in (0, 1]", stats_fraction)
+        _check("psd_floor", psd_floor > 0, "positive", psd_floor)
+        self.likelihood = get_likelihood(likelihood)
+        self.method: Approximation = make_approximation(
+            name, tol=tol, max_iter=max_iter, krylov_dim=krylov_dim, max_restarts=max_restarts)
+        self.layers: list[nn.Linear] = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        if not self.layers:
+            raise ValueError("the model has no nn.Linear layer to precondition")
+        defaults = dict(lr=lr, damping=damping, momentum=momentum, weight_decay=weight_decay,
+                        kl_clip=kl_clip)
+        super().__init__(model.parameters(), defaults)
+        self.model = model
+        self.T1, self.T2, self.alpha = int(T1), int(T2), float(alpha)
+        self.fisher, self.reduction, self.stats_fraction = fisher, reduction, float(stats_fraction)
+        self.psd_floor = float(psd_floor)
+        device = self.layers[0].weight.device
+        self._generator = torch.Generator(device=device)
+        self._generator.manual_seed(int(seed))
+        self.timer = _Timer(record_timings, device)
+        self.steps = 0
+        self.last_fit: list[FitResult] = []
+        self.skipped_updates = 0
+        self._curv = [dict(approx=None, inverse=None, warm={}, updates=0) for _ in self.layers]
+        self._last_input: Tensor | None = None
+        self._hook = model.register_forward_pre_hook(self._remember_input)
+        layer_params = {id(p) for layer in self.layers for p in layer.parameters(recurse=False)}
+        self._other_params = [p for p in model.parameters() if id(p) not in layer_params]
+
+    # ----------------------------------------------------------------------------------- hooks
+    def _remember_input(self, module, args):
+        if args and torch.is_tensor(args[0]):
+            self._last_input = args[0].detach()
+
+    # ------------------------------------------------------------------------------ curvature
+    def update_curvature(self, inputs: Tensor | None = None, targets: Tensor | None = None) -> None:
+        """Collect statistics and refit every layer's approximation (what ``step`` does every T1)."""
+        inputs = self._last_input if inputs is None else inputs
+        if inputs is None:
+            raise RuntimeError("no input seen yet: run a forward pass of the model before step()")
+        if self.fisher == "empirical" and targets is None:
+            raise ValueError("fisher='empirical' needs the real targets: call step(targets=y)")
+        if self.stats_fraction < 1.0:
+            n = max(1, math.ceil(self.stats_fraction * inputs.shape[0]))
+            inputs = inputs[:n]
+            targets = None if targets is None else targets[:n]
+        with self.timer("statistics"):
+            blocks = collect_statistics(self.model, self.layers, inputs, self.likelihood,
+                                        self._generator, targets if self.fisher == "empirical" else None,
+                                        self.reduction)
+        fits = []
+        with self.timer("factors"):
+            for curv, block in zip(self._curv, blocks):
+                curv["updates"] += 1
+                rho = min(1.0 - 1.0 / curv["updates"], self.alpha)
+                fit = self.method.fit(block, curv["approx"], rho, curv["warm"])
+                if fit.approximation.is_finite():
+                    curv["approx"] = fit.approximation
+                else:
+                    self.skipped_updates += 1
+                    curv["updates"] -= 1
+                    warnings.warn(f"non-finite {self.method.name} factors for a layer of shape "
+                                  f"{block.shape_g}x{block.shape_a}: update skipped, previous kept")
+                fits.append(fit)
+        self.last_fit = fits
+
+    def update_inverses(self) -> None:
+        with self.timer("inverse"):
+            damping = self.param_groups[0]["damping"]
+            for curv in self._curv:
+                if curv["approx"] is None:
+                    continue
+                try:
+                    curv["inverse"] = damped_inverse(curv["approx"], damping, self.psd_floor)
+                except CurvatureError as err:
+                    self.skipped_updates += 1
+                    warnings.warn(f"damped inverse failed ({err}); previous inverse kept")
+
+    # ----------------------------------------------------------------------------------- step
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None, targets: Tensor | None = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if self.steps % self.T1 == 0:
+            self.update_curvature(targets=targets)
+        if self.steps % self.T2 == 0 or any(c["inverse"] is None and c["approx"] is not None
+                                            for c in self._curv):
+            self.update_inverses()
+        group = self.param_groups[0]
+        with self.timer("precondition"):
+            directions, grads = [], []
+            for layer, curv in zip(self.layers, self._curv):
+                if layer.weight.grad is None:
+                    directions.append(None)
+                    grads.append(None)
+                    continue
+                grad = layer.weight.grad
+                if layer.bias is not None:
+                    bias_grad = layer.bias.grad if layer.bias.grad is not None else torch.zeros_like(layer.bias)
+                    grad = torch.cat([grad, bias_grad[:, None]], dim=1)
+                direction = grad if curv["inverse"] is None else curv["inverse"].solve(grad)
+                directions.append(direction)
+                grads.append(grad)
+            nu = 1.0
+            if group["kl_clip"] is not None:
+                total = sum(float(torch.sum(d * g).abs()) for d, g in zip(directions, grads) if d is not None)
+                if total > 0 and math.isfinite(total):
+                    nu = min(1.0, math.sqrt(group["kl_clip"] / total))
+            self.last_nu = nu
+        for layer, direction in zip(self.layers, directions):
+            if direction is None:
+                continue
+            if layer.bias is not None:
+                self._apply(layer.weight, nu * direction[:, :-1], group)
+                self._apply(layer.bias, nu * direction[:, -1], group)
+            else:
+                self._apply(layer.weight, nu * direction, group)
+        for p in self._other_params:
+            if p.grad is not None:
+                self._apply(p, p.grad, group)
+        self.steps += 1
+        return loss
+
+    def _apply(self, p: Tensor, direction: Tensor, group: dict) -> None:
+        if group["weight_decay"]:
+            direction = direction + group["weight_decay"] * p
+        if group["momentum"]:
+            state = self.state[p]
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = direction.clone()
+            else:
+                buf.mul_(group["momentum"]).add_(direction)
+            direction = buf
+        p.add_(direction, alpha=-group["lr"])
+
+    # ---------------------------------------------------------------------------- persistence
+    def state_dict(self) -> dict:
+        sd = super().state_dict()
+        sd["curvature"] = {
+            "method": self.method.name,
+            "steps": self.steps,
+            "skipped_updates": self.skipped_updates,
+            "generator": self._generator.get_state(),
+            "layers": [
+                {
+                    "terms": None if c["approx"] is None else [[a, g] for a, g in c["approx"].terms],
+                    "inverse": None if c["inverse"] is None else c["inverse"].state(),
+                    "warm": dict(c["warm"]),
+                    "updates": c["updates"],
+                }
+                for c in self._curv
+            ],
+        }
+        return sd
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state_dict = dict(state_dict)
+        curvature = state_dict.pop("curvature", None)
+        super().load_state_dict(state_dict)
+        if curvature is None:
+            return
+        if curvature["method"] != self.method.name:
+            raise ValueError(f"state_dict was saved by {curvature['method']!r}, not {self.method.name!r}")
+        if len(curvature["layers"]) != len(self.layers):
+            raise ValueError("state_dict has a different number of Linear layers")
+        self.steps = int(curvature["steps"])
+        self.skipped_updates = int(curvature.get("skipped_updates", 0))
+        self._generator.set_state(curvature["generator"].cpu() if torch.is_tensor(curvature["generator"])
+                                  else curvature["generator"])
+        for layer, c, saved in zip(self.layers, self._curv, curvature["layers"]):
+            dev = dict(device=layer.weight.device, dtype=layer.weight.dtype)
+            c["approx"] = None if saved["terms"] is None else KroneckerSum(
+                [(a.to(**dev).clone(), g.to(**dev).clone()) for a, g in saved["terms"]])
+            c["inverse"] = None if saved["inverse"] is None else inverse_from_state(
+                {k: v.to(**dev).clone() for k, v in saved["inverse"].items()})
+            c["warm"] = {k: v.to(**dev).clone() for k, v in saved["warm"].items()}
+            c["updates"] = int(saved["updates"])
+
+    def close(self) -> None:
+        """Remove the forward pre-hook from the model."""
+        self._hook.remove()
+
+
+class KFAC(KroneckerFactoredOptimizer):
+    """KFAC (Martens & Grosse 2015; paper eq. 1): ``E[a a^T] (x) E[g g^T]`` per layer."""
+
+    approximation_name = "kfac"
+
+
+class KPSVD(KroneckerFactoredOptimizer):
+    """KPSVD (paper 3.1): the best single Kronecker product, by power SVD of the zigzag Fisher."""
+
+    approximation_name = "kpsvd"
+
+
+class Deflation(KroneckerFactoredOptimizer):
+    """Deflation (paper 3.2.1): best rank-1, then best rank-1 of the remainder."""
+
+    approximation_name = "deflation"
+
+
+class Lanczos(KroneckerFactoredOptimizer):
+    """Lanczos (paper 3.2.2): the best Kronecker rank-2 by restarted Lanczos bidiagonalisation."""
+
+    approximation_name = "lanczos"
+
+
+class KFACCorrected(KroneckerFactoredOptimizer):
+    """KFAC-corrected (paper 3.3): KFAC plus the best Kronecker correction term."""
+
+    approximation_name = "kfac_corrected"
+
+
+OPTIMIZERS = {cls.approximation_name: cls for cls in (KFAC, KPSVD, Deflation, Lanczos, KFACCorrected)}

@@ -1,0 +1,261 @@
+"""Every product, approximation and inverse against dense float64 oracles on tiny layers."""
+import pytest
+import torch
+
+from kfac_bench.curvature.approximations import (
+    APPROXIMATIONS, KFAC, KPSVD, Deflation, KFACCorrected, Lanczos, make_approximation)
+from kfac_bench.curvature.inverse import damped_first_term, damped_inverse
+from kfac_bench.curvature.kronecker import KroneckerSum, SampledFisherBlock, ZigzagOperator, unvec
+from kfac_bench.curvature.kronecker import vec as fast_vec
+from kfac_bench.curvature.svd import lanczos_svd, power_svd
+
+from oracles import DT, DenseOp, best_rank_r_of_zigzag, dense_fisher, mat, random_stats, vec, zigzag
+
+SHAPES = [(9, 3, 4), (12, 4, 3), (5, 2, 6)]  # (m, d_in, d_g): m both below and above d_a*d_g
+
+
+def block(m, d_in, d_g, seed=0):
+    return SampledFisherBlock(*random_stats(m, d_in, d_g, seed))
+
+
+def test_vec_conventions():
+    x = torch.arange(6, dtype=DT).reshape(2, 3)
+    assert torch.equal(fast_vec(x), vec(x))
+    assert torch.equal(unvec(vec(x), 2, 3), x)
+    a, g = torch.randn(3, 3, dtype=DT), torch.randn(2, 2, dtype=DT)
+    # (A kron G) vec(X) = vec(G X A^T)
+    assert torch.allclose(torch.kron(a, g) @ vec(x), vec(g @ x @ a.T))
+
+
+@pytest.mark.parametrize("m,d_in,d_g", SHAPES)
+def test_dense_block_is_the_fisher_of_vec_dw(m, d_in, d_g):
+    abar, g = random_stats(m, d_in, d_g)
+    fb = SampledFisherBlock(abar, g)
+    # vec(g a^T) = a kron g: the block is E[vec(DW) vec(DW)^T]
+    j = torch.stack([vec(torch.outer(g[t], abar[t])) for t in range(m)])
+    assert torch.allclose(fb.to_dense(), j.T @ j / m)
+    assert torch.allclose(fb.to_dense(), dense_fisher(abar, g))
+
+
+@pytest.mark.parametrize("m,d_in,d_g", SHAPES)
+def test_zigzag_products_match_rearranged_dense_block(m, d_in, d_g):
+    abar, g = random_stats(m, d_in, d_g, seed=1)
+    fb = SampledFisherBlock(abar, g)
+    d_a = d_in + 1
+    z = zigzag(dense_fisher(abar, g), d_a, d_g)
+    gen = torch.Generator().manual_seed(5)
+    v = torch.randn(d_g, d_g, generator=gen, dtype=DT)  # NOT symmetric: catches transposes
+    u = torch.randn(d_a, d_a, generator=gen, dtype=DT)
+    assert torch.allclose(vec(fb.zigzag_matvec(v)), z @ vec(v), rtol=1e-12, atol=1e-12)
+    assert torch.allclose(vec(fb.zigzag_rmatvec(u)), z.T @ vec(u), rtol=1e-12, atol=1e-12)
+
+
+def test_kronecker_sum_products_and_norms():
+    gen = torch.Generator().manual_seed(2)
+    terms = [(torch.randn(4, 4, generator=gen, dtype=DT), torch.randn(3, 3, generator=gen, dtype=DT))
+             for _ in range(2)]
+    ks = KroneckerSum(terms)
+    dense = torch.kron(*terms[0]) + torch.kron(*terms[1])
+    assert torch.allclose(ks.to_dense(), dense)
+    x = torch.randn(3, 4, generator=gen, dtype=DT)
+    assert torch.allclose(vec(ks.matvec(x)), dense @ vec(x))
+    z = zigzag(dense, 4, 3)
+    v, u = torch.randn(3, 3, generator=gen, dtype=DT), torch.randn(4, 4, generator=gen, dtype=DT)
+    assert torch.allclose(vec(ks.zigzag_matvec(v)), z @ vec(v))
+    assert torch.allclose(vec(ks.zigzag_rmatvec(u)), z.T @ vec(u))
+    other = KroneckerSum([(torch.randn(4, 4, generator=gen, dtype=DT), torch.randn(3, 3, generator=gen, dtype=DT))])
+    assert torch.allclose(ks.frobenius_inner(other), torch.sum(dense * other.to_dense()))
+    assert torch.allclose(ks.frobenius_norm(), torch.linalg.norm(dense))
+
+
+def test_deflated_operator_subtracts_the_known_term():
+    abar, g = random_stats(10, 3, 4, seed=3)
+    fb = SampledFisherBlock(abar, g)
+    gen = torch.Generator().manual_seed(4)
+    r, s = torch.randn(4, 4, generator=gen, dtype=DT), torch.randn(4, 4, generator=gen, dtype=DT)
+    op = ZigzagOperator.of(fb).minus(KroneckerSum([(r, s)]))
+    z = zigzag(fb.to_dense() - torch.kron(r, s), 4, 4)
+    v = torch.randn(4, 4, generator=gen, dtype=DT)
+    assert torch.allclose(vec(op.matvec(v)), z @ vec(v))
+    assert torch.allclose(vec(op.rmatvec(v)), z.T @ vec(v))
+
+
+def test_power_svd_and_lanczos_on_dense_matrix():
+    gen = torch.Generator().manual_seed(6)
+    q1, _ = torch.linalg.qr(torch.randn(30, 30, generator=gen, dtype=DT))
+    q2, _ = torch.linalg.qr(torch.randn(20, 20, generator=gen, dtype=DT))
+    s = torch.tensor([5.0, 3.0] + [1.0 / (k + 1) for k in range(18)], dtype=DT)
+    m = q1[:, :20] * s @ q2.T
+    t = power_svd(DenseOp(m), torch.ones(20, dtype=DT), tol=1e-10)
+    assert t.converged and abs(t.sigmas[0] - 5.0) < 1e-9
+    assert abs(abs(torch.dot(t.left[0], q1[:, 0])) - 1) < 1e-8
+    assert torch.allclose(m @ t.right[0], t.sigmas[0] * t.left[0], atol=1e-8)
+    for kdim in (3, 6):
+        lz = lanczos_svd(DenseOp(m), torch.ones(20, dtype=DT), rank=2, krylov_dim=kdim, tol=1e-10)
+        assert lz.converged
+        assert abs(lz.sigmas[0] - 5.0) < 1e-8 and abs(lz.sigmas[1] - 3.0) < 1e-8
+        for i in range(2):
+            assert abs(abs(torch.dot(lz.right[i], q2[:, i])) - 1) < 1e-7
+            assert torch.allclose(m.T @ lz.left[i], lz.sigmas[i] * lz.right[i], atol=1e-8)
+
+
+def frob_error(f, approx: KroneckerSum):
+    return float(torch.linalg.norm(f - approx.to_dense()))
+
+
+@pytest.mark.parametrize("m,d_in,d_g", SHAPES)
+def test_kfac_is_equation_1(m, d_in, d_g):
+    abar, g = random_stats(m, d_in, d_g)
+    res = KFAC().fit(SampledFisherBlock(abar, g))
+    a = sum(torch.outer(abar[t], abar[t]) for t in range(m)) / m
+    gg = sum(torch.outer(g[t], g[t]) for t in range(m)) / m
+    assert torch.allclose(res.approximation.to_dense(), torch.kron(a, gg))
+
+
+@pytest.mark.parametrize("m,d_in,d_g", SHAPES)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_kpsvd_is_the_leading_triplet(m, d_in, d_g, seed):
+    abar, g = random_stats(m, d_in, d_g, seed)
+    f = dense_fisher(abar, g)
+    best, s = best_rank_r_of_zigzag(f, d_in + 1, d_g, 1)
+    res = KPSVD(tol=1e-12).fit(SampledFisherBlock(abar, g))
+    assert abs(res.sigmas[0] - float(s[0])) <= 1e-9 * float(s[0])
+    assert torch.allclose(res.approximation.to_dense(), best, atol=1e-9 * float(s[0]))
+    r, q = res.approximation.terms[0]
+    for x in (r, q):
+        assert torch.allclose(x, x.T)
+        assert float(torch.linalg.eigvalsh(x).min()) >= -1e-9 * float(torch.linalg.norm(x))
+    kfac = KFAC().fit(SampledFisherBlock(abar, g)).approximation
+    assert frob_error(f, res.approximation) <= frob_error(f, kfac) + 1e-12
+    # ||F - R kron S||^2 = ||Z(F)||^2 - sigma_1^2 (Theorem 3.1)
+    assert abs(frob_error(f, res.approximation) ** 2 - float((s ** 2).sum() - s[0] ** 2)) < 1e-9 * float(s[0]) ** 2
+
+
+@pytest.mark.parametrize("m,d_in,d_g", SHAPES)
+@pytest.mark.parametrize("method", [Deflation, Lanczos])
+@pytest.mark.parametrize("seed", [0, 3])
+def test_rank2_methods_match_best_rank2(m, d_in, d_g, method, seed):
+    abar, g = random_stats(m, d_in, d_g, seed)
+    f = dense_fisher(abar, g)
+    best, s = best_rank_r_of_zigzag(f, d_in + 1, d_g, 2)
+    res = method(tol=1e-12, max_iter=20000).fit(SampledFisherBlock(abar, g))
+    assert res.converged
+    assert abs(res.sigmas[1] - float(s[1])) <= 1e-8 * float(s[0])
+    assert torch.allclose(res.approximation.to_dense(), best, atol=1e-7 * float(s[0]))
+    optimal = float((s ** 2).sum() - s[0] ** 2 - s[1] ** 2) ** 0.5
+    assert abs(frob_error(f, res.approximation) - optimal) <= 1e-7 * float(s[0])
+
+
+@pytest.mark.parametrize("m,d_in,d_g", SHAPES)
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_kfac_corrected_is_never_worse_than_kfac(m, d_in, d_g, seed):
+    abar, g = random_stats(m, d_in, d_g, seed)
+    f = dense_fisher(abar, g)
+    fb = SampledFisherBlock(abar, g)
+    kfac = KFAC().fit(fb).approximation
+    res = KFACCorrected(tol=1e-12, max_iter=20000).fit(fb)
+    # the correction is the best rank-1 of Z(F - KFAC), computed densely
+    resid = f - kfac.to_dense()
+    best_corr, s = best_rank_r_of_zigzag(resid, d_in + 1, d_g, 1)
+    assert torch.allclose(res.approximation.to_dense(), kfac.to_dense() + best_corr, atol=1e-8 * float(s[0]))
+    assert frob_error(f, res.approximation) <= frob_error(f, kfac)
+
+
+def _damped_dense(approx: KroneckerSum, damping):
+    a, g = approx.terms[0]
+    a_d, g_d = damped_first_term(a, g, damping)
+    dense = torch.kron(a_d, g_d)
+    for c, d in approx.terms[1:]:
+        dense = dense + torch.kron(c, d)
+    return dense
+
+
+def test_pi_damping_formula():
+    a = torch.diag(torch.tensor([4.0, 2.0, 0.0], dtype=DT))
+    g = torch.diag(torch.tensor([1.0, 1.0], dtype=DT))
+    a_d, g_d = damped_first_term(a, g, 0.01)
+    pi = ((6.0 / 3) / (2.0 / 2)) ** 0.5
+    assert torch.allclose(a_d, a + pi * 0.1 * torch.eye(3, dtype=DT))
+    assert torch.allclose(g_d, g + 0.1 / pi * torch.eye(2, dtype=DT))
+
+
+@pytest.mark.parametrize("name", sorted(APPROXIMATIONS))
+@pytest.mark.parametrize("damping", [1e-3, 1e-1])
+def test_damped_solve_matches_dense_solve(name, damping):
+    abar, g = random_stats(11, 3, 4, seed=7)
+    approx = make_approximation(name, tol=1e-12, max_iter=20000).fit(SampledFisherBlock(abar, g)).approximation
+    inv = damped_inverse(approx, damping, psd_floor=1e-12)
+    x = torch.randn(4, 4, generator=torch.Generator().manual_seed(8), dtype=DT)
+    dense = _damped_dense(approx, damping)
+    if approx.rank == 2:
+        assert inv.clamped == 0 or float(torch.linalg.eigvalsh(dense).min()) < 0
+    if getattr(inv, "clamped", 0) == 0:
+        expected = torch.linalg.solve(dense, vec(x))
+        got = vec(inv.solve(x))
+        # backward error at machine level, forward error within what the conditioning allows
+        assert torch.linalg.norm(dense @ got - vec(x)) <= 1e-10 * torch.linalg.norm(dense) * torch.linalg.norm(got)
+        assert torch.allclose(got, expected, rtol=1e-6, atol=1e-9)
+        assert torch.allclose(inv.dense_inverse() @ dense, torch.eye(16, dtype=DT), atol=1e-6)
+
+
+def test_psd_floor_clamps_only_in_the_eigenbasis():
+    gen = torch.Generator().manual_seed(9)
+    a = torch.eye(3, dtype=DT) + 0.1 * torch.ones(3, 3, dtype=DT)
+    g = 2 * torch.eye(2, dtype=DT)
+    c = torch.diag(torch.tensor([1.0, -1.0, 0.5], dtype=DT))
+    d = torch.diag(torch.tensor([3.0, 0.2], dtype=DT))  # -1 * 3 makes 1 + s1 s2 negative
+    approx = KroneckerSum([(a, g), (c, d)])
+    inv = damped_inverse(approx, 1e-4, psd_floor=0.1)
+    assert inv.clamped >= 1
+    # the clamped preconditioner is the inverse of the matrix with the floored eigenvalues: PSD
+    m = torch.linalg.inv(inv.dense_inverse())
+    assert float(torch.linalg.eigvalsh(0.5 * (m + m.T)).min()) > 0
+    # it agrees with the exact inverse on directions away from the clamped ones: K (x) diag K^T
+    k = torch.kron(inv.k1, inv.k2)
+    exact = _damped_dense(approx, 1e-4)
+    lam = torch.diag(k.T @ exact @ k)  # the unclamped diagonal 1 + s1 s2
+    assert torch.allclose(k.T @ exact @ k, torch.diag(lam), atol=1e-10)  # K diagonalises it
+    floored = torch.clamp(lam, min=0.1)
+    x = torch.randn(2, 3, generator=gen, dtype=DT)
+    assert torch.allclose(vec(inv.solve(x)), k @ ((k.T @ vec(x)) / floored))
+
+
+@pytest.mark.parametrize("name", sorted(APPROXIMATIONS))
+def test_constant_stream_reproduces_single_batch(name):
+    abar, g = random_stats(10, 3, 4, seed=11)
+    fb = SampledFisherBlock(abar, g)
+    method = make_approximation(name, tol=1e-13, max_iter=50000)
+    single = method.fit(fb).approximation
+    previous, warm = single, {}
+    for _ in range(3):
+        previous = method.fit(fb, previous=previous, rho=0.95, warm=warm).approximation
+    scale = float(torch.linalg.norm(single.to_dense()))
+    assert torch.allclose(previous.to_dense(), single.to_dense(), atol=1e-7 * scale)
+
+
+@pytest.mark.parametrize("name", ["kpsvd", "deflation", "lanczos", "kfac_corrected"])
+def test_sign_flip_of_previous_factors_changes_nothing(name):
+    abar, g = random_stats(10, 3, 4, seed=12)
+    abar2, g2 = random_stats(10, 3, 4, seed=13)
+    method = make_approximation(name, tol=1e-13, max_iter=50000)
+    previous = method.fit(SampledFisherBlock(abar, g)).approximation
+    flipped = KroneckerSum([(-a, -q) if i > 0 or name != "kfac_corrected" else (a, q)
+                            for i, (a, q) in enumerate(previous.terms)])
+    new = SampledFisherBlock(abar2, g2)
+    r1 = method.fit(new, previous=previous, rho=0.5).approximation
+    r2 = method.fit(new, previous=flipped, rho=0.5).approximation
+    assert torch.allclose(r1.to_dense(), r2.to_dense(), atol=1e-8 * float(torch.linalg.norm(r1.to_dense())))
+    p1, p2 = damped_inverse(r1, 1e-2), damped_inverse(r2, 1e-2)
+    x = torch.randn(4, 4, generator=torch.Generator().manual_seed(3), dtype=DT)
+    assert torch.allclose(p1.solve(x), p2.solve(x), rtol=1e-7, atol=1e-12)
+
+
+def test_averaging_is_a_convex_combination_in_fisher_space():
+    abar, g = random_stats(10, 3, 4, seed=14)
+    abar2, g2 = random_stats(10, 3, 4, seed=15)
+    f1, f2 = dense_fisher(abar, g), dense_fisher(abar2, g2)
+    method = KPSVD(tol=1e-13, max_iter=50000)
+    prev = method.fit(SampledFisherBlock(abar, g)).approximation
+    res = method.fit(SampledFisherBlock(abar2, g2), previous=prev, rho=0.3).approximation
+    best, _ = best_rank_r_of_zigzag(0.3 * prev.to_dense() + 0.7 * f2, 4, 4, 1)
+    assert torch.allclose(res.to_dense(), best, atol=1e-8 * float(torch.linalg.norm(best)))
