@@ -112,13 +112,14 @@ def test_kfac_is_equation_1(m, d_in, d_g):
     assert torch.allclose(res.approximation.to_dense(), torch.kron(a, gg))
 
 
+@pytest.mark.parametrize("route", ["direct", "gram"])
 @pytest.mark.parametrize("m,d_in,d_g", SHAPES)
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_kpsvd_is_the_leading_triplet(m, d_in, d_g, seed):
+def test_kpsvd_is_the_leading_triplet(m, d_in, d_g, seed, route):
     abar, g = random_stats(m, d_in, d_g, seed)
     f = dense_fisher(abar, g)
     best, s = best_rank_r_of_zigzag(f, d_in + 1, d_g, 1)
-    res = KPSVD(tol=1e-12).fit(SampledFisherBlock(abar, g))
+    res = KPSVD(tol=1e-12, route=route).fit(SampledFisherBlock(abar, g))
     assert abs(res.sigmas[0] - float(s[0])) <= 1e-9 * float(s[0])
     assert torch.allclose(res.approximation.to_dense(), best, atol=1e-9 * float(s[0]))
     r, q = res.approximation.terms[0]
@@ -134,11 +135,12 @@ def test_kpsvd_is_the_leading_triplet(m, d_in, d_g, seed):
 @pytest.mark.parametrize("m,d_in,d_g", SHAPES)
 @pytest.mark.parametrize("method", [Deflation, Lanczos])
 @pytest.mark.parametrize("seed", [0, 3])
-def test_rank2_methods_match_best_rank2(m, d_in, d_g, method, seed):
+@pytest.mark.parametrize("route", ["direct", "gram"])
+def test_rank2_methods_match_best_rank2(m, d_in, d_g, method, seed, route):
     abar, g = random_stats(m, d_in, d_g, seed)
     f = dense_fisher(abar, g)
     best, s = best_rank_r_of_zigzag(f, d_in + 1, d_g, 2)
-    res = method(tol=1e-12, max_iter=20000).fit(SampledFisherBlock(abar, g))
+    res = method(tol=1e-12, max_iter=20000, route=route).fit(SampledFisherBlock(abar, g))
     assert res.converged
     assert abs(res.sigmas[1] - float(s[1])) <= 1e-8 * float(s[0])
     assert torch.allclose(res.approximation.to_dense(), best, atol=1e-7 * float(s[0]))
@@ -148,12 +150,13 @@ def test_rank2_methods_match_best_rank2(m, d_in, d_g, method, seed):
 
 @pytest.mark.parametrize("m,d_in,d_g", SHAPES)
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_kfac_corrected_is_never_worse_than_kfac(m, d_in, d_g, seed):
+@pytest.mark.parametrize("route", ["direct", "gram"])
+def test_kfac_corrected_is_never_worse_than_kfac(m, d_in, d_g, seed, route):
     abar, g = random_stats(m, d_in, d_g, seed)
     f = dense_fisher(abar, g)
     fb = SampledFisherBlock(abar, g)
     kfac = KFAC().fit(fb).approximation
-    res = KFACCorrected(tol=1e-12, max_iter=20000).fit(fb)
+    res = KFACCorrected(tol=1e-12, max_iter=20000, route=route).fit(fb)
     # the correction is the best rank-1 of Z(F - KFAC), computed densely
     resid = f - kfac.to_dense()
     best_corr, s = best_rank_r_of_zigzag(resid, d_in + 1, d_g, 1)
@@ -221,10 +224,11 @@ def test_psd_floor_clamps_only_in_the_eigenbasis():
 
 
 @pytest.mark.parametrize("name", sorted(APPROXIMATIONS))
-def test_constant_stream_reproduces_single_batch(name):
+@pytest.mark.parametrize("route", ["direct", "gram"])
+def test_constant_stream_reproduces_single_batch(name, route):
     abar, g = random_stats(10, 3, 4, seed=11)
     fb = SampledFisherBlock(abar, g)
-    method = make_approximation(name, tol=1e-13, max_iter=50000)
+    method = make_approximation(name, tol=1e-13, max_iter=50000, route=route)
     single = method.fit(fb).approximation
     previous, warm = single, {}
     for _ in range(3):
@@ -234,10 +238,11 @@ def test_constant_stream_reproduces_single_batch(name):
 
 
 @pytest.mark.parametrize("name", ["kpsvd", "deflation", "lanczos", "kfac_corrected"])
-def test_sign_flip_of_previous_factors_changes_nothing(name):
+@pytest.mark.parametrize("route", ["direct", "gram"])
+def test_sign_flip_of_previous_factors_changes_nothing(name, route):
     abar, g = random_stats(10, 3, 4, seed=12)
     abar2, g2 = random_stats(10, 3, 4, seed=13)
-    method = make_approximation(name, tol=1e-13, max_iter=50000)
+    method = make_approximation(name, tol=1e-13, max_iter=50000, route=route)
     previous = method.fit(SampledFisherBlock(abar, g)).approximation
     flipped = KroneckerSum([(-a, -q) if i > 0 or name != "kfac_corrected" else (a, q)
                             for i, (a, q) in enumerate(previous.terms)])
@@ -250,12 +255,55 @@ def test_sign_flip_of_previous_factors_changes_nothing(name):
     assert torch.allclose(p1.solve(x), p2.solve(x), rtol=1e-7, atol=1e-12)
 
 
-def test_averaging_is_a_convex_combination_in_fisher_space():
+@pytest.mark.parametrize("route", ["direct", "gram"])
+def test_averaging_is_a_convex_combination_in_fisher_space(route):
     abar, g = random_stats(10, 3, 4, seed=14)
     abar2, g2 = random_stats(10, 3, 4, seed=15)
     f1, f2 = dense_fisher(abar, g), dense_fisher(abar2, g2)
-    method = KPSVD(tol=1e-13, max_iter=50000)
+    method = KPSVD(tol=1e-13, max_iter=50000, route=route)
     prev = method.fit(SampledFisherBlock(abar, g)).approximation
     res = method.fit(SampledFisherBlock(abar2, g2), previous=prev, rho=0.3).approximation
     best, _ = best_rank_r_of_zigzag(0.3 * prev.to_dense() + 0.7 * f2, 4, 4, 1)
     assert torch.allclose(res.to_dense(), best, atol=1e-8 * float(torch.linalg.norm(best)))
+
+
+@pytest.mark.parametrize("name", ["kpsvd", "deflation", "lanczos", "kfac_corrected"])
+def test_gram_and_direct_routes_take_the_same_iterates(name):
+    """Same algorithm in other coordinates: same iteration counts, same factors (warm start too)."""
+    abar, g = random_stats(40, 6, 5, seed=21)
+    abar2, g2 = random_stats(40, 6, 5, seed=22)
+    results = {}
+    for route in ("direct", "gram"):
+        method = make_approximation(name, tol=1e-8, route=route)
+        warm = {}
+        first = method.fit(SampledFisherBlock(abar, g), warm=warm)
+        second = method.fit(SampledFisherBlock(abar2, g2), previous=first.approximation, rho=0.5, warm=warm)
+        results[route] = (first, second)
+    for a, b in zip(results["direct"], results["gram"]):
+        assert a.iterations == b.iterations
+        assert torch.allclose(a.approximation.to_dense(), b.approximation.to_dense(), rtol=1e-6, atol=1e-9)
+
+
+def test_failed_eigh_is_retried_in_float64(monkeypatch):
+    from kfac_bench.curvature import inverse as inv_mod
+    real = torch.linalg.eigh
+    calls = []
+
+    def flaky(x):
+        calls.append(x.dtype)
+        if x.dtype == torch.float32:
+            raise torch.linalg.LinAlgError("simulated non-convergence")
+        return real(x)
+
+    monkeypatch.setattr(inv_mod.torch.linalg, "eigh", flaky)
+    x = torch.tensor([[2.0, 1.0], [1.0, 3.0]])
+    evals, evecs = inv_mod.symmetric_eigh(x)
+    assert calls == [torch.float32, torch.float64]
+    assert evals.dtype == torch.float32
+    assert torch.allclose(evecs @ torch.diag(evals) @ evecs.T, x, atol=1e-5)
+
+
+def test_non_finite_matrix_raises_curvature_error():
+    from kfac_bench.curvature.inverse import CurvatureError, symmetric_eigh
+    with pytest.raises(CurvatureError):
+        symmetric_eigh(torch.tensor([[float("nan"), 0.0], [0.0, 1.0]]))

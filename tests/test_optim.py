@@ -251,3 +251,17 @@ def test_empirical_fisher_needs_targets():
     with pytest.raises(ValueError, match="targets"):
         opt.step()
     opt.step(targets=x)
+
+
+def test_readme_example_runs_and_learns(tmp_path, monkeypatch, capsys):
+    """The README's library example is executed as written."""
+    import pathlib
+    import re
+    text = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = text.split("<!-- example:start -->")[1].split("<!-- example:end -->")[0]
+    code = re.search(r"```python\n(.*?)```", block, re.S).group(1)
+    code = code.replace("/tmp/lanczos_state.pt", str(tmp_path / "state.pt"))
+    namespace: dict = {}
+    exec(compile(code, "README example", "exec"), namespace)
+    assert namespace["acc"] > 0.9
+    assert (tmp_path / "state.pt").exists()

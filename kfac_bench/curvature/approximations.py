@@ -20,8 +20,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from .gram import GramZigzagOperator
 from .kronecker import KroneckerSum, SampledFisherBlock, ZigzagOperator
-from .svd import SingularTriplets, lanczos_svd, power_svd
+from .svd import lanczos_svd, power_svd
+
+ROUTES = ("auto", "direct", "gram")
 
 
 @dataclass
@@ -50,11 +53,37 @@ def factors_from_triplet(sigma: float, u: Tensor, v: Tensor) -> tuple[Tensor, Te
     return r, q
 
 
-def averaged_operator(batch: SampledFisherBlock, previous: KroneckerSum | None, rho: float) -> ZigzagOperator:
-    """``Z(rho * previous + (1 - rho) * batch)``."""
-    if previous is None or rho == 0.0 or previous.rank == 0:
-        return ZigzagOperator.of(batch)
-    return ZigzagOperator([(rho, previous), (1.0 - rho, batch)])
+def gram_route_is_cheaper(batch: SampledFisherBlock, iterations: int = 4) -> bool:
+    """Rough flop comparison: the direct route costs ~4 m (d_a^2 + d_g^2) per pair of products;
+    the Gram route ~2 m^2 (d_a + d_g) once plus ~4 m (d_a^2 + d_g^2) to assemble the factors."""
+    da, dg, m = batch.shape_a, batch.shape_g, batch.m
+    return 2 * m * m * (da + dg) < 4 * iterations * m * (da * da + dg * dg)
+
+
+def averaged_operator(batch: SampledFisherBlock, previous: KroneckerSum | None, rho: float,
+                      route: str = "auto"):
+    """``Z(rho * previous + (1 - rho) * batch)`` on the direct route (Proposition 3.1 products) or
+    the Gram route (:mod:`kfac_bench.curvature.gram`); ``auto`` picks the cheaper."""
+    terms = [] if previous is None or rho == 0.0 or previous.rank == 0 else [(rho, previous)]
+    weight = 1.0 - rho if terms else 1.0
+    if route == "auto":
+        route = "gram" if gram_route_is_cheaper(batch) else "direct"
+    if route == "gram":
+        return GramZigzagOperator(batch, weight, terms)
+    if route != "direct":
+        raise ValueError(f"unknown zigzag route {route!r}; choose one of {ROUTES}")
+    return ZigzagOperator([(weight, batch)] + terms)
+
+
+@dataclass
+class Triplet:
+    """A singular triplet with its vectors as matrices (``MAT(u)``, ``MAT(v)``)."""
+
+    sigma: float
+    u: Tensor
+    v: Tensor
+    iterations: int
+    converged: bool
 
 
 def _identity(n: int, like: Tensor) -> Tensor:
@@ -72,22 +101,44 @@ class Approximation:
     name = "base"
     rank = 1
 
-    def __init__(self, tol: float = 1e-6, max_iter: int = 1000, **_: object):
+    def __init__(self, tol: float = 1e-6, max_iter: int = 1000, route: str = "auto", **_: object):
         self.tol = float(tol)
         self.max_iter = int(max_iter)
+        if route not in ROUTES:
+            raise ValueError(f"unknown zigzag route {route!r}; choose one of {ROUTES}")
+        self.route = route
 
     def fit(self, batch: SampledFisherBlock, previous: KroneckerSum | None = None, rho: float = 0.0,
             warm: dict | None = None) -> FitResult:
         raise NotImplementedError
 
-    def _power(self, op, warm: dict | None, key: str, dim: int, like: Tensor) -> SingularTriplets:
-        v0 = warm.get(key) if warm is not None else None
-        if v0 is None or v0.shape != (dim, dim) or not torch.isfinite(v0).all():
-            v0 = _identity(dim, like)  # cold start: Z(F) vec(I) = E[|g|^2 a a^T], a good first guess
-        trip = power_svd(op, v0.to(like), tol=self.tol, max_iter=self.max_iter)
+    def operator(self, batch, previous, rho):
+        return averaged_operator(batch, previous, rho, self.route)
+
+    @staticmethod
+    def _start(previous: KroneckerSum | None, rho: float, warm: dict | None, k: int, key: str, dim: int):
+        """Warm start (paper section 4): the previous approximation's k-th G-factor when it is part of
+        the operator (moving average; it has the direction of the previous v_k and costs nothing on
+        the Gram route), else the stored previous right vector; None for a cold start."""
+        if previous is not None and rho != 0.0 and previous.rank > k:
+            cand = previous.terms[k][1]
+        else:
+            cand = warm.get(key) if warm is not None else None
+        if cand is None or cand.shape != (dim, dim) or not torch.isfinite(cand).all() or not cand.abs().sum() > 0:
+            return None
+        return cand
+
+    def _power(self, op, start: Tensor | None, warm: dict | None, key: str, like: Tensor) -> Triplet:
+        if start is None:
+            start = _identity(op.shape_g, like)  # cold start: Z(F) vec(I) = E[|g|^2 a a^T], a good first guess
+        trip = power_svd(op, op.start_vector(start.to(like) if start.dtype != like.dtype else start),
+                         tol=self.tol, max_iter=self.max_iter)
+        t = Triplet(trip.sigmas[0], op.left_matrix(trip.left[0]), op.right_matrix(trip.right[0]),
+                    trip.iterations, trip.converged)
+        t.raw = trip
         if warm is not None:
-            warm[key] = trip.right[0].detach()
-        return trip
+            warm[key] = t.v.detach()
+        return t
 
 
 class KFAC(Approximation):
@@ -115,10 +166,10 @@ class KPSVD(Approximation):
     rank = 1
 
     def fit(self, batch, previous=None, rho=0.0, warm=None) -> FitResult:
-        op = averaged_operator(batch, previous, rho)
-        t = self._power(op, warm, "v1", op.shape_g, batch.g)
-        r, s = factors_from_triplet(t.sigmas[0], t.left[0], t.right[0])
-        return FitResult(KroneckerSum([(r, s)]), {"power_1": t.iterations}, t.sigmas, t.converged)
+        start = self._start(previous, rho, warm, 0, "v1", batch.shape_g)
+        t = self._power(self.operator(batch, previous, rho), start, warm, "v1", batch.g)
+        r, s = factors_from_triplet(t.sigma, t.u, t.v)
+        return FitResult(KroneckerSum([(r, s)]), {"power_1": t.iterations}, [t.sigma], t.converged)
 
 
 class Deflation(Approximation):
@@ -128,14 +179,15 @@ class Deflation(Approximation):
     rank = 2
 
     def fit(self, batch, previous=None, rho=0.0, warm=None) -> FitResult:
-        op = averaged_operator(batch, previous, rho)
-        t1 = self._power(op, warm, "v1", op.shape_g, batch.g)
-        first = KroneckerSum([factors_from_triplet(t1.sigmas[0], t1.left[0], t1.right[0])])
-        t2 = self._power(op.minus(first), warm, "v2", op.shape_g, batch.g)
-        second = factors_from_triplet(t2.sigmas[0], t2.left[0], t2.right[0])
+        op = self.operator(batch, previous, rho)
+        t1 = self._power(op, self._start(previous, rho, warm, 0, "v1", batch.shape_g), warm, "v1", batch.g)
+        first = KroneckerSum([factors_from_triplet(t1.sigma, t1.u, t1.v)])
+        deflated = op.minus_triplet(t1.sigma, t1.raw.left[0], t1.raw.right[0])
+        t2 = self._power(deflated, self._start(previous, rho, warm, 1, "v2", batch.shape_g), warm, "v2", batch.g)
+        second = factors_from_triplet(t2.sigma, t2.u, t2.v)
         return FitResult(KroneckerSum(first.terms + [second]),
                          {"power_1": t1.iterations, "power_2": t2.iterations},
-                         t1.sigmas + t2.sigmas, t1.converged and t2.converged)
+                         [t1.sigma, t2.sigma], t1.converged and t2.converged)
 
 
 class Lanczos(Approximation):
@@ -145,28 +197,27 @@ class Lanczos(Approximation):
     name = "lanczos"
     rank = 2
 
-    def __init__(self, tol: float = 1e-6, max_iter: int = 1000, krylov_dim: int = 6,
-                 max_restarts: int = 100, **kw: object):
-        super().__init__(tol, max_iter, **kw)
+    def __init__(self, tol: float = 1e-6, max_iter: int = 1000, route: str = "auto",
+                 krylov_dim: int = 6, max_restarts: int = 100, **kw: object):
+        super().__init__(tol, max_iter, route, **kw)
         self.krylov_dim = int(krylov_dim)
         self.max_restarts = int(max_restarts)
 
     def fit(self, batch, previous=None, rho=0.0, warm=None) -> FitResult:
-        op = averaged_operator(batch, previous, rho)
+        op = self.operator(batch, previous, rho)
         dim = op.shape_g
-        q0 = None
-        if warm is not None and warm.get("v1") is not None and warm["v1"].shape == (dim, dim):
-            # Warm start from both previous directions (paper 3.2.2, "linear combination").
-            q0 = warm["v1"] + (warm["v2"] if warm.get("v2") is not None else 0)
-            if not torch.isfinite(q0).all() or torch.linalg.norm(q0) == 0:
-                q0 = None
-        if q0 is None:
-            q0 = _identity(dim, batch.g)
-        t = lanczos_svd(op, q0.to(batch.g), rank=2, krylov_dim=self.krylov_dim, tol=self.tol,
+        starts = [self._start(previous, rho, warm, k, f"v{k + 1}", dim) for k in (0, 1)]
+        starts = [x for x in starts if x is not None]
+        # Warm start from both previous directions (paper 3.2.2: "linear combination of singular
+        # vectors"); the two have comparable norms (sqrt(sigma_k) v_k or unit vectors).
+        q0 = op.start_vector(*starts) if starts else op.start_vector(_identity(dim, batch.g))
+        t = lanczos_svd(op, q0, rank=2, krylov_dim=self.krylov_dim, tol=self.tol,
                         max_restarts=self.max_restarts)
+        us = [op.left_matrix(u) for u in t.left]
+        vs = [op.right_matrix(v) for v in t.right]
         if warm is not None:
-            warm["v1"], warm["v2"] = t.right[0].detach(), t.right[1].detach()
-        terms = [factors_from_triplet(t.sigmas[i], t.left[i], t.right[i]) for i in range(2)]
+            warm["v1"], warm["v2"] = vs[0].detach(), vs[1].detach()
+        terms = [factors_from_triplet(t.sigmas[i], us[i], vs[i]) for i in range(2)]
         return FitResult(KroneckerSum(terms), {"lanczos": t.iterations}, t.sigmas, t.converged)
 
 
@@ -178,10 +229,10 @@ class KFACCorrected(Approximation):
 
     def fit(self, batch, previous=None, rho=0.0, warm=None) -> FitResult:
         kfac = KroneckerSum([KFAC.averaged_factors(batch, previous, rho)])
-        op = averaged_operator(batch, previous, rho).minus(kfac)
-        t = self._power(op, warm, "v2", op.shape_g, batch.g)
-        corr = factors_from_triplet(t.sigmas[0], t.left[0], t.right[0])
-        return FitResult(KroneckerSum(kfac.terms + [corr]), {"power_2": t.iterations}, t.sigmas,
+        op = self.operator(batch, previous, rho).minus_kfac(kfac)
+        t = self._power(op, self._start(previous, rho, warm, 1, "v2", batch.shape_g), warm, "v2", batch.g)
+        corr = factors_from_triplet(t.sigma, t.u, t.v)
+        return FitResult(KroneckerSum(kfac.terms + [corr]), {"power_2": t.iterations}, [t.sigma],
                          t.converged)
 
 

@@ -214,6 +214,27 @@ class ZigzagOperator:
             out = term if out is None else out + term
         return out
 
-    # Vectors of both spaces are matrices; the inner product is the Frobenius one.
+    # Vectors of both spaces are matrices; the inner product is the Frobenius one, and the
+    # conversions the Gram route needs (kfac_bench.curvature.gram) are identities here.
     inner_left = staticmethod(matrix_inner)
     inner_right = staticmethod(matrix_inner)
+
+    @staticmethod
+    def start_vector(*mats: Tensor) -> Tensor:
+        return sum(mats[1:], mats[0])
+
+    def minus_kfac(self, kfac: KroneckerSum) -> "ZigzagOperator":
+        """``Z - A_kfac (x) G_kfac`` (KFAC-corrected)."""
+        return self.minus(kfac)
+
+    def minus_triplet(self, sigma: float, u: Tensor, v: Tensor) -> "ZigzagOperator":
+        """``Z - sigma u v^T`` (deflation by a found triplet)."""
+        return self.minus(KroneckerSum([(sigma * u, v)]))
+
+    @staticmethod
+    def left_matrix(u: Tensor) -> Tensor:
+        return u
+
+    @staticmethod
+    def right_matrix(v: Tensor) -> Tensor:
+        return v

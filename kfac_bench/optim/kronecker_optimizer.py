@@ -230,7 +230,9 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
                 grads.append(grad)
             nu = 1.0
             if group["kl_clip"] is not None:
-                total = sum(float(torch.sum(d * g).abs()) for d, g in zip(directions, grads) if d is not None)
+                # one reduction and one host sync for all layers
+                dots = [torch.sum(d * g) for d, g in zip(directions, grads) if d is not None]
+                total = float(torch.stack(dots).abs().sum()) if dots else 0.0
                 if total > 0 and math.isfinite(total):
                     nu = min(1.0, math.sqrt(group["kl_clip"] / total))
             self.last_nu = nu
