@@ -1,0 +1,786 @@
+"""``kfac-bench bench``: what each method costs per training step, and against its matrix products.
+
+The paper (appendix C, Table 1) claims that KPSVD, Deflation, Lanczos and KFAC-corrected cost the
+same order as KFAC. This module measures it, in one process, for SGD, Adam and the five Kronecker
+methods at the paper's batch sizes (the dataset configs' ``batch_size``) and ``T1 = T2 = 100``:
+
+* **the amortised training step**, reported as a ratio to the SGD step. One step is
+  ``zero_grad; forward; loss; backward; opt.step()``. For a Kronecker method the cost of a window of
+  ``T`` steps that contains one curvature update is ``(T - 1) x regular step + update step``; its
+  mean is estimated from its parts:
+  ``step = median regular step + (statistics + factors) / T1 + inverse / T2``
+  (a literal ``T``-step window per method and dataset would take an hour on a CPU; the parts are
+  the same code paths, timed by the optimizer itself).
+* **the curvature work, by phase** (the optimizer's own ``record_timings`` timer): statistics (the
+  extra forward/backward with sampled targets), factor estimation (power SVD / Lanczos, with their
+  operator-application counts), inverses, preconditioning. Factor estimation is reported three
+  ways: ``factors_first`` (the optimizer's first update: batch operator only, cold start),
+  ``factors`` (a steady-state update inside the step: the operator ``rho F_old + (1 - rho) F_batch``,
+  warm-started) and, on one further steady-state operator, ``factors_warm_refit`` against
+  ``factors_cold`` (the same operator, every solver started from the identity). Per-layer fit and
+  inverse times inside the step come from wrapping ``method.fit`` and ``damped_inverse`` for the
+  duration of an update step.
+* **the floor**: the bare matrix products a preconditioning step needs, with the cached inverses'
+  own tensors (same shapes, dtype, device) and the layer's real gradient: rank-1 methods 2 products
+  per layer ``G^-1 X A^-1``, rank-2 methods 4 products ``K2 ((K2^T X K1) o D) K1^T`` (the Hadamard
+  product with ``D`` is not a matrix product and is left out of the floor), timed right after every
+  step with that step's gradients. ``floor_ratio`` = median over steps of the step's
+  preconditioning phase / its bare products. ``solve`` is the optimizer's own ``inverse.solve`` in
+  a tight loop: ``precondition / solve`` is what the step adds around the solves (gradient
+  concatenation, KL clipping, Python), ``solve / bare`` what the solve adds around the products
+  (allocations, the Hadamard product).
+
+Interleaving: every method keeps its own model and optimizer for the whole run. A round is
+``steps`` slots; in each slot every method takes one step on the same batch, in an order rotated
+every round, so machine drift and other processes' load hit every method alike. Ratios are paired
+by slot (a method's step over SGD's step of the same slot) before the median is taken; every
+reported time is a median. The first ``update_rounds`` rounds begin with a curvature update of
+every Kronecker method (the first of them is the optimizer's first update).
+
+Targets (issue 6), evaluated per method and dataset: preconditioning within ``targets.floor_ratio``
+(1.25) of its bare products; amortised curvature estimation (statistics + factors + inverses) below
+``targets.curvature_share`` (10 %) of the amortised step; Lanczos no slower than Deflation per
+amortised step.
+
+Data: ``bench.data=random`` (default) uses inputs drawn uniformly in [0, 1] with the dataset's
+shape (the auto-encoder target is the input); timing does not depend on the pixels, though solver
+iteration counts may differ somewhat from real data. ``bench.data=dataset`` uses the first
+batches of the real training split (``kfac_bench.data.load_dataset``).
+
+Outputs in ``out_dir``: ``bench.csv`` and ``bench.md`` (one row per dataset and method),
+``bench_layers.csv`` (per-layer profile of every Kronecker method), ``bench.json`` (the settings
+and the environment). All times are milliseconds.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import json
+import logging
+import math
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import torch
+from omegaconf import OmegaConf
+
+from .curvature.inverse import KroneckerInverse, TwoTermKroneckerInverse
+from .curvature.stats import collect_statistics, get_likelihood
+from .models import build_autoencoder
+from .optim.factory import FIRST_ORDER, build_optimizer, optimizer_names
+from .optim.kronecker_optimizer import KroneckerFactoredOptimizer
+from .utils import atomic_write_text, git_commit, select_device
+
+log = logging.getLogger("kfac_bench.bench")
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+DEFAULTS: dict = {
+    "datasets": ["curves", "mnist", "faces"],
+    "methods": ["sgd", "adam", "kfac", "kpsvd", "deflation", "lanczos", "kfac_corrected"],
+    "steps": 4,               # slots per round: every method takes one step per slot
+    "rounds": 3,              # rounds (order rotated every round; medians over all of them)
+    "T1": 100,
+    "T2": 100,
+    "lr": 0.01,               # every method (timing barely depends on it)
+    "damping": 0.001,         # Kronecker methods; KL clipping stays as in conf/optimizer
+    "optimizer_overrides": {},  # method -> {key: value}, applied last
+    "data": "random",         # random | dataset
+    "n_batches": 4,           # distinct batches cycled through
+    "update_rounds": 2,       # the first this-many rounds begin with a curvature update of every
+                              # Kronecker method (round 1: its first, cold; later ones: steady state)
+    "refit": True,            # time warm and cold starts on one steady-state operator, per layer
+    "threads": 1,             # torch.set_num_threads for the run; None keeps torch's default
+    "product_target_ms": 20.0,  # each product timing block repeats the call to last about this long
+    "targets": {"floor_ratio": 1.25, "curvature_share": 0.10},
+}
+
+COLUMNS = [
+    "dataset", "method", "batch_size", "data", "device",
+    "step_ms", "ratio_sgd", "regular_step_ms", "update_step_ms",
+    "stats_ms", "factors_ms", "factors_source", "iters", "factors_first_ms", "iters_first",
+    "factors_warm_refit_ms", "iters_warm_refit", "factors_cold_ms", "iters_cold", "inverse_ms",
+    "curvature_amortised_ms", "curvature_share",
+    "precondition_ms", "solve_ms", "bare_ms", "floor_ratio",
+    "floor_ok", "curvature_ok", "lanczos_vs_deflation", "lanczos_vs_deflation_lo", "lanczos_vs_deflation_hi",
+    "lanczos_vs_deflation_curvature", "lanczos_ok",
+    "timed_steps", "update_steps",
+]
+
+LAYER_COLUMNS = [
+    "dataset", "method", "layer", "d_out", "d_in_plus_1", "rank",
+    "factors_first_ms", "iters_first", "factors_ms", "iters", "factors_warm_refit_ms", "iters_warm_refit",
+    "factors_cold_ms", "iters_cold", "inverse_ms", "solve_ms", "bare_ms", "solve_over_bare",
+]
+
+
+# ----------------------------------------------------------------------------------- settings
+def _bench_settings(cfg: dict) -> dict:
+    bench = copy.deepcopy(DEFAULTS)
+    user = dict(cfg.get("bench") or {})
+    targets = {**bench["targets"], **(user.pop("targets", None) or {})}
+    bench.update(user)
+    bench["targets"] = targets
+    known = optimizer_names()
+    methods = list(bench["methods"])
+    for m in methods:
+        if m not in known:
+            raise ValueError(f"bench.methods: unknown method {m!r}; choose among {known}")
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"bench.methods lists a method twice: {methods}")
+    if "sgd" not in methods:
+        log.info("bench: adding sgd, the baseline of every ratio")
+        methods.insert(0, "sgd")
+    bench["methods"] = methods
+    for key, low in (("steps", 2), ("rounds", 1), ("T1", 1), ("T2", 1), ("n_batches", 1), ("update_rounds", 1)):
+        v = bench[key]
+        if not isinstance(v, int) or isinstance(v, bool) or v < low:
+            raise ValueError(f"bench.{key} must be an integer >= {low}, got {v!r}")
+    if bench["update_rounds"] > bench["rounds"]:
+        raise ValueError(f"bench.update_rounds ({bench['update_rounds']}) exceeds bench.rounds ({bench['rounds']})")
+    th = bench["threads"]
+    if th is not None and (not isinstance(th, int) or th < 1):
+        raise ValueError(f"bench.threads must be null or an integer >= 1, got {th!r}")
+    if bench["data"] not in ("random", "dataset"):
+        raise ValueError(f"bench.data must be 'random' or 'dataset', got {bench['data']!r}")
+    if not bench["datasets"]:
+        raise ValueError("bench.datasets is empty")
+    return bench
+
+
+def _dataset_config(entry) -> dict:
+    """A dataset name (``conf/dataset/<name>.yaml``) or an inline mapping with at least ``name``,
+    ``layers``, ``batch_size`` and ``likelihood``."""
+    if isinstance(entry, str):
+        path = CONF_DIR / "dataset" / f"{entry}.yaml"
+        if not path.is_file():
+            names = sorted(p.stem for p in (CONF_DIR / "dataset").glob("*.yaml"))
+            raise ValueError(f"bench.datasets: unknown dataset {entry!r}; choose among {names}")
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    ds = dict(entry)
+    missing = [k for k in ("name", "layers", "batch_size", "likelihood") if k not in ds]
+    if missing:
+        raise ValueError(f"bench.datasets: an inline dataset needs {missing}")
+    return ds
+
+
+def _optimizer_config(method: str, bench: dict) -> dict:
+    """conf/optimizer/<method>.yaml with the bench's lr, damping, T1, T2 and overrides."""
+    path = CONF_DIR / "optimizer" / f"{method}.yaml"
+    node = OmegaConf.load(path) if path.is_file() else OmegaConf.create({"name": method})
+    node.lr = bench["lr"]
+    if method not in FIRST_ORDER:
+        node.damping = bench["damping"]
+        node.T1, node.T2 = bench["T1"], bench["T2"]
+    for k, v in (bench["optimizer_overrides"] or {}).get(method, {}).items():
+        node[k] = v
+    if "tuned" in node:
+        del node["tuned"]
+    return OmegaConf.to_container(node, resolve=True)
+
+
+# ------------------------------------------------------------------------------------ timing
+def _median(xs) -> float:
+    xs = [x for x in xs if x is not None and not math.isnan(x)]
+    return statistics.median(xs) if xs else float("nan")
+
+
+def _median_ci(xs: list[float], seed: int = 0, level: float = 0.95, resamples: int = 2000) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval of the median of ``xs`` (seeded)."""
+    xs = [x for x in xs if x is not None and not math.isnan(x)]
+    if len(xs) < 2:
+        return float("nan"), float("nan")
+    rng = random.Random(seed)
+    meds = sorted(statistics.median(rng.choices(xs, k=len(xs))) for _ in range(resamples))
+    tail = (1.0 - level) / 2
+    return meds[int(tail * (resamples - 1))], meds[int((1.0 - tail) * (resamples - 1))]
+
+
+def _syncer(device: torch.device):
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+def _time_call(fn, sync, target_s: float) -> float:
+    """Seconds per call: one call if it lasts ``target_s`` or more, else (that call serving as a
+    warm-up) one block of calls lasting about ``target_s``."""
+    sync()
+    t0 = time.perf_counter()
+    fn()
+    sync()
+    once = time.perf_counter() - t0
+    if once >= target_s:
+        return once
+    reps = max(1, min(200, int(target_s / max(once, 1e-7))))
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    sync()
+    return (time.perf_counter() - t0) / reps
+
+
+def _warm_up_linalg(device: torch.device) -> None:
+    """The first eigh calls of a process pay a one-off cost of seconds (lazy library code paths);
+    pay it here rather than inside the first method's inverse update."""
+    gen = torch.Generator().manual_seed(0)
+    for n in (32, 128, 256, 384, 512, 768):
+        x = torch.randn(n, n, generator=gen).to(device)
+        torch.linalg.eigh(x @ x.mT / n + torch.eye(n, device=device))
+        torch.linalg.cholesky(x @ x.mT / n + torch.eye(n, device=device))
+    _syncer(device)()
+
+
+def _iters_total(iterations: dict | None) -> int:
+    return int(sum((iterations or {}).values()))
+
+
+def _iters_text(iterations: dict | None) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted((iterations or {}).items()))
+
+
+@contextmanager
+def _layer_profile(opt: KroneckerFactoredOptimizer, sync):
+    """Per-layer wall times of ``method.fit`` and ``damped_inverse`` inside a real ``step``.
+
+    Wraps the optimizer's approximation instance and the module-level ``damped_inverse`` the
+    optimizer calls, and restores both on exit. Only used on the first curvature update.
+    """
+    from .optim import kronecker_optimizer as ko
+    rec: dict[str, list] = {"fit": [], "inverse": []}
+
+    def timed(kind, fn):
+        def wrapper(*args, **kwargs):
+            sync()
+            t0 = time.perf_counter()
+            out = fn(*args, **kwargs)
+            sync()
+            rec[kind].append(time.perf_counter() - t0)
+            return out
+        return wrapper
+
+    method_fit = opt.method.fit
+    original_inverse = getattr(ko, "damped_inverse", None)
+    opt.method.fit = timed("fit", method_fit)
+    if original_inverse is not None:
+        ko.damped_inverse = timed("inverse", original_inverse)
+    try:
+        yield rec
+    finally:
+        vars(opt.method).pop("fit", None)
+        if original_inverse is not None:
+            ko.damped_inverse = original_inverse
+
+
+# ------------------------------------------------------------------------------ one method
+class _Method:
+    """One method's model, optimizer and measurements on one dataset."""
+
+    def __init__(self, name: str, ds: dict, bench: dict, device, seed: int):
+        self.name = name
+        self.likelihood = get_likelihood(ds["likelihood"])
+        self.model = build_autoencoder(ds, seed).to(device)
+        self.opt = build_optimizer(_optimizer_config(name, bench), self.model, self.likelihood.name, seed,
+                                   record_timings=True)
+        self.kron = isinstance(self.opt, KroneckerFactoredOptimizer)
+        self.steps: list[dict] = []             # per timed step: total and phase seconds
+        self.updates: list[dict] = []           # per curvature update: per-layer fit/inverse seconds
+        self.solve: dict[int, list[float]] = {}  # layer -> seconds per solve (tight loop)
+        self.bare: dict[int, list[float]] = {}   # layer -> seconds of bare products
+        self.refit: list[dict] = []
+        self.stats_refit_s = float("nan")
+
+    def force_update(self) -> None:
+        """Make the next step a statistics + inverse update (both schedules due)."""
+        if not self.kron:
+            return
+        period = math.lcm(self.opt.T1, self.opt.T2)
+        if self.opt.steps % period:
+            self.opt.steps += period - self.opt.steps % period
+
+    # -- a training step ------------------------------------------------------------------
+    def step(self, x, sync, slot) -> None:
+        opt = self.opt
+        due = self.kron and (opt.steps % opt.T1 == 0 or opt.steps % opt.T2 == 0)
+        before = dict(opt.timer.totals) if self.kron else {}
+        ctx = _layer_profile(opt, sync) if due else _null_ctx()
+        with ctx as rec:
+            sync()
+            t0 = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            loss = self.likelihood.batch_loss(self.model(x), x)
+            loss.backward()
+            if self.kron:
+                opt.step(targets=x)
+            else:
+                opt.step()
+            sync()
+            total = time.perf_counter() - t0
+        record = {"total": total, "slot": slot}
+        if self.kron:
+            record.update({k: v - before.get(k, 0.0) for k, v in opt.timer.totals.items()
+                           if k not in before or v > before[k]})
+        if "statistics" in record:
+            record["first"] = not self.updates
+            self.updates.append({"first": record["first"], "fit": rec["fit"], "inverse": rec["inverse"],
+                                 "iterations": [dict(f.iterations) for f in opt.last_fit],
+                                 "converged": [bool(f.converged) for f in opt.last_fit]})
+        if not math.isfinite(float(loss.detach())):
+            raise ValueError(f"{self.name}: non-finite training loss during the bench; "
+                             f"lower bench.lr or raise bench.damping")
+        self.steps.append(record)
+
+    # -- preconditioning: tight-loop solves and their bare products ---------------------------
+    def _layer_inputs(self):
+        """(layer index, cached inverse, the layer's gradient [W | b]) of every preconditioned layer."""
+        for i, (layer, curv) in enumerate(zip(self.opt.layers, self.opt._curv)):
+            inv = curv["inverse"]
+            if inv is None or layer.weight.grad is None:
+                continue
+            x = layer.weight.grad
+            if layer.bias is not None:
+                x = torch.cat([x, layer.bias.grad[:, None]], dim=1)
+            yield i, inv, x
+
+    def time_bare(self, sync, target_s: float) -> None:
+        """Right after a step: the bare products of that step's preconditioning, per layer, with the
+        step's own gradients -- paired with the step's ``precondition`` phase."""
+        if not self.kron or "precondition" not in self.steps[-1]:
+            return
+        total = 0.0
+        for i, inv, x in self._layer_inputs():
+            t = _time_call(_bare_products(inv, x), sync, target_s)
+            self.bare.setdefault(i, []).append(t)
+            total += t
+        self.steps[-1]["bare"] = total
+
+    def time_solves(self, sync, target_s: float) -> None:
+        """The optimizer's own ``inverse.solve`` per layer in a tight loop (once per round)."""
+        if not self.kron:
+            return
+        for i, inv, x in self._layer_inputs():
+            self.solve.setdefault(i, []).append(_time_call(lambda: inv.solve(x), sync, target_s))
+
+    # -- factor estimation, warm and cold, on one steady-state operator -----------------------
+    def refit_factors(self, x, sync, seed: int) -> None:
+        """The operator of the optimizer's next update (``rho F_old_hat + (1 - rho) F_batch``),
+        solved warm (the optimizer's stored vectors) and cold (``warm={}``); state untouched."""
+        if not self.kron:
+            return
+        opt = self.opt
+        gen = torch.Generator(device=x.device).manual_seed(seed + 7)
+        sync()
+        t0 = time.perf_counter()
+        blocks = collect_statistics(self.model, opt.layers, x, opt.likelihood, gen, None, opt.reduction)
+        sync()
+        self.stats_refit_s = time.perf_counter() - t0
+        self.refit = []
+        for curv, block in zip(opt._curv, blocks):
+            rho = min(1.0 - 1.0 / (curv["updates"] + 1), opt.alpha)
+            row = {}
+            for kind, warm in (("warm", dict(curv["warm"])), ("cold", {})):
+                with _cold_start(opt.method) if kind == "cold" else _null_ctx():
+                    sync()
+                    t0 = time.perf_counter()
+                    fit = opt.method.fit(block, curv["approx"], rho, warm)
+                    sync()
+                row[kind] = (time.perf_counter() - t0, dict(fit.iterations), bool(fit.converged))
+            self.refit.append(row)
+
+    # -- summaries ----------------------------------------------------------------------------
+    def summary(self, T1: int, T2: int) -> dict:
+        regular = [s["total"] for s in self.steps if not _is_update(s)]
+        updates = [s for s in self.steps if _is_update(s)]
+        out = {"regular_step_ms": 1e3 * _median(regular), "timed_steps": len(self.steps),
+               "update_steps": len(updates)}
+        if not self.kron:
+            out["step_ms"] = out["regular_step_ms"]
+            return out
+        ms = lambda xs: 1e3 * _median(xs)  # noqa: E731
+        out["update_step_ms"] = ms([s["total"] for s in updates])
+        out["stats_ms"] = ms([s["statistics"] for s in updates if "statistics" in s])
+        out["inverse_ms"] = ms([s["inverse"] for s in updates if "inverse" in s])
+        out["precondition_ms"] = ms([s.get("precondition") for s in self.steps])
+        first = [s for s in updates if s.get("first")]
+        later = [s for s in updates if not s.get("first") and "factors" in s]
+        out["factors_first_ms"] = 1e3 * first[0]["factors"] if first else float("nan")
+        first_u = [u for u in self.updates if u["first"]]
+        later_u = [u for u in self.updates if not u["first"]]
+        if first_u:
+            out["iters_first"] = sum(_iters_total(it) for it in first_u[0]["iterations"])
+        if self.refit:
+            out["factors_warm_refit_ms"] = 1e3 * sum(r["warm"][0] for r in self.refit)
+            out["iters_warm_refit"] = sum(_iters_total(r["warm"][1]) for r in self.refit)
+            out["factors_cold_ms"] = 1e3 * sum(r["cold"][0] for r in self.refit)
+            out["iters_cold"] = sum(_iters_total(r["cold"][1]) for r in self.refit)
+        if later:  # steady-state updates inside the step: the real thing
+            out["factors_ms"], out["factors_source"] = ms([s["factors"] for s in later]), "step"
+            out["iters"] = _median([sum(_iters_total(it) for it in u["iterations"]) for u in later_u])
+        elif self.refit:
+            out["factors_ms"], out["factors_source"] = out["factors_warm_refit_ms"], "refit"
+            out["iters"] = out["iters_warm_refit"]
+        else:
+            out["factors_ms"], out["factors_source"] = out["factors_first_ms"], "first"
+            out["iters"] = out.get("iters_first", float("nan"))
+        curvature = out["stats_ms"] / T1 + out["factors_ms"] / T1 + out["inverse_ms"] / T2
+        out["curvature_amortised_ms"] = curvature
+        out["step_ms"] = out["regular_step_ms"] + curvature
+        out["curvature_share"] = curvature / out["step_ms"]
+        solve = [_median(v) for v in self.solve.values()]
+        bare = [_median(v) for v in self.bare.values()]
+        out["solve_ms"] = 1e3 * sum(solve) if solve else float("nan")
+        out["bare_ms"] = 1e3 * sum(bare) if bare else float("nan")
+        paired = [st["precondition"] / st["bare"] for st in self.steps if st.get("bare")]
+        out["floor_ratio"] = _median(paired)
+        return out
+
+    def layer_rows(self) -> list[dict]:
+        if not self.kron:
+            return []
+        rows = []
+        first = next((u for u in self.updates if u["first"]), None)
+        later = [u for u in self.updates if not u["first"]]
+        with_inverse = [i for i, c in enumerate(self.opt._curv) if c["approx"] is not None]
+        inverse_times: dict[int, list[float]] = {}
+        for u in self.updates:
+            if len(u["inverse"]) == len(with_inverse):
+                for i, t in zip(with_inverse, u["inverse"]):
+                    inverse_times.setdefault(i, []).append(t)
+        for i, layer in enumerate(self.opt.layers):
+            curv = self.opt._curv[i]
+            rank = curv["approx"].rank if curv["approx"] is not None else 0
+            row = {"method": self.name, "layer": i, "d_out": layer.out_features,
+                   "d_in_plus_1": layer.in_features + (layer.bias is not None), "rank": rank}
+            if first is not None and i < len(first["fit"]):
+                row["factors_first_ms"] = 1e3 * first["fit"][i]
+                row["iters_first"] = _iters_text(first["iterations"][i])
+            steady = [u for u in later if i < len(u["fit"])]
+            if steady:
+                row["factors_ms"] = 1e3 * _median([u["fit"][i] for u in steady])
+                row["iters"] = _iters_text(steady[-1]["iterations"][i])
+            if i < len(self.refit):
+                r = self.refit[i]
+                row["factors_warm_refit_ms"], row["iters_warm_refit"] = 1e3 * r["warm"][0], _iters_text(r["warm"][1])
+                row["factors_cold_ms"], row["iters_cold"] = 1e3 * r["cold"][0], _iters_text(r["cold"][1])
+            if i in inverse_times:
+                row["inverse_ms"] = 1e3 * _median(inverse_times[i])
+            if i in self.solve:
+                row["solve_ms"] = 1e3 * _median(self.solve[i])
+                row["bare_ms"] = 1e3 * _median(self.bare[i])
+                row["solve_over_bare"] = row["solve_ms"] / row["bare_ms"]
+            rows.append(row)
+        return rows
+
+
+@contextmanager
+def _null_ctx():
+    yield None
+
+
+@contextmanager
+def _cold_start(method):
+    """A genuinely cold solver start: besides ``warm={}``, the approximation must not start from
+    the previous approximation's factor either (``Approximation._start``, used when the previous
+    approximation is part of the moving-average operator); the solvers then start from the identity."""
+    patched = callable(getattr(method, "_start", None))
+    if patched:
+        method._start = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        if patched:
+            vars(method).pop("_start", None)
+
+
+def _is_update(step: dict) -> bool:
+    return any(k in step for k in ("statistics", "factors", "inverse"))
+
+
+def _bare_products(inv, x):
+    """The matrix products of one preconditioning solve and nothing else, into preallocated
+    outputs (no allocation, no Hadamard product)."""
+    if isinstance(inv, KroneckerInverse):
+        g_inv, a_inv = inv.g_inv, inv.a_inv
+        b1, b2 = torch.empty_like(x), torch.empty_like(x)
+
+        def products():
+            torch.mm(g_inv, x, out=b1)
+            torch.mm(b1, a_inv, out=b2)
+        return products
+    if isinstance(inv, TwoTermKroneckerInverse):
+        k1, k2 = inv.k1, inv.k2
+        k1t, k2t = k1.mT, k2.mT
+        b1, b2, b3, b4 = (torch.empty_like(x) for _ in range(4))
+
+        def products():
+            torch.mm(k2t, x, out=b1)
+            torch.mm(b1, k1, out=b2)
+            torch.mm(k2, b2, out=b3)
+            torch.mm(b3, k1t, out=b4)
+        return products
+    raise TypeError(f"unknown inverse type {type(inv).__name__}")
+
+
+# ------------------------------------------------------------------------------ one dataset
+def _batches(ds: dict, bench: dict, data_dir, device, seed: int) -> tuple[list[torch.Tensor], str]:
+    bs, d = int(ds["batch_size"]), int(ds["layers"][0])
+    n = int(bench["n_batches"])
+    if bench["data"] == "dataset":
+        from .data import load_dataset
+        splits = load_dataset(ds, data_dir, device=device, log=log.info)
+        train = splits.train
+        if train.shape[0] < bs:
+            raise ValueError(f"{ds['name']}: {train.shape[0]} training images, fewer than one batch of {bs}")
+        n = max(1, min(n, train.shape[0] // bs))
+        return [train[i * bs:(i + 1) * bs].contiguous() for i in range(n)], f"dataset ({splits.source})"
+    gen = torch.Generator().manual_seed(seed + 1)
+    return [torch.rand(bs, d, generator=gen).to(device) for _ in range(n)], "random U[0,1]"
+
+
+def _bench_dataset(ds: dict, bench: dict, cfg: dict, device) -> tuple[list[dict], list[dict]]:
+    seed = int(cfg.get("seed", 0))
+    sync = _syncer(device)
+    batches, data_label = _batches(ds, bench, cfg.get("data_dir", "data"), device, seed)
+    methods = [_Method(m, ds, bench, device, seed) for m in bench["methods"]]
+    target_s = float(bench["product_target_ms"]) / 1e3
+    # Warm-up, untimed: one forward/backward of every model (allocator, autograd), no update.
+    for m in methods:
+        loss = m.likelihood.batch_loss(m.model(batches[0]), batches[0])
+        loss.backward()
+        m.model.zero_grad(set_to_none=True)
+    sync()
+    rounds, steps = int(bench["rounds"]), int(bench["steps"])
+    t_start = time.perf_counter()
+    for r in range(rounds):
+        # Interleaved step by step: in every slot each method takes one step on the same batch, in
+        # an order rotated every round; paired ratios (same slot) cancel the machine's drift.
+        order = methods[r % len(methods):] + methods[:r % len(methods)]
+        if r < int(bench["update_rounds"]):
+            for m in order:
+                m.force_update()
+        for k in range(steps):
+            x = batches[(r * steps + k) % len(batches)]
+            for m in order:
+                m.step(x, sync, (r, k))
+                m.time_bare(sync, target_s)
+        for m in order:
+            m.time_solves(sync, target_s)
+            if r == rounds - 1 and bench["refit"]:
+                m.refit_factors(batches[(r * steps + steps) % len(batches)], sync, seed)
+        log.info("bench %s: round %d/%d done (%.0f s)", ds["name"], r + 1, rounds, time.perf_counter() - t_start)
+    T1, T2 = int(bench["T1"]), int(bench["T2"])
+    rows, layer_rows = [], []
+    sgd = next(m for m in methods if m.name == "sgd")
+    sgd_slot = {st["slot"]: st["total"] for st in sgd.steps}
+    sgd_ms = 1e3 * _median(list(sgd_slot.values()))
+    for m in methods:
+        s = m.summary(T1, T2)
+        paired = [st["total"] / sgd_slot[st["slot"]] for st in m.steps
+                  if not _is_update(st) and st["slot"] in sgd_slot]
+        # Paired with SGD slot by slot, plus the amortised curvature work against SGD's median step.
+        s["ratio_sgd"] = _median(paired) + s.get("curvature_amortised_ms", 0.0) / sgd_ms
+        s["_paired"] = {st["slot"]: st["total"] for st in m.steps if not _is_update(st)}
+        rows.append({"dataset": ds["name"], "method": m.name, "batch_size": int(ds["batch_size"]),
+                     "data": data_label, "device": str(device), **s})
+        for lr_ in m.layer_rows():
+            layer_rows.append({"dataset": ds["name"], **lr_})
+        if m.kron:
+            m.opt.close()
+    by_name = {row["method"]: row for row in rows}
+    if "lanczos" in by_name and "deflation" in by_name:
+        lz, de = by_name["lanczos"], by_name["deflation"]
+        common = sorted(set(lz["_paired"]) & set(de["_paired"]))
+        ratios = [lz["_paired"][c] / de["_paired"][c] for c in common]
+        lo, hi = _median_ci(ratios, seed)
+
+        def amortised(regular: float) -> float:
+            # The paired regular-step ratio on Deflation's regular step, plus each method's own
+            # amortised curvature work.
+            return ((regular * de["regular_step_ms"] + lz["curvature_amortised_ms"])
+                    / (de["regular_step_ms"] + de["curvature_amortised_ms"]))
+        lz["lanczos_vs_deflation"] = amortised(_median(ratios))
+        lz["lanczos_vs_deflation_lo"], lz["lanczos_vs_deflation_hi"] = amortised(lo), amortised(hi)
+        lz["lanczos_vs_deflation_curvature"] = lz["curvature_amortised_ms"] / de["curvature_amortised_ms"]
+    for row in rows:
+        row.pop("_paired", None)
+    return rows, layer_rows
+
+
+def _evaluate_targets(df: pd.DataFrame, targets: dict) -> pd.DataFrame:
+    kron = ~df["method"].isin(FIRST_ORDER)
+    df["floor_ok"] = None
+    df["curvature_ok"] = None
+    df["lanczos_ok"] = None
+    df.loc[kron, "floor_ok"] = df.loc[kron, "floor_ratio"] <= targets["floor_ratio"]
+    df.loc[kron, "curvature_ok"] = df.loc[kron, "curvature_share"] < targets["curvature_share"]
+    lz = df["method"] == "lanczos"
+    df.loc[lz, "lanczos_ok"] = df.loc[lz, "lanczos_vs_deflation"].map(
+        lambda v: None if pd.isna(v) else bool(v <= 1.0))
+    return df
+
+
+# ------------------------------------------------------------------------------------ output
+def _fmt(v, digits: int = 4) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "ok" if v else "MISS"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return ""
+        if abs(v) >= 100:
+            return f"{v:.0f}"
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def markdown_table(df: pd.DataFrame, columns: list[str]) -> str:
+    cols = [c for c in columns if c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for _, row in df.iterrows():
+        lines.append("| " + " | ".join(_fmt(_clean(row[c])) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def _clean(v):
+    if v is None:
+        return None
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if hasattr(v, "item") and not isinstance(v, str):
+        v = v.item()
+    return v
+
+
+SUMMARY_COLUMNS = ["dataset", "method", "step_ms", "ratio_sgd", "regular_step_ms", "stats_ms",
+                   "factors_ms", "iters", "factors_cold_ms", "iters_cold", "inverse_ms",
+                   "curvature_share", "precondition_ms", "bare_ms", "floor_ratio", "floor_ok",
+                   "curvature_ok", "lanczos_ok"]
+
+
+def _targets_text(df: pd.DataFrame, targets: dict) -> str:
+    lines = []
+    kron = df[~df["method"].isin(FIRST_ORDER)]
+    for _, row in kron.iterrows():
+        misses = []
+        if row["floor_ok"] is False:
+            misses.append(f"preconditioning {row['floor_ratio']:.3f}x its bare products (target <= "
+                          f"{targets['floor_ratio']})")
+        if row["curvature_ok"] is False:
+            misses.append(f"curvature {100 * row['curvature_share']:.1f}% of the step (target < "
+                          f"{100 * targets['curvature_share']:.0f}%)")
+        if row["lanczos_ok"] is False:
+            lo, hi = row["lanczos_vs_deflation_lo"], row["lanczos_vs_deflation_hi"]
+            tie = "; the interval contains 1: a tie within the noise" if lo <= 1.0 <= hi else ""
+            misses.append(f"Lanczos step {row['lanczos_vs_deflation']:.3f}x Deflation's (95% CI of the "
+                          f"regular-step noise [{lo:.3f}, {hi:.3f}]{tie}; curvature work alone "
+                          f"{row['lanczos_vs_deflation_curvature']:.3f}x)")
+        if misses:
+            lines.append(f"- {row['dataset']}/{row['method']}: MISS " + "; ".join(misses))
+    return "\n".join(lines) if lines else "- every target met"
+
+
+def _write_outputs(df: pd.DataFrame, layers: pd.DataFrame, meta: dict, out_dir: Path) -> str:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "bench.csv", df.to_csv(index=False))
+    atomic_write_text(out_dir / "bench_layers.csv", layers.to_csv(index=False))
+    atomic_write_text(out_dir / "bench.json", json.dumps(meta, indent=2, default=str) + "\n")
+    b = meta["bench"]
+    md = io.StringIO()
+    md.write("# kfac-bench bench\n\n")
+    md.write(f"Device {meta['device']} ({meta['device_name']}), torch {meta['torch_version']}, "
+             f"threads {meta['threads']}; data: {meta['data']}; T1 = {b['T1']}, T2 = {b['T2']}; "
+             f"{b['rounds']} rounds x {b['steps']} steps per method, interleaved; load average "
+             f"{meta['loadavg_start']} -> {meta['loadavg_end']}; wall time {meta['wall_s']:.0f} s. "
+             f"Times in ms, medians. `step_ms` = median regular step + (stats + factors)/T1 + "
+             f"inverse/T2; `ratio_sgd` = the median slot-paired ratio of the regular step to SGD's step + the amortised curvature over SGD's step; `curvature_share` = the amortised curvature "
+             f"part of step_ms; `floor_ratio` = precondition / bare products. `iters`: operator "
+             f"applications (Z v and Z^T u pairs) summed over layers. factors: steady-state updates "
+             f"(factors_source: step = inside the optimizer's step, refit = warm refit); factors_first: "
+             f"the first update (cold, batch only); factors_warm_refit / factors_cold: one steady-state "
+             f"operator solved warm and cold. See docs/bench.md.\n\n")
+    md.write("## Summary\n\n" + markdown_table(df, SUMMARY_COLUMNS) + "\n\n")
+    md.write("## Targets\n\n" + _targets_text(df, b["targets"]) + "\n\n")
+    md.write("## All columns\n\n" + markdown_table(df, COLUMNS) + "\n\n")
+    md.write("## Per layer\n\n" + markdown_table(layers, LAYER_COLUMNS) + "\n")
+    atomic_write_text(out_dir / "bench.md", md.getvalue())
+    return md.getvalue()
+
+
+def _loadavg() -> str:
+    try:
+        return "/".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+# -------------------------------------------------------------------------------------- entry
+def run_bench(cfg: dict, out_dir: Path) -> pd.DataFrame:
+    """Run the benchmark described by ``cfg`` (the resolved conf/bench.yaml) into ``out_dir``;
+    returns the summary table (one row per dataset and method)."""
+    out_dir = Path(out_dir)
+    bench = _bench_settings(cfg)
+    datasets = [_dataset_config(d) for d in bench["datasets"]]
+    device = select_device(cfg.get("device", "auto"))
+    seed = int(cfg.get("seed", 0))
+    torch.manual_seed(seed)
+    # Subnormal floats make CPU matrix products 100x slower (as in train.py).
+    torch.set_flush_denormal(True)
+    threads_before = torch.get_num_threads()
+    if bench["threads"] is not None:
+        torch.set_num_threads(int(bench["threads"]))
+    started = datetime.now(timezone.utc)
+    load_start = _loadavg()
+    t0 = time.perf_counter()
+    rows, layer_rows = [], []
+    try:
+        threads = torch.get_num_threads()
+        _warm_up_linalg(device)
+        for ds in datasets:
+            log.info("bench %s: batch %d, layers %s, methods %s", ds["name"], ds["batch_size"], ds["layers"],
+                     bench["methods"])
+            r, lr_ = _bench_dataset(ds, bench, cfg, device)
+            rows += r
+            layer_rows += lr_
+    finally:
+        torch.set_num_threads(threads_before)
+    df = pd.DataFrame(rows)
+    for c in COLUMNS:
+        if c not in df.columns:
+            df[c] = float("nan")
+    df = _evaluate_targets(df[COLUMNS].copy(), bench["targets"])
+    layers = pd.DataFrame(layer_rows)
+    for c in LAYER_COLUMNS:
+        if c not in layers.columns:
+            layers[c] = float("nan")
+    layers = layers[LAYER_COLUMNS]
+    meta = {
+        "bench": bench, "seed": seed, "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "threads": threads, "torch_version": torch.__version__,
+        "data": rows[0]["data"] if rows else bench["data"], "git_commit": git_commit(),
+        "started": started.isoformat(timespec="seconds"), "loadavg_start": load_start,
+        "loadavg_end": _loadavg(), "wall_s": time.perf_counter() - t0, "command": " ".join(sys.argv),
+    }
+    _write_outputs(df, layers, meta, out_dir)
+    with pd.option_context("display.width", 250, "display.max_columns", 40):
+        shown = df[[c for c in SUMMARY_COLUMNS]].copy()
+        print(f"kfac-bench bench: {meta['device']}, data {meta['data']}, T1={bench['T1']} T2={bench['T2']}, "
+              f"{meta['wall_s']:.0f} s (ms, medians; ratio_sgd = amortised step / SGD step, paired by slot)")
+        print(markdown_table(shown, SUMMARY_COLUMNS))
+        print("targets:\n" + _targets_text(df, bench["targets"]))
+        print(f"written: {out_dir / 'bench.csv'}, {out_dir / 'bench.md'}, {out_dir / 'bench_layers.csv'}")
+    return df
+
+
+__all__ = ["run_bench", "DEFAULTS", "COLUMNS", "LAYER_COLUMNS", "markdown_table"]

@@ -1,0 +1,173 @@
+"""`kfac-bench bench` on tiny random problems: the table's columns, its files, its validation.
+Speed is never asserted (timings only have to exist and be finite)."""
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from kfac_bench import bench
+from kfac_bench.bench import COLUMNS, LAYER_COLUMNS, run_bench
+
+REPO = Path(__file__).resolve().parents[1]
+METHODS = ["sgd", "adam", "kfac", "kpsvd", "deflation", "lanczos", "kfac_corrected"]
+KRON = METHODS[2:]
+TINY = [
+    {"name": "tiny_bce", "layers": [12, 8, 3, 8, 12], "batch_size": 16, "likelihood": "bernoulli"},
+    {"name": "tiny_mse", "layers": [10, 6, 10], "batch_size": 8, "likelihood": "gaussian"},
+]
+
+
+def tiny_cfg(**bench_options):
+    options = {"datasets": TINY, "methods": METHODS, "steps": 2, "rounds": 2, "update_rounds": 2,
+               "n_batches": 2, "product_target_ms": 0.5}
+    options.update(bench_options)
+    return {"seed": 0, "device": "cpu", "bench": options}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    return run_bench(tiny_cfg(), out), out
+
+
+def test_table_has_one_row_per_dataset_and_method(tiny_run):
+    df, _ = tiny_run
+    assert list(df.columns) == COLUMNS
+    assert list(zip(df["dataset"], df["method"])) == [(d["name"], m) for d in TINY for m in METHODS]
+    assert (df["batch_size"] == [d["batch_size"] for d in TINY for _ in METHODS]).all()
+    assert (df["data"] == "random U[0,1]").all()
+    assert (df["device"] == "cpu").all()
+
+
+def test_every_measured_column_is_filled(tiny_run):
+    df, _ = tiny_run
+    for col in ("step_ms", "ratio_sgd", "regular_step_ms"):
+        assert (df[col] > 0).all() and df[col].map(math.isfinite).all(), col
+    assert (df.loc[df["method"] == "sgd", "ratio_sgd"] == 1.0).all()
+    kron = df[df["method"].isin(KRON)]
+    for col in ("update_step_ms", "stats_ms", "factors_ms", "factors_first_ms", "factors_warm_refit_ms",
+                "factors_cold_ms", "inverse_ms", "curvature_amortised_ms", "curvature_share",
+                "precondition_ms", "solve_ms", "bare_ms", "floor_ratio"):
+        assert (kron[col] > 0).all() and kron[col].map(math.isfinite).all(), col
+    # 2 rounds start with an update: the first (cold) one and one steady-state one inside the step
+    assert (kron["update_steps"] == 2).all() and (kron["timed_steps"] == 4).all()
+    assert (kron["factors_source"] == "step").all()
+    # KFAC has no iterative solver; the SVD-based methods report operator applications
+    assert (kron.loc[kron["method"] == "kfac", "iters"] == 0).all()
+    assert (kron.loc[kron["method"] != "kfac", "iters_cold"] > 0).all()
+    first_order = df[df["method"].isin(["sgd", "adam"])]
+    assert first_order["floor_ratio"].isna().all() and first_order["floor_ok"].isna().all()
+    assert kron["floor_ok"].map(lambda v: isinstance(v, bool)).all()
+    assert kron["curvature_ok"].map(lambda v: isinstance(v, bool)).all()
+    lz = df[df["method"] == "lanczos"]
+    assert lz["lanczos_vs_deflation"].map(math.isfinite).all()
+    assert (lz["lanczos_vs_deflation_lo"] <= lz["lanczos_vs_deflation"]).all()
+    assert (lz["lanczos_vs_deflation"] <= lz["lanczos_vs_deflation_hi"]).all()
+    assert lz["lanczos_ok"].map(lambda v: isinstance(v, bool)).all()
+    assert df.loc[df["method"] != "lanczos", "lanczos_ok"].isna().all()
+
+
+def test_files_are_written(tiny_run):
+    df, out = tiny_run
+    csv = pd.read_csv(out / "bench.csv")
+    assert list(csv.columns) == COLUMNS and len(csv) == len(df)
+    layers = pd.read_csv(out / "bench_layers.csv")
+    assert list(layers.columns) == LAYER_COLUMNS
+    n_layers = sum(len(d["layers"]) - 1 for d in TINY)
+    assert len(layers) == n_layers * len(KRON)
+    assert set(layers["method"]) == set(KRON)
+    assert (layers["bare_ms"] > 0).all() and (layers["inverse_ms"] > 0).all()
+    assert set(layers.loc[layers["rank"] == 2, "method"]) == {"deflation", "lanczos", "kfac_corrected"}
+    md = (out / "bench.md").read_text()
+    assert md.startswith("# kfac-bench bench")
+    for heading in ("## Summary", "## Targets", "## All columns", "## Per layer"):
+        assert heading in md
+    for d in TINY:
+        for m in METHODS:
+            assert f"| {d['name']} | {m} |" in md
+    assert "random U[0,1]" in md
+    assert (out / "bench.json").is_file()
+
+
+def test_instrumentation_is_removed_after_the_run(tiny_run):
+    from kfac_bench.curvature import inverse
+    from kfac_bench.optim import kronecker_optimizer
+    assert kronecker_optimizer.damped_inverse is inverse.damped_inverse
+
+
+def test_sgd_baseline_is_added(tmp_path):
+    cfg = tiny_cfg(datasets=TINY[1:], methods=["kfac"], rounds=1, update_rounds=1, refit=False)
+    df = run_bench(cfg, tmp_path)
+    assert list(df["method"]) == ["sgd", "kfac"]
+    # without refit and without a steady-state update the factors come from the first update
+    assert df.loc[1, "factors_source"] == "first"
+
+
+@pytest.mark.parametrize("options,match", [
+    ({"methods": ["sgd", "newton"]}, "unknown method"),
+    ({"datasets": ["cifar"]}, "unknown dataset"),
+    ({"steps": 1}, "bench.steps"),
+    ({"rounds": 1, "update_rounds": 2}, "update_rounds"),
+    ({"data": "imagenet"}, "bench.data"),
+    ({"threads": 0}, "bench.threads"),
+    ({"datasets": [{"name": "x", "layers": [4, 4]}]}, "inline dataset"),
+])
+def test_invalid_settings_are_rejected(tmp_path, options, match):
+    with pytest.raises(ValueError, match=match):
+        run_bench(tiny_cfg(**options), tmp_path)
+
+
+def test_optimizer_config_comes_from_conf_with_the_bench_settings():
+    settings = bench._bench_settings(tiny_cfg(T1=7, T2=9, lr=0.5, damping=0.25))
+    kfac = bench._optimizer_config("lanczos", settings)
+    assert kfac["name"] == "lanczos" and kfac["lr"] == 0.5 and kfac["damping"] == 0.25
+    assert kfac["T1"] == 7 and kfac["T2"] == 9
+    assert kfac["kl_clip"] == pytest.approx(1e-2)  # KL clipping stays active, as in training
+    assert "tuned" not in kfac
+    adam = bench._optimizer_config("adam", settings)
+    assert adam["lr"] == 0.5 and "damping" not in adam
+    over = bench._bench_settings(tiny_cfg(optimizer_overrides={"lanczos": {"krylov_dim": 4}}))
+    assert bench._optimizer_config("lanczos", over)["krylov_dim"] == 4
+
+
+def test_median_interval_is_seeded_and_brackets_the_median():
+    xs = [1.0, 1.2, 0.9, 1.1, 1.05, 0.95, 1.3]
+    lo, hi = bench._median_ci(xs, seed=3)
+    assert (lo, hi) == bench._median_ci(xs, seed=3)
+    assert lo <= 1.05 <= hi and min(xs) <= lo and hi <= max(xs)
+    assert all(math.isnan(v) for v in bench._median_ci([1.0]))
+
+
+def test_dataset_names_load_the_paper_batch_sizes():
+    assert bench._dataset_config("curves")["batch_size"] == 256
+    assert bench._dataset_config("mnist")["batch_size"] == 512
+    assert bench._dataset_config("faces")["batch_size"] == 1024
+
+
+@pytest.mark.slow
+def test_cli_writes_the_table_into_the_run_folder(tmp_path):
+    out = tmp_path / "run"
+    dataset = "{name:tiny,layers:[10,6,10],batch_size:8,likelihood:bernoulli}"
+    cmd = [sys.executable, "-m", "kfac_bench.cli", "bench", f"bench.datasets=[{dataset}]",
+           "bench.methods=[sgd,kfac,lanczos]", "bench.steps=2", "bench.rounds=1", "bench.update_rounds=1",
+           "bench.product_target_ms=0.5", "device=cpu", f"hydra.run.dir={out}"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| tiny | lanczos |" in proc.stdout
+    for name in ("bench.csv", "bench.md", "bench_layers.csv", "bench.json"):
+        assert (out / name).is_file(), name
+    assert list(pd.read_csv(out / "bench.csv")["method"]) == ["sgd", "kfac", "lanczos"]
+
+
+def test_cli_rejects_bad_settings_with_exit_code_2(tmp_path):
+    cmd = [sys.executable, "-m", "kfac_bench.cli", "bench", "bench.methods=[newton]", "device=cpu",
+           f"hydra.run.dir={tmp_path}"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 2
+    assert "unknown method" in proc.stderr
