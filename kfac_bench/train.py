@@ -123,6 +123,8 @@ def run_training(cfg: Mapping, run_dir: str | Path) -> dict:
     validate_config(cfg)
     seed = int(cfg.get("seed", 0))
     device = select_device(cfg.get("device", "auto"))
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg["threads"]))
     torch.manual_seed(seed)
     # Subnormal floats make CPU matrix products 100x slower once ReLU activations get tiny;
     # flushing them to zero changes nothing measurable in the losses.

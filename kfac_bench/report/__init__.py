@@ -1,0 +1,175 @@
+"""``kfac-bench report``: Figures 1-2 and the summary table from a results folder; reruns nothing.
+
+Reads every training run under ``results_dir`` (:mod:`.results`), chooses the best configuration
+per problem and method by final training loss (:mod:`.tables`), and writes into ``output_dir``:
+
+* ``figure2.{png,pdf}`` (every problem, one row each) and ``figure2_<problem>.{png,pdf}``;
+* ``figure1_<dataset>.{png,pdf}`` from the fisher studies under ``results_dir/fisher`` (drawn by
+  :mod:`.figure1`; skipped with a message when there are none);
+* ``summary.md`` / ``summary.csv``: best hyperparameters, final losses, time, epochs and seconds to
+  the common target loss, per problem and method;
+* ``runs.csv``: every run found, one row each, with its status (ok / diverged / failed /
+  incomplete) and configuration.
+
+Titles and headings say when data is a GENERATED stand-in and when a problem is reduced from the
+paper's size (fewer training examples or epochs); ``note`` adds a line of the caller's own (the
+reproduction script puts its profile there).
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from .results import load_results, problems, runs_table
+from .tables import (CSV_COLUMNS, TARGET_DEFINITION, dataset_rank, problem_heading, select_best, source_note,
+                     summary_table, to_markdown)
+
+__all__ = ["build_report", "load_results", "runs_table", "select_best", "summary_table"]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
+
+
+def _relative(path, root: Path):
+    if not isinstance(path, str):
+        return path
+    try:
+        return str(Path(path).resolve().relative_to(root.resolve()))
+    except ValueError:
+        return path
+
+
+def _say(message: str) -> None:
+    print(f"[report] {message}", flush=True)
+
+
+def _fisher_figures(results_dir: Path, out_dir: Path, note: str | None, formats, dpi) -> list[Path]:
+    """Figure 1 per fisher study found under ``results_dir/fisher/<dataset>/...``."""
+    root = results_dir / "fisher"
+    found = sorted(root.rglob("fisher_errors.csv")) if root.is_dir() else []
+    if not found:
+        _say(f"Figure 1 skipped: no fisher study under {root} (run `kfac-bench fisher dataset=curves` etc.)")
+        return []
+    try:
+        from .figure1 import plot_figure1
+    except ImportError as err:
+        _say(f"Figure 1 skipped: kfac_bench.report.figure1 cannot be imported ({err})")
+        return []
+    by_dataset: dict[str, list[Path]] = {}
+    for path in found:
+        rel = path.parent.relative_to(root)
+        by_dataset.setdefault(rel.parts[0] if rel.parts else "unknown", []).append(path)
+    paths: list[Path] = []
+    for dataset in sorted(by_dataset, key=dataset_rank):
+        for path in by_dataset[dataset]:
+            folder = path.parent
+            meta = {}
+            try:
+                meta = json.loads((folder / "summary.json").read_text())
+            except (OSError, ValueError):
+                pass
+            source = meta.get("dataset_source")
+            if source is None and (folder / "config.yaml").exists():
+                try:
+                    from omegaconf import OmegaConf
+                    source = OmegaConf.select(OmegaConf.load(folder / "config.yaml"), "dataset.source")
+                except Exception:  # noqa: BLE001 - provenance only
+                    pass
+            try:
+                df = pd.read_csv(path)
+            except (OSError, ValueError) as err:
+                _say(f"Figure 1: cannot read {path} ({err}); skipped")
+                continue
+            stem = f"figure1_{dataset}"
+            if len(by_dataset[dataset]) > 1:
+                stem += "_" + _slug(str(folder.relative_to(root / dataset)))
+            title = meta.get("figure_title") or f"Figure 1: {str(dataset).upper()} ({source_note(source)})"
+            if source == "generated" and "GENERATED" not in title.upper():
+                title += f" ({source_note(source)})"
+            title += f" · {note}" if note else ""
+            try:
+                written = plot_figure1(df, out_dir / stem, title, formats=formats, dpi=dpi)
+            except Exception as err:  # noqa: BLE001 - one bad study must not stop the report
+                _say(f"Figure 1 for {folder} failed: {type(err).__name__}: {err}")
+                continue
+            paths += [Path(p) for p in written or []]
+            _say(f"Figure 1 ({dataset}) from {path}")
+    return paths
+
+
+def build_report(cfg: Mapping) -> dict:
+    """Build the report described in the module docstring; returns the paths and the summary table."""
+    from .figure2 import plot_figure2
+
+    results_dir = Path(cfg.get("results_dir") or "results")
+    out_dir = Path(cfg.get("output_dir") or results_dir / "report")
+    note = cfg.get("note") or None
+    formats = tuple(cfg.get("formats") or ("png", "pdf"))
+    dpi = int(cfg.get("dpi") or 150)
+    logy = bool(cfg.get("logy", True))
+    if not results_dir.is_dir():
+        raise ValueError(f"results_dir={results_dir} does not exist; train first (kfac-bench run ...) or point "
+                         f"results_dir=... at a results folder")
+    long = load_results(results_dir, exclude=[out_dir])
+    runs = runs_table(long)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figure1 = _fisher_figures(results_dir, out_dir, note, formats, dpi)
+    if runs.empty:
+        if figure1:
+            _say(f"no training runs under {results_dir}: Figure 2 and the summary table skipped")
+            return {"figures": figure1, "tables": [], "summary": pd.DataFrame()}
+        raise ValueError(f"no training runs (summary.json / metrics.csv) and no fisher study under {results_dir}")
+
+    runs.drop(columns=["setting", "config"]).to_csv(out_dir / "runs.csv", index=False)
+    counts = runs["status"].value_counts().to_dict()
+    _say(f"{len(runs)} runs under {results_dir}: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in
+                                                               ("ok", "diverged", "failed", "incomplete")))
+    probs = problems(runs)
+    labels = dict(zip(probs["setting"], probs["label"]))
+    selection = select_best(runs)
+    table, curves = summary_table(long, runs, selection, labels)
+    headings = {}
+    for _, p in probs.iterrows():
+        source = runs.loc[runs["setting"] == p["setting"], "dataset_source"].dropna()
+        headings[p["setting"]] = problem_heading(p["dataset"], source.iloc[0] if len(source) else None, p["setting"])
+        if p["label"] != p["dataset"]:
+            headings[p["setting"]] = f"[{p['label']}] " + headings[p["setting"]]
+    csv_table = table[CSV_COLUMNS].copy()
+    csv_table["best_run_dir"] = [_relative(p, results_dir) for p in csv_table["best_run_dir"]]
+    csv_table.to_csv(out_dir / "summary.csv", index=False)
+    (out_dir / "summary.md").write_text(to_markdown(table, headings, note) + "\n")
+
+    rows, figures = [], list(figure1)
+    ordered = sorted(probs.itertuples(index=False), key=lambda p: (dataset_rank(p.dataset), p.label))
+    title = "Figure 2: optimization performance at the best configuration of each method" + (
+        f" · {note}" if note else "")
+    for p in ordered:
+        problem_curves = {m: c for (s, m), c in curves.items() if s == p.setting}
+        if not problem_curves:
+            _say(f"{p.label}: no finished run, no Figure 2 panel")
+            continue
+        rows.append((headings[p.setting], problem_curves))
+        figures += plot_figure2([rows[-1]], out_dir / f"figure2_{_slug(p.label)}", title, formats, dpi, logy)
+    if rows:   # every problem in one figure, a row each, as in the paper
+        figures += plot_figure2(rows, out_dir / "figure2", title, formats, dpi, logy)
+
+    for _, r in table.iterrows():
+        if r["seeds"]:
+            hp = " ".join(f"{k}={r[k]:g}" for k in ("lr", "damping", "kl_clip")
+                          if isinstance(r[k], (int, float)) and r[k] == r[k])
+            _say(f"{r['problem']:<10} {r['method_label']:<15} best {hp}: final train {r['final_train_loss']:.6g} "
+                 f"(seeds {r['seeds']}), "
+                 f"{r['configs_tried']} configs, {r['runs_diverged']} diverged, {r['runs_failed']} failed")
+        else:
+            _say(f"{r['problem']:<10} {r['method_label']:<15} no finished run ({r['runs_diverged']} diverged, "
+                 f"{r['runs_failed']} failed, {r['runs_incomplete']} incomplete)")
+    _say(f"target loss: {TARGET_DEFINITION}")
+    _say(f"wrote {out_dir / 'summary.md'}, {out_dir / 'summary.csv'}, {out_dir / 'runs.csv'} and "
+         f"{len(figures)} figure files in {out_dir}")
+    return {"figures": figures, "tables": [out_dir / "summary.md", out_dir / "summary.csv", out_dir / "runs.csv"],
+            "summary": table, "output_dir": out_dir}

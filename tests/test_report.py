@@ -1,0 +1,215 @@
+"""`kfac-bench report`: reads every run under a results root, picks the best configuration per
+(dataset, method) by final training loss (diverged / failed / incomplete runs excluded and counted,
+extra seeds never change the choice), writes Figure 2, Figure 1 (when fisher studies exist) and the
+summary table with the common-target columns. Synthetic run folders: no training here."""
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kfac_bench.report import build_report
+from kfac_bench.report.results import METRIC_COLUMNS, load_results, runs_table
+
+EPOCHS = 4
+FAST = {"formats": ["png"], "dpi": 30}   # rendering is most of a report's time; one test checks PDFs
+
+
+def make_run(root: Path, dataset: str, method: str, name: str, *, status="ok", seed=0, hp=None,
+             train=None, times=None, source="generated", epochs=EPOCHS, n_train=500, summary=True, config=True):
+    """A run folder as kfac_bench.train writes it (config.yaml, metrics.csv, summary.json)."""
+    hp = dict(hp or {"lr": 0.1})
+    folder = root / "runs" / dataset / method / name
+    folder.mkdir(parents=True)
+    config = {"seed": seed, "device": "auto", "data_dir": "data", "results_dir": str(root),
+              "trainer": {"epochs": epochs, "progress": False, "checkpoint": True, "resume": True},
+              "dataset": {"name": dataset, "source": source, "n_train": n_train, "n_val": 100,
+                          "batch_size": 256},
+              "optimizer": {"name": method, **hp}}
+    if config:
+        (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    if train is not None:
+        times = times or [0.5 * e for e in range(len(train))]
+        with open(folder / "metrics.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(METRIC_COLUMNS)
+            for e, (loss, t) in enumerate(zip(train, times)):
+                w.writerow([e, 2 * e, t, loss, loss + 0.01, "nan" if e == 0 else loss, 0.01])
+    if summary:
+        last = len(train) - 1 if train else 0
+        s = {"status": status, "error": None if status == "ok" else "boom", "dataset": dataset,
+             "dataset_source": source, "optimizer": method, "hyperparameters": {"name": method, **hp},
+             "seed": seed, "epochs_requested": epochs, "epochs_completed": last,
+             "final_train_loss": train[-1] if train else None, "final_val_loss": train[-1] + 0.01 if train else None,
+             "total_time_s": times[-1] if train else None}
+        (folder / "summary.json").write_text(json.dumps(s))
+    return folder
+
+
+def curve(start, end, n=EPOCHS + 1):
+    return [start + (end - start) * i / (n - 1) for i in range(n)]
+
+
+@pytest.fixture
+def results(tmp_path):
+    root = tmp_path / "results"
+    # SGD: lr 0.3 wins on seed 0 (0.20 < 0.21); its extra seeds are worse, and must not change the choice
+    make_run(root, "curves", "sgd", "optimizer.lr=0.3", hp={"lr": 0.3}, train=curve(0.7, 0.20))
+    make_run(root, "curves", "sgd", "optimizer.lr=0.3,seed=1", hp={"lr": 0.3}, seed=1, train=curve(0.7, 0.26))
+    make_run(root, "curves", "sgd", "optimizer.lr=0.3,seed=2", hp={"lr": 0.3}, seed=2, train=curve(0.7, 0.24))
+    make_run(root, "curves", "sgd", "optimizer.lr=0.1", hp={"lr": 0.1}, train=curve(0.7, 0.21))
+    # KFAC: the diverged run had a lower loss before it blew up: it must not win; a failed run with no
+    # metrics and an interrupted one (metrics, no summary) are counted
+    kf = {"damping": 0.003, "kl_clip": 0.01}
+    make_run(root, "curves", "kfac", "a", hp={"lr": 0.1, **kf}, train=[0.7, 0.3, 0.2, 0.15, 0.1])
+    make_run(root, "curves", "kfac", "b", hp={"lr": 0.3, **kf}, status="diverged", train=[0.7, 0.05])
+    make_run(root, "curves", "kfac", "c", hp={"lr": -1.0, **kf}, status="failed")
+    make_run(root, "curves", "kfac", "d", hp={"lr": 0.03, **kf}, train=[0.7, 0.6], summary=False)
+    make_run(root, "curves", "kfac", "e", hp={"lr": 0.01, **kf}, status="failed", config=False)  # no config.yaml
+    # a method whose every run diverged
+    make_run(root, "curves", "lanczos", "x", hp={"lr": 0.3, **kf}, status="diverged", train=[0.7, 0.5])
+    # genuine MNIST
+    make_run(root, "mnist", "adam", "default", hp={"lr": 0.001}, source="genuine", train=curve(0.4, 0.1))
+    return root
+
+
+def test_loads_one_table_of_every_run(results):
+    long = load_results(results)
+    runs = runs_table(long)
+    assert len(runs) == 11
+    assert set(runs["status"]) == {"ok", "diverged", "failed", "incomplete"}
+    assert len(long) == 4 * 5 + 5 + 2 + 1 + 2 + 1 + 2 + 5   # rows per (run, epoch); a run without metrics: one row
+    assert runs["setting"].nunique() == 2                     # the run without config.yaml joins CURVES
+
+
+def test_metric_columns_match_the_trainer():
+    from kfac_bench.train import METRIC_COLUMNS as TRAIN_COLUMNS
+    assert METRIC_COLUMNS == TRAIN_COLUMNS
+
+
+def test_report_selects_counts_and_writes(results, monkeypatch):
+    from kfac_bench.report import figure2
+    calls = []
+    original = figure2.plot_figure2
+    monkeypatch.setattr(figure2, "plot_figure2", lambda rows, stem, title, *a, **k:
+                        calls.append((rows, Path(stem), title)) or original(rows, stem, title, *a, **k))
+    out = build_report({"results_dir": str(results), "output_dir": str(results / "report"), "note": "TEST NOTE"})
+    table = out["summary"].set_index(["dataset", "method"])
+
+    sgd = table.loc[("curves", "sgd")]
+    assert sgd["lr"] == 0.3 and sgd["seeds"] == 3 and sgd["configs_tried"] == 2
+    assert sgd["final_train_loss"] == pytest.approx((0.20 + 0.26 + 0.24) / 3)   # mean over the winner's seeds
+    kfac = table.loc[("curves", "kfac")]
+    assert kfac["lr"] == 0.1 and kfac["damping"] == 0.003 and kfac["kl_clip"] == 0.01
+    assert (kfac["runs_ok"], kfac["runs_diverged"], kfac["runs_failed"], kfac["runs_incomplete"]) == (1, 1, 2, 1)
+    assert kfac["final_train_loss"] == pytest.approx(0.1)
+    lanczos = table.loc[("curves", "lanczos")]
+    assert lanczos["seeds"] == 0 and lanczos["runs_diverged"] == 1 and math.isnan(lanczos["final_train_loss"])
+
+    # common target = the worst of the best finals (SGD's mean); KFAC gets there at epoch 2
+    target = (0.20 + 0.26 + 0.24) / 3
+    assert kfac["target_loss"] == pytest.approx(target) and sgd["target_loss"] == pytest.approx(target)
+    assert kfac["epochs_to_target"] == 2 and kfac["seconds_to_target"] == pytest.approx(1.0)
+    assert sgd["epochs_to_target"] == EPOCHS
+    assert table.loc[("mnist", "adam"), "epochs_to_target"] == EPOCHS   # alone: its own final loss
+
+    report = results / "report"
+    for name in ("summary.md", "summary.csv", "runs.csv", "figure2.png", "figure2.pdf", "figure2_curves.png",
+                 "figure2_curves.pdf", "figure2_mnist.png", "figure2_mnist.pdf"):
+        assert (report / name).stat().st_size > 0, name
+    md = (report / "summary.md").read_text()
+    assert "CURVES (GENERATED stand-in" in md and "MNIST (genuine data)" in md and "TEST NOTE" in md
+    assert "REDUCED" in md and "common target" in md.lower()
+    rows = list(csv.DictReader(open(report / "summary.csv")))
+    assert {(r["dataset"], r["method"]) for r in rows} == {("curves", "sgd"), ("curves", "kfac"),
+                                                           ("curves", "lanczos"), ("mnist", "adam")}
+    assert len(list(csv.DictReader(open(report / "runs.csv")))) == 11
+    # the figures say what the data is: per-problem rows and the combined one
+    headings = [h for rows_, _, _ in calls for h, _ in rows_]
+    assert any("CURVES (GENERATED stand-in" in h for h in headings)
+    assert any("MNIST (genuine data)" in h for h in headings)
+    assert all("TEST NOTE" in title for _, _, title in calls)
+    combined = [c for c in calls if c[1].name == "figure2"][0]
+    assert len(combined[0]) == 2   # one row per dataset
+    curves = combined[0][0][1]
+    assert set(curves) == {"sgd", "kfac"} and int(curves["sgd"]["n_seeds"].min()) == 3   # mean + band
+
+
+def test_settings_are_separate_problems(tmp_path):
+    root = tmp_path / "r"
+    make_run(root, "curves", "sgd", "e4", hp={"lr": 0.3}, train=curve(0.7, 0.2))
+    make_run(root, "curves", "sgd", "e2", hp={"lr": 0.3}, epochs=2, train=curve(0.7, 0.3, 3))
+    out = build_report({"results_dir": str(root), **FAST})
+    assert sorted(out["summary"]["problem"]) == ["curves [epochs=2]", "curves [epochs=4]"]
+    assert (root / "report" / "figure2_curves_epochs_2.png").exists()
+
+
+def test_figure1_is_drawn_from_fisher_studies(results, monkeypatch, capsys):
+    fisher = results / "fisher" / "curves" / "default"
+    fisher.mkdir(parents=True)
+    (fisher / "config.yaml").write_text(yaml.safe_dump({"dataset": {"name": "curves", "source": "generated"}}))
+    rows = [{"iteration": i, "layer": 5, "method": m, "error_frobenius": 0.1 * i, "error_spectrum": 0.2}
+            for i in range(3) for m in ("kfac", "kpsvd")]
+    with open(fisher / "fisher_errors.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    seen = []
+
+    def plot_figure1(df, out_stem, title, formats=("png", "pdf"), dpi=150):
+        seen.append((df, Path(out_stem), title))
+        path = Path(out_stem).with_suffix(".png")
+        path.write_bytes(b"png")
+        return [path]
+
+    fake = types.ModuleType("kfac_bench.report.figure1")
+    fake.plot_figure1 = plot_figure1
+    monkeypatch.setitem(sys.modules, "kfac_bench.report.figure1", fake)
+    out = build_report({"results_dir": str(results), "output_dir": str(results / "report"), **FAST})
+    (df, stem, title), = seen
+    assert list(df.columns) == ["iteration", "layer", "method", "error_frobenius", "error_spectrum"]
+    assert stem == results / "report" / "figure1_curves" and "GENERATED" in title
+    assert results / "report" / "figure1_curves.png" in out["figures"]
+
+
+def test_without_fisher_studies_figure1_is_skipped_with_a_message(results, capsys):
+    build_report({"results_dir": str(results), **FAST})
+    assert "Figure 1 skipped" in capsys.readouterr().out
+
+
+def test_real_figure1_module_if_present(results):
+    pytest.importorskip("kfac_bench.report.figure1")
+    fisher = results / "fisher" / "curves" / "default"
+    fisher.mkdir(parents=True)
+    rows = [{"iteration": i, "layer": 5, "method": m, "error_frobenius": 0.1 + 0.01 * i, "error_spectrum": 0.2}
+            for i in range(4) for m in ("kfac", "kpsvd", "deflation", "lanczos", "kfac_corrected")]
+    with open(fisher / "fisher_errors.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    out = build_report({"results_dir": str(results), **FAST})
+    assert any(p.name.startswith("figure1_curves") for p in out["figures"])
+
+
+def _cli(*args, cwd):
+    env = {k: v for k, v in os.environ.items() if k != "KFAC_BENCH_RESULTS"}
+    return subprocess.run([sys.executable, "-m", "kfac_bench.cli", "report", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=300)
+
+
+def test_cli_report_and_its_errors(results, tmp_path):
+    proc = _cli(f"results_dir={results}", "note='CPU profile: reduced, 2 epochs'", "formats=[png]", "dpi=30",
+                cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (results / "report" / "figure2.png").exists()
+    assert "CPU profile: reduced, 2 epochs" in (results / "report" / "summary.md").read_text()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = _cli(f"results_dir={empty}", cwd=tmp_path)
+    assert proc.returncode == 2 and "no training runs" in proc.stderr

@@ -1,0 +1,194 @@
+"""Section 4.2's grid as Hydra sweeps, run through each launcher (sequential, joblib, submitit_local):
+a failing or diverging job never stops the others, launcher options never change the run folders,
+a rerun skips finished runs; and scripts/reproduce_paper.py plans, estimates, runs and resumes."""
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["dataset.generator.n_images=600", "dataset.n_train=500", "dataset.n_val=100"]
+PAPER_VALUES = {0.1, 0.3, 0.01, 0.03, 0.001, 0.003, 0.0001, 0.0003}
+
+
+def kfac_bench(*args, tmp_path: Path, check=True, timeout=300):
+    env = {**os.environ, "KFAC_BENCH_DATA": str(tmp_path / "data"), "KFAC_BENCH_RESULTS": str(tmp_path / "results"),
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "kfac_bench.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout, cwd=tmp_path)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def compose(overrides):
+    from hydra import compose as hydra_compose, initialize_config_dir
+    import kfac_bench.cli  # noqa: F401  (registers the run-name resolver)
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return hydra_compose("config", overrides=overrides, return_hydra_config=True)
+
+
+def values(spec) -> list[float]:
+    return [float(v) for v in str(spec).split(",")]
+
+
+@pytest.mark.parametrize("method", ["kfac", "kpsvd", "deflation", "lanczos", "kfac_corrected"])
+def test_paper_grid_is_section_4_2(method):
+    cfg = compose(["+sweep=paper_grid", f"optimizer={method}"])
+    params = cfg.hydra.sweeper.params
+    assert set(values(params["optimizer.lr"])) == PAPER_VALUES
+    assert set(values(params["optimizer.damping"])) == PAPER_VALUES
+    assert set(values(params["optimizer.kl_clip"])) == {1e-2, 1e-3}
+    assert len(list(itertools.product(*(values(v) for v in params.values())))) == 128
+    assert (cfg.optimizer.T1, cfg.optimizer.T2, cfg.optimizer.alpha) == (100, 100, 0.95)
+
+
+def test_merged_curvature_sweep_composes():
+    """A multirun's first composition ignores its sweeps (optimizer=kfac,kpsvd): fixed curvature
+    overrides must then still apply, so paper_grid makes a curvature method the default."""
+    cfg = compose(["+sweep=paper_grid", "optimizer.damping=0.003", "optimizer.T1=10"])
+    assert cfg.optimizer.name == "kfac" and cfg.optimizer.damping == 0.003
+    assert compose(["+sweep=paper_grid", "optimizer=lanczos"]).optimizer.name == "lanczos"   # the command line wins
+
+
+@pytest.mark.parametrize("method", ["sgd", "adam"])
+def test_first_order_grid_is_lr_only(method):
+    cfg = compose(["+sweep=paper_grid_first_order", f"optimizer={method}"])
+    params = cfg.hydra.sweeper.params
+    assert list(params) == ["optimizer.lr"] and set(values(params["optimizer.lr"])) == PAPER_VALUES
+    assert "damping" not in cfg.optimizer
+
+
+def _statuses(tmp_path):
+    runs = tmp_path / "results" / "runs" / "curves" / "sgd"
+    return {p.name: json.loads((p / "summary.json").read_text()) for p in runs.iterdir() if p.is_dir()}
+
+
+def _folder(lr, epochs):
+    return ",".join(sorted([*TINY, f"optimizer.lr={lr}", f"trainer.epochs={epochs}"]))
+
+
+@pytest.mark.slow
+def test_sequential_sweep_survives_failures_and_a_rerun_skips_finished_runs(tmp_path):
+    # the failing job (negative lr) and the diverging one (lr 1e6) come first: the last one must still run
+    args = ["run", "-m", "+sweep=paper_grid_first_order", "optimizer=sgd", "optimizer.lr=-1,1e6,0.1",
+            "trainer.epochs=3", *TINY]
+    proc = kfac_bench(*args, tmp_path=tmp_path)
+    runs = _statuses(tmp_path)
+    assert {name: s["status"] for name, s in runs.items()} == {
+        _folder(-1, 3): "failed", _folder(1000000.0, 3): "diverged", _folder(0.1, 3): "ok"}
+    assert "Traceback" not in proc.stderr
+    finished = {n: s["finished"] for n, s in runs.items()}
+    again = kfac_bench(*args, tmp_path=tmp_path)
+    log = again.stdout + again.stderr
+    assert log.count("already holds a finished run") == 2    # ok and diverged are skipped ...
+    rerun = _statuses(tmp_path)
+    assert rerun[_folder(0.1, 3)]["finished"] == finished[_folder(0.1, 3)]
+    assert rerun[_folder(1000000.0, 3)]["finished"] == finished[_folder(1000000.0, 3)]
+    assert rerun[_folder(-1, 3)]["status"] == "failed"         # ... a failed one is tried again
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_parallel_launchers_survive_failures(tmp_path, launcher):
+    extra = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else ["hydra.launcher.timeout_min=10"]
+    bad = "-1" if launcher == "joblib" else "1e6"     # a failing job with one, a diverging one with the other
+    proc = kfac_bench("run", "-m", "+sweep=paper_grid_first_order", "optimizer=sgd", f"optimizer.lr={bad},0.1",
+                      "trainer.epochs=3", *TINY, f"hydra/launcher={launcher}", *extra, tmp_path=tmp_path)
+    runs = _statuses(tmp_path)
+    expected = {"-1": "failed", "1e6": "diverged"}[bad]
+    assert {name: s["status"] for name, s in runs.items()} == {
+        _folder(-1 if bad == "-1" else 1000000.0, 3): expected, _folder(0.1, 3): "ok"}   # same names: the
+    assert "Traceback" not in proc.stderr                                                # launcher is not in them
+
+
+# ------------------------------------------------------------------------------ reproduce_paper.py
+def reproduce(*args, tmp_path, env_extra=None, drop_olivetti=False, timeout=600):
+    env = {**os.environ, "KFAC_BENCH_DATA": str(tmp_path / "data"), "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    env.pop("KFAC_BENCH_RESULTS", None)
+    if drop_olivetti:
+        env.pop("KFAC_BENCH_OLIVETTI", None)
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "reproduce_paper.py"), *args], capture_output=True,
+                          text=True, env=env, timeout=timeout, cwd=tmp_path)
+
+
+def test_reproduce_dry_run_plans_the_paper_protocol(tmp_path):
+    olivetti = tmp_path / "olivettifaces.mat"
+    olivetti.write_bytes(b"x")
+    proc = reproduce("--profile", "paper", "--dry-run", "--olivetti", str(olivetti), "--results-dir",
+                     str(tmp_path / "r"), tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "grid: 1968 runs" in out and "ESTIMATED running time" in out
+    assert "+sweep=paper_grid optimizer=kfac,kpsvd,deflation,lanczos,kfac_corrected dataset=curves,mnist,faces" in out
+    assert "+sweep=paper_grid_first_order optimizer=sgd,adam dataset=curves,mnist,faces" in out
+    assert "trainer.epochs=200" in out
+    assert not (tmp_path / "r").exists()
+    proc = reproduce("--profile", "cpu", "--dry-run", "--olivetti", str(olivetti), "--results-dir",
+                     str(tmp_path / "r"), tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "ESTIMATED running time" in proc.stdout and "REDUCED" in proc.stdout
+
+
+def test_reproduce_refuses_faces_without_olivetti(tmp_path):
+    proc = reproduce("--profile", "cpu", "--dry-run", tmp_path=tmp_path, drop_olivetti=True)
+    assert proc.returncode == 2
+    assert "--olivetti" in proc.stderr and "KFAC_BENCH_OLIVETTI" in proc.stderr
+    proc = reproduce("--profile", "cpu", "--dry-run", "--datasets", "curves", tmp_path=tmp_path, drop_olivetti=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.slow
+def test_reproduce_smoke_profile_runs_end_to_end_and_resumes(tmp_path):
+    results = tmp_path / "r"
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- reproduce:table:start -->\nold\n<!-- reproduce:table:end -->\nend\n")
+    # the report stage is left out: --publish-docs runs the same report (small PNGs) into docs/
+    proc = reproduce("--profile", "smoke", "--results-dir", str(results), "--stages", "data,grid,seeds,fisher",
+                     "--publish-docs", str(tmp_path / "docs"), "--readme", str(readme), tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs = results / "runs" / "curves"
+    for method in ("sgd", "kfac"):
+        grid = {p.name for p in (runs / method).iterdir()}
+        assert len(grid) == 3 and sum("seed=1" in n for n in grid) == 1    # 2 configurations + a seed of the winner
+    docs = tmp_path / "docs"            # --publish-docs: small PNGs, the table, the provenance, the README block
+    assert {p.name for p in docs.iterdir()} >= {"figure2.png", "summary.md", "summary.csv", "PROVENANCE.md"}
+    assert "SMOKE" in (docs / "summary.md").read_text()
+    assert "--profile smoke" in (docs / "PROVENANCE.md").read_text()
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("end\n") and "old" not in text
+    assert "![figure2](docs/figure2.png)" in text and "| KFAC |" in text
+    again = reproduce("--profile", "smoke", "--results-dir", str(results), "--stages", "grid,seeds",
+                      tmp_path=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "$ kfac-bench run" not in again.stdout          # nothing left to run: no command started
+    assert again.stdout.count("finished already, skipped") == 4     # grid: 2 commands; seeds: 2
+
+
+def test_task_scheduler_orders_runs_side_by_side_and_records_failures(tmp_path):
+    """scripts/reproduce_paper.py's scheduler: dependencies first, two commands at a time, a failing
+    command recorded without stopping the others, a task with nothing to do skipped."""
+    import importlib.util
+    import types
+    spec = importlib.util.spec_from_file_location("reproduce_paper", ROOT / "scripts" / "reproduce_paper.py")
+    rp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rp)
+    stamp = tmp_path / "order.txt"
+    runner = types.SimpleNamespace(base=[sys.executable, "-c"], env=dict(os.environ), results_dir=tmp_path, failures=[])
+
+    def write(name, fail=False):
+        return lambda: [f"open({str(stamp)!r}, 'a').write('{name}\\n'); raise SystemExit({int(fail)})"]
+    tasks = [rp.Task("a", "grid", 2, write("a")), rp.Task("b", "grid", 3, write("b", fail=True)),
+             rp.Task("seeds a", "seeds", 1, write("seeds a"), after=["a"]),
+             rp.Task("empty", "seeds", 5, lambda: None), rp.Task("c", "fisher", 1, write("c"), after=["missing"])]
+    done = []
+    rp.run_tasks(tasks, runner, 2, lambda t: done.append(t.what))
+    order = stamp.read_text().splitlines()
+    assert sorted(order) == ["a", "b", "c", "seeds a"]
+    assert order.index("a") < order.index("seeds a")
+    assert len(runner.failures) == 1 and runner.failures[0].startswith("b: exit 1")
+    assert (tmp_path / "logs" / "b.log").exists()             # side by side: output to log files
