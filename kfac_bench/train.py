@@ -116,7 +116,11 @@ def run_training(cfg: Mapping, run_dir: str | Path) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = cfg["trainer"]
     previous = read_summary(run_dir)
-    if previous and previous.get("status") in FINAL_STATUSES and trainer.get("resume", True):
+    extend = (previous is not None and previous.get("status") == "ok"
+              and (run_dir / "checkpoint.pt").exists()
+              and int(previous.get("epochs_completed", 0)) < int(trainer.get("epochs", 0) or 0))
+    if previous and previous.get("status") in FINAL_STATUSES and trainer.get("resume", True) and not extend:
+        # (a finished run asked for more epochs than it has, in the same folder, is extended instead)
         log.info("run folder %s already holds a finished run (status %s); skipping. "
                  "Use a new hydra.run.dir or trainer.resume=false to train again.", run_dir, previous["status"])
         return previous

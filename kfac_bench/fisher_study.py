@@ -1,0 +1,400 @@
+"""Figure 1 (paper section 4.1): how close each approximation is to the exact Fisher block of a layer.
+
+``kfac-bench fisher dataset=mnist`` trains the auto-encoder with an independent optimizer (Adam,
+lr 1e-3, as the paper reports) and, at each evaluation iteration, from that iteration's mini-batch
+only (no moving average):
+
+1. one extra forward/backward with targets sampled from the model gives the layer's statistics
+   (``collect_statistics``), i.e. the exact Monte-Carlo Fisher block ``F`` of the batch;
+2. every method (``fisher.methods``: optimizer config names) fits its Kronecker sum to the same
+   statistics; the power-SVD / Lanczos solvers are warm-started from their result at the previous
+   evaluation point (paper section 4), one warm dict per (method, layer);
+3. :func:`kfac_bench.curvature.metrics.fisher_error` measures Error 1 and Error 2 through the
+   ``m x m`` Gram route (``F`` is never formed; the cost table is in that module).
+
+The statistics are taken at the parameters *before* the update of iteration ``k`` (1-based), on
+the mini-batch of iteration ``k``; then Adam steps. When ``fisher.max_points`` cuts the schedule,
+training stops after the last evaluation point (nothing after it is measured).
+
+Outputs in the run folder:
+
+* ``fisher_errors.csv``: one row per (evaluation point, layer, method): ``iteration, epoch, layer,
+  method, error_frobenius, error_spectrum, error_frobenius_optimal`` (Error 1 of the best Kronecker
+  approximation of the method's rank, from the exact singular values of ``Z(F)``; NaN for ranks
+  other than 1 and 2 or with ``fisher.optimal=false``), ``seconds`` (the method's fit),
+  ``iterations`` (solver operator-application pairs, all solvers of the method together),
+  ``iterations_power_1 / _power_2 / _lanczos``, ``converged``, ``sigma1, sigma2`` (singular values
+  the method's solvers found for its first and second SVD-based term: KPSVD sigma1; Deflation and
+  Lanczos sigma1, sigma2; KFAC-corrected sigma2 = that of its correction; NaN otherwise),
+  ``metric_seconds`` (Error 1 + Error 2 of this method), ``spectrum_seconds``,
+  ``spectrum_solver``, ``spectrum_iterations``, ``spectrum_converged``, ``reference_seconds`` (the
+  Gram work shared by the methods at this point), ``stats_seconds``, ``point_seconds`` (the whole
+  evaluation point), ``fisher_norm``, ``approx_norm``, ``train_loss`` (the batch loss), ``m``,
+  ``d_a``, ``d_g``;
+* ``figure1.png`` / ``figure1.pdf`` (:func:`kfac_bench.report.figure1.plot_figure1`);
+* ``summary.json`` (provenance, per-method means, median seconds per evaluation point, the paper's
+  claim checked) and ``config.yaml``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .curvature import APPROXIMATIONS, collect_statistics, get_likelihood, make_approximation
+from .curvature.metrics import DENSE_MAX, SPECTRUM_POWERS, SPECTRUM_RTOL, FisherReference, fisher_error
+from .data import load_dataset
+from .models import build_autoencoder
+from .utils import atomic_write_json, atomic_write_text, git_commit, select_device
+
+log = logging.getLogger("kfac_bench.fisher")
+
+REQUIRED_COLUMNS = ["iteration", "layer", "method", "error_frobenius", "error_spectrum"]
+COLUMNS = REQUIRED_COLUMNS[:3] + ["epoch"] + REQUIRED_COLUMNS[3:] + [
+    "error_frobenius_optimal", "seconds", "iterations", "iterations_power_1", "iterations_power_2",
+    "iterations_lanczos", "converged", "sigma1", "sigma2", "metric_seconds", "spectrum_seconds",
+    "spectrum_solver", "spectrum_iterations", "spectrum_converged", "reference_seconds",
+    "stats_seconds", "point_seconds", "fisher_norm", "approx_norm", "train_loss", "m", "d_a", "d_g"]
+METHOD_ORDER = ["kfac", "kpsvd", "deflation", "lanczos", "kfac_corrected"]
+TIE_RTOL = 1e-4  # means within this relative margin of the lowest count as the best
+BEST_RANK2 = {"deflation", "lanczos"}  # the same target (best Kronecker rank 2): they share a warm basis
+
+
+def _cfg(mapping: Mapping | None, key: str, default=None):
+    if mapping is None:
+        return default
+    value = mapping.get(key, default)
+    return default if value is None and default is not None else value
+
+
+def _positive_int(value, field: str, example: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{field} must be an integer >= 1, got {value!r} (e.g. {example})")
+    return value
+
+
+def resolve_layers(spec, n_layers: int) -> list[int]:
+    """``fisher.layer``: a 1-based index of the model's ``nn.Linear`` layers, a list of them, or
+    ``all``."""
+    if isinstance(spec, str) and spec.strip().lower() == "all":
+        return list(range(1, n_layers + 1))
+    items = spec if isinstance(spec, (list, tuple)) else [spec]
+    layers = []
+    for item in items:
+        try:
+            layer = int(item)
+        except (TypeError, ValueError):
+            layer = None
+        if layer is None or isinstance(item, bool) or not 1 <= layer <= n_layers or str(item).strip() != str(layer):
+            raise ValueError(f"fisher.layer must be 1..{n_layers} (the n-th nn.Linear, 1-based), a list of "
+                             f"them, or all; got {spec!r} (e.g. fisher.layer=5)")
+        layers.append(layer)
+    return sorted(set(layers))
+
+
+def evaluation_schedule(total_iterations: int, every: int | None, points: int | None,
+                        max_points: int | None) -> list[int]:
+    """1-based iterations at which the block is measured: ``1, 1 + every, ...`` with ``every``;
+    otherwise ``points`` iterations spread evenly from the first to the last. ``max_points`` keeps
+    the first ones."""
+    if every is not None:
+        schedule = list(range(1, total_iterations + 1, every))
+    else:
+        count = min(points, total_iterations)
+        if count == 1:
+            schedule = [1]
+        else:
+            step = (total_iterations - 1) / (count - 1)
+            schedule = sorted({1 + round(i * step) for i in range(count)})
+    return schedule[:max_points] if max_points is not None else schedule
+
+
+def _validate(cfg: Mapping) -> dict:
+    fisher = cfg.get("fisher")
+    if not isinstance(fisher, Mapping):
+        raise ValueError("the fisher config group is missing (conf/fisher.yaml)")
+    methods = list(fisher.get("methods") or [])
+    if not methods:
+        raise ValueError("fisher.methods is empty; e.g. fisher.methods=[kfac,kpsvd,deflation,lanczos,kfac_corrected]")
+    unknown = [m for m in methods if m not in APPROXIMATIONS]
+    if unknown:
+        raise ValueError(f"fisher.methods: unknown {unknown}; choose from {sorted(APPROXIMATIONS)}")
+    every = fisher.get("every")
+    if every is not None:
+        every = _positive_int(every, "fisher.every", "fisher.every=10")
+    points = _positive_int(fisher.get("points", 50), "fisher.points", "fisher.points=50") if every is None else None
+    max_points = fisher.get("max_points")
+    if max_points is not None:
+        max_points = _positive_int(max_points, "fisher.max_points", "fisher.max_points=3")
+    epochs = _positive_int((cfg.get("trainer") or {}).get("epochs"), "trainer.epochs", "trainer.epochs=2")
+    batch = _positive_int(cfg["dataset"].get("batch_size"), "dataset.batch_size", "dataset.batch_size=256")
+    lr = float((cfg.get("adam") or {}).get("lr", 1e-3))
+    if not lr > 0:
+        raise ValueError(f"adam.lr must be > 0, got {lr}")
+    solver = str(fisher.get("spectrum_solver", "auto"))
+    if solver not in ("auto", "dense", "subspace"):
+        raise ValueError(f"fisher.spectrum_solver must be auto, dense or subspace, got {solver!r}")
+    get_likelihood(cfg["dataset"].get("likelihood"))
+    return dict(methods=list(dict.fromkeys(methods)), every=every, points=points, max_points=max_points,
+                epochs=epochs, batch_size=batch, lr=lr, solver=solver)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _write_csv(out_dir: Path, rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    atomic_write_text(out_dir / "fisher_errors.csv", df.to_csv(index=False))
+    return df
+
+
+def summarize(df: pd.DataFrame) -> dict:
+    """Per-method means and the paper's claim ("Deflation best, all below KFAC") checked on ``df``."""
+    out: dict = {"methods": {}}
+    if df.empty:
+        return out
+    per_point = df.drop_duplicates(["iteration"])["point_seconds"]
+    out["points"] = int(df["iteration"].nunique())
+    out["median_seconds_per_point"] = float(per_point.median())
+    for method, sub in df.groupby("method", sort=False):
+        out["methods"][method] = {
+            "error_frobenius_mean": float(sub["error_frobenius"].mean()),
+            "error_spectrum_mean": float(sub["error_spectrum"].mean()),
+            "error_frobenius_median": float(sub["error_frobenius"].median()),
+            "error_spectrum_median": float(sub["error_spectrum"].median()),
+            "seconds_median": float(sub["seconds"].median()),
+            "metric_seconds_median": float(sub["metric_seconds"].median()),
+            "iterations_median": float(sub["iterations"].median()),
+        }
+    claim = {}
+    for col in ("error_frobenius", "error_spectrum"):
+        means = {m: v[f"{col}_mean"] for m, v in out["methods"].items() if not math.isnan(v[f"{col}_mean"])}
+        entry: dict = {"best_methods": []}
+        if means:
+            low = min(means.values())
+            # Deflation and Lanczos reach the same optimum: equal to ~1e-6, so compare with a margin
+            entry["best_methods"] = sorted(m for m, v in means.items() if v <= low * (1 + TIE_RTOL))
+            entry["deflation_best"] = "deflation" in entry["best_methods"]
+        if "kfac" in means:
+            wide = df.pivot_table(index=["iteration", "layer"], columns="method", values=col)
+            entry["fraction_of_points_below_kfac"] = {
+                m: float((wide[m] < wide["kfac"]).mean()) for m in wide.columns if m != "kfac"}
+            entry["all_means_below_kfac"] = all(v < means["kfac"] for m, v in means.items() if m != "kfac")
+        claim[col] = entry
+    out["paper_claim"] = claim
+    return out
+
+
+def _summary_table(summary: dict) -> str:
+    lines = [f"{'method':15s} {'Error 1 mean':>13s} {'Error 2 mean':>13s} {'fit s (med)':>12s} "
+             f"{'metric s (med)':>15s} {'solver it (med)':>16s}"]
+    for method, v in summary["methods"].items():
+        lines.append(f"{method:15s} {v['error_frobenius_mean']:13.6f} {v['error_spectrum_mean']:13.6f} "
+                     f"{v['seconds_median']:12.4f} {v['metric_seconds_median']:15.4f} {v['iterations_median']:16.1f}")
+    return "\n".join(lines)
+
+
+def run_fisher_study(cfg: Mapping, out_dir: str | Path) -> pd.DataFrame:
+    """Run the Figure 1 study described by ``cfg`` (the resolved plain dict of conf/fisher.yaml)
+    into ``out_dir``; returns the table also written to ``fisher_errors.csv``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    opts = _validate(cfg)
+    fisher = cfg["fisher"]
+    try:
+        import yaml
+        atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(dict(cfg), sort_keys=False))
+    except Exception:  # noqa: BLE001 - provenance only
+        pass
+    seed = int(cfg.get("seed", 0))
+    device = select_device(cfg.get("device", "auto"))
+    torch.manual_seed(seed)
+    torch.set_flush_denormal(True)  # subnormals make CPU products ~100x slower (see train.py)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    data = load_dataset(cfg["dataset"], cfg.get("data_dir", "data"), device=device, log=log.info)
+    likelihood = get_likelihood(cfg["dataset"]["likelihood"])
+    model = build_autoencoder(cfg["dataset"], seed).to(device)
+    linears = [mod for mod in model.modules() if isinstance(mod, nn.Linear)]
+    layers = resolve_layers(fisher.get("layer", 5), len(linears))
+    adam = torch.optim.Adam(model.parameters(), lr=opts["lr"])
+    solver_opts = dict(tol=float(fisher.get("tol", 1e-6)), max_iter=int(fisher.get("max_iter", 1000)),
+                       krylov_dim=int(fisher.get("krylov_dim", 6)), max_restarts=int(fisher.get("max_restarts", 100)))
+    approximations = {name: make_approximation(name, **solver_opts) for name in opts["methods"]}
+    fit_warm = {(name, layer): {} for name in approximations for layer in layers}
+    spectrum = bool(fisher.get("spectrum", True))
+    spectrum_max_n = fisher.get("spectrum_max_n")
+    spectrum_opts = dict(solver=opts["solver"], rtol=float(fisher.get("spectrum_rtol", SPECTRUM_RTOL)),
+                         dense_max=int(fisher.get("dense_max", DENSE_MAX)),
+                         powers=int(fisher.get("spectrum_powers", SPECTRUM_POWERS)))
+    optimal = bool(fisher.get("optimal", True))
+    reduction = str(fisher.get("reduction", "mean"))
+
+    shuffle = torch.Generator().manual_seed(seed)
+    sampler = torch.Generator(device=device).manual_seed(seed + 1)
+    batch_size, n_train = opts["batch_size"], data.train.shape[0]
+    n_batches = math.ceil(n_train / batch_size)
+    total = opts["epochs"] * n_batches
+    schedule = evaluation_schedule(total, opts["every"], opts["points"], opts["max_points"])
+    todo = set(schedule)
+    last = schedule[-1]
+    title = (f"Figure 1: {str(data.name).upper()} layer {', '.join(map(str, layers))}, "
+             f"Adam lr {opts['lr']:g}, batch {batch_size}")
+    if data.source == "generated":
+        title += " (GENERATED STAND-IN data)"
+    log.info("fisher study: %s, layer(s) %s (of %d), methods %s; %d evaluation points over %d iterations "
+             "(%d epochs of %d)", data.description, layers, len(linears), ", ".join(opts["methods"]),
+             len(schedule), last, opts["epochs"], n_batches)
+    for layer in layers:
+        lin = linears[layer - 1]
+        n = (lin.in_features + (lin.bias is not None)) * lin.out_features
+        if spectrum and spectrum_max_n is not None and n > int(spectrum_max_n):
+            log.warning("layer %d: n = %d > fisher.spectrum_max_n = %s: Error 2 of the rank-2 methods is "
+                        "not computed (NaN) there", layer, n, spectrum_max_n)
+
+    rows: list[dict] = []
+    point_times: list[float] = []
+    iteration, done = 0, False
+    bar = tqdm(total=last, desc="fisher", disable=not (cfg.get("trainer") or {}).get("progress", True),
+               dynamic_ncols=True, file=sys.stderr)
+    model.train()
+    t_start = time.perf_counter()
+    for epoch in range(1, opts["epochs"] + 1):
+        perm = torch.randperm(n_train, generator=shuffle).to(device)
+        for b in range(n_batches):
+            iteration += 1
+            x = data.train[perm[b * batch_size:(b + 1) * batch_size]]
+            adam.zero_grad(set_to_none=True)
+            loss = likelihood.batch_loss(model(x), x)
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise ValueError(f"non-finite training loss at iteration {iteration}; lower adam.lr")
+            loss.backward()
+            if iteration in todo:
+                point_rows = _evaluate_point(model, linears, layers, x, likelihood, sampler, reduction,
+                                             approximations, fit_warm, spectrum,
+                                             spectrum_max_n, spectrum_opts, optimal, device)
+                seconds = point_rows[0]["point_seconds"]
+                point_times.append(seconds)
+                for r in point_rows:
+                    r.update(iteration=iteration, epoch=epoch, train_loss=loss_value)
+                rows += point_rows
+                df = _write_csv(out_dir, rows)
+                bar.set_postfix(point_s=f"{seconds:.1f}")
+            adam.step()
+            bar.update(1)
+            if iteration >= last:
+                done = True
+                break
+        if done:
+            break
+    bar.close()
+    total_s = time.perf_counter() - t_start
+    df = _write_csv(out_dir, rows)
+
+    from .report.figure1 import plot_figure1
+    figures = plot_figure1(df, out_dir / "figure1", title)
+    summary = summarize(df)
+    summary.update({
+        "dataset": data.name, "dataset_source": data.source, "dataset_description": data.description,
+        "dataset_details": data.details, "layers": layers,
+        "evaluation_iterations": schedule, "iterations_trained": iteration, "epochs": opts["epochs"],
+        "batch_size": batch_size, "adam_lr": opts["lr"], "seed": seed, "total_time_s": total_s,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "torch_version": torch.__version__, "git_commit": git_commit(), "started": started,
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "figures": [str(p) for p in figures], "figure_title": title,
+    })
+    atomic_write_json(out_dir / "summary.json", summary)
+    log.info("Figure 1 study done: %d evaluation points, median %.2f s per point (%.1f s in all); %s\n%s",
+             summary.get("points", 0), summary.get("median_seconds_per_point", float("nan")), total_s,
+             ", ".join(str(p) for p in figures), _summary_table(summary))
+    for col, name in (("error_frobenius", "Error 1"), ("error_spectrum", "Error 2")):
+        claim = summary["paper_claim"].get(col, {})
+        log.info("%s: lowest mean %s; every mean below KFAC's: %s; fraction of points below KFAC: %s", name,
+                 " = ".join(claim.get("best_methods", [])), claim.get("all_means_below_kfac"),
+                 {m: round(v, 3) for m, v in claim.get("fraction_of_points_below_kfac", {}).items()})
+    log.info("run folder %s", out_dir)
+    return df
+
+
+def _evaluate_point(model, linears, layers, x, likelihood, sampler, reduction, approximations, fit_warm,
+                    spectrum, spectrum_max_n, spectrum_opts, optimal, device) -> list[dict]:
+    """All methods and metrics at one evaluation point; rows without iteration/epoch/loss.
+
+    Warm starts of the rank-2 eigensolver: Deflation and Lanczos both compute the best Kronecker
+    rank-2 approximation, so their ``F_hat`` agree to solver tolerance and the second one reuses
+    the first one's Ritz basis: when both solvers converged, one Rayleigh-Ritz step on it is exact to
+    second order in their difference and is all the second one costs. Everything else starts cold from the
+    Kronecker eigenvectors of its first term: a new mini-batch moves the top eigenvectors so much
+    that the previous point's basis cost more steps than a cold start (MNIST layer 5: 5 vs 3).
+    """
+    _sync(device)
+    t_point = time.perf_counter()
+    blocks = collect_statistics(model, [linears[i - 1] for i in layers], x, likelihood, generator=sampler,
+                                reduction=reduction)
+    _sync(device)
+    stats_s = time.perf_counter() - t_point
+    rows = []
+    for layer, block in zip(layers, blocks):
+        best_rank2_basis: dict = {}
+        best_rank2_converged = True
+        ref = FisherReference.from_block(block, zigzag_sigmas=optimal)
+        n = block.shape_a * block.shape_g
+        for name, approx in approximations.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            fit = approx.fit(block, warm=fit_warm[(name, layer)])
+            _sync(device)
+            fit_s = time.perf_counter() - t0
+            rank = fit.approximation.rank
+            do_spectrum = spectrum and (rank == 1 or spectrum_max_n is None or n <= int(spectrum_max_n))
+            t0 = time.perf_counter()
+            same_target = name in BEST_RANK2
+            err = fisher_error(ref, fit.approximation, spectrum=do_spectrum,
+                               warm=best_rank2_basis if same_target else None,
+                               trust_warm=same_target and best_rank2_converged and fit.converged, **spectrum_opts)
+            if same_target:
+                best_rank2_converged = best_rank2_converged and bool(fit.converged) and bool(err["spectrum_converged"])
+            _sync(device)
+            metric_s = time.perf_counter() - t0
+            sigmas = list(fit.sigmas)
+            if name == "kfac_corrected":
+                sigma1, sigma2 = float("nan"), (sigmas[0] if sigmas else float("nan"))
+            else:
+                sigma1 = sigmas[0] if len(sigmas) > 0 else float("nan")
+                sigma2 = sigmas[1] if len(sigmas) > 1 else float("nan")
+            its = fit.iterations
+            rows.append({
+                "layer": layer, "method": name,
+                "error_frobenius": err["error_frobenius"], "error_spectrum": err["error_spectrum"],
+                "error_frobenius_optimal": ref.optimal_error(rank) if optimal and rank in (1, 2) else float("nan"),
+                "seconds": fit_s, "iterations": int(sum(its.values())) if its else 0,
+                "iterations_power_1": its.get("power_1", float("nan")),
+                "iterations_power_2": its.get("power_2", float("nan")),
+                "iterations_lanczos": its.get("lanczos", float("nan")),
+                "converged": bool(fit.converged), "sigma1": sigma1, "sigma2": sigma2,
+                "metric_seconds": metric_s, "spectrum_seconds": err["seconds_spectrum"],
+                "spectrum_solver": err["spectrum_solver"], "spectrum_iterations": err["spectrum_iterations"],
+                "spectrum_converged": bool(err["spectrum_converged"]), "reference_seconds": ref.seconds,
+                "stats_seconds": stats_s, "fisher_norm": err["fisher_norm"], "approx_norm": err["approx_norm"],
+                "m": block.m, "d_a": block.shape_a, "d_g": block.shape_g,
+            })
+    _sync(device)
+    point_s = time.perf_counter() - t_point
+    for r in rows:
+        r["point_seconds"] = point_s
+    return rows

@@ -1,0 +1,104 @@
+"""Figure 1 (paper section 4.1): Error 1 and Error 2 of each approximation against the training
+iteration, one line per method, one row of two panels per layer.
+
+Drawn with matplotlib's object API (``Figure`` + Agg canvas): no pyplot state, no backend switch,
+safe inside a training process or a report run. Axes are linear as in the paper unless the methods
+differ by more than ``AUTO_LOG_RATIO`` (largest value over the smallest method median), where a
+linear axis would flatten every line but KFAC's onto zero: then every axis of the figure is
+logarithmic (say ``logy=False`` to force linear). ``ymax`` clips a linear axis (the paper shows MNIST on ``[0, 1]``,
+cutting KFAC's peaks).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+METHOD_STYLE = {  # order, label, colour, marker, line style (Lanczos dashed: it sits on Deflation)
+    "kfac": ("KFAC", "tab:red", "o", "-"),
+    "kpsvd": ("KPSVD", "tab:blue", "s", "-"),
+    "deflation": ("Deflation", "tab:green", "^", "-"),
+    "lanczos": ("Lanczos", "tab:purple", "v", "--"),
+    "kfac_corrected": ("KFAC-corrected", "tab:orange", "D", "-"),
+}
+PANELS = [
+    ("error_frobenius", "Error 1", r"$\|F-\hat F\|_F \,/\, \|F\|_F$"),
+    ("error_spectrum", "Error 2", r"$\|\mathrm{spec}(F)-\mathrm{spec}(\hat F)\|_2 \,/\, \|\mathrm{spec}(F)\|_2$"),
+]
+REQUIRED = ["iteration", "layer", "method", "error_frobenius", "error_spectrum"]
+AUTO_LOG_RATIO = 30.0
+
+
+def _wants_log(series: list[pd.Series]) -> bool:
+    medians = [float(v[v > 0].median()) for v in series if (v > 0).any()]
+    if not medians:
+        return False
+    top = max(float(v.max()) for v in series if v.notna().any())
+    return top / min(medians) > AUTO_LOG_RATIO
+
+
+def _methods(df: pd.DataFrame) -> list[str]:
+    present = list(dict.fromkeys(df["method"].astype(str)))
+    known = [m for m in METHOD_STYLE if m in present]
+    return known + [m for m in present if m not in METHOD_STYLE]
+
+
+def plot_figure1(df: pd.DataFrame, out_stem: str | Path, title: str, *, logy: bool | None = None,
+                 ymax: float | None = None, formats: tuple[str, ...] = ("png", "pdf"),
+                 dpi: int = 150) -> list[Path]:
+    """Draw Figure 1 from a ``fisher_errors.csv`` table (at least the columns ``iteration, layer,
+    method, error_frobenius, error_spectrum``) into ``<out_stem>.png`` and ``<out_stem>.pdf``;
+    returns the paths written. ``title`` goes on top (callers say "GENERATED STAND-IN" there when
+    the data are generated). ``logy``: True, False, or None (automatic, see the module docstring)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise ValueError(f"Figure 1 needs the columns {REQUIRED}; missing {missing}")
+    if df.empty:
+        raise ValueError("Figure 1: the table is empty")
+    out_stem = Path(out_stem)
+    layers = sorted(df["layer"].unique(), key=lambda v: (str(type(v)), v))
+    methods = _methods(df)
+    fig = Figure(figsize=(11, 3.8 * len(layers) + 0.6), constrained_layout=True)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(layers), 2, squeeze=False)
+    panels = []  # (axes, layer, key, name, ylabel, [values]) -- drawn first, scaled together after
+    for row, layer in enumerate(layers):
+        sub = df[df["layer"] == layer]
+        for col, (key, name, ylabel) in enumerate(PANELS):
+            ax = axes[row][col]
+            drawn = []
+            for method in methods:
+                line = sub[sub["method"].astype(str) == method].sort_values("iteration")
+                values = pd.to_numeric(line[key], errors="coerce")
+                if line.empty or values.isna().all():
+                    continue
+                label, color, marker, style = METHOD_STYLE.get(method, (method, None, ".", "-"))
+                ax.plot(line["iteration"], values, label=label, color=color, lw=1.3, ls=style,
+                        marker=marker if len(line) <= 60 else None, ms=3)
+                drawn.append(values)
+            ax.set_title(f"{name}, layer {layer}")
+            ax.set_xlabel("iteration")
+            ax.set_ylabel(ylabel)
+            ax.grid(True, alpha=0.3)
+            panels.append((ax, drawn))
+        axes[row][0].legend(fontsize=8, loc="best")
+    # one scale for the whole figure, so the panels compare at a glance
+    log_scale = logy if logy is not None else (ymax is None and any(_wants_log(d) for _, d in panels))
+    for ax, _ in panels:
+        if log_scale:
+            ax.set_yscale("log")
+        elif ymax is not None:
+            ax.set_ylim(0, ymax)
+        else:
+            ax.set_ylim(bottom=0)
+    fig.suptitle(title)
+    written = []
+    out_stem.parent.mkdir(parents=True, exist_ok=True)
+    for fmt in formats:
+        path = Path(f"{out_stem}.{fmt}")
+        fig.savefig(path, dpi=dpi)
+        written.append(path)
+    return written
