@@ -7,6 +7,8 @@ BIN    := $(VENV)/bin
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 PROFILE ?= cpu
 ARGS ?=
+# OpenMP busy-waiting makes 2 threads slower than 1 on a busy 2-core machine; passive waiting costs nothing.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: install run test fisher bench report reproduce-paper clean
 

@@ -221,6 +221,8 @@ def run_fisher_study(cfg: Mapping, out_dir: str | Path) -> pd.DataFrame:
         pass
     seed = int(cfg.get("seed", 0))
     device = select_device(cfg.get("device", "auto"))
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg["threads"]))
     torch.manual_seed(seed)
     torch.set_flush_denormal(True)  # subnormals make CPU products ~100x slower (see train.py)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -38,9 +38,10 @@ option for them (its eigenvalue errors of ~1e-7 ``mu_1`` would swamp Error 2 the
 The rank-2 eigensolve: the one deliberate expensive step. No closed form exists for the spectrum of
 ``A (x) G + C (x) D`` with non-commuting factors. A dense ``eigvalsh`` of the ``n x n`` matrix costs
 ``O(n^3)`` time and ``8 n^2`` bytes; measured here (2 shared CPU cores, MKL; docs/fisher_metrics.md):
-43-124 s at MNIST layer 5 (``n = 7,750``, 480 MB) depending on the load, and float32 (80 s),
-scipy ``evr`` for the top 512 only (77 s) and ARPACK ``eigsh`` (177 s) were no faster; FACES layer
-5 (``n = 15,500``, 1.9 GB) is 8 times that. So ``solver="auto"`` uses it only for
+20-23 s at MNIST layer 5 (``n = 7,750``, 480 MB) and 147 s at FACES layer 5 (``n = 15,500``,
+1.9 GB) with ``OMP_WAIT_POLICY=PASSIVE``, 43-124 s at MNIST without it; float32 (80 s), scipy
+``evr`` for the top 512 only (77 s) and ARPACK ``eigsh`` (177 s) were no faster than float64 in the
+same conditions. So ``solver="auto"`` uses it only for
 ``n <= dense_max`` (2,000; CURVES layer 5 has ``n = 1,275``: ~1 s) and otherwise computes the ``m``
 largest eigenvalues by subspace iteration with Rayleigh-Ritz on the structured operator, exactly
 (to a stated tolerance) and without any ``n x n`` array:
@@ -57,10 +58,11 @@ largest eigenvalues by subspace iteration with Rayleigh-Ritz on the structured o
   ``(X^T F_hat X, X^T X)``: three ``n x k`` products and one ``k x k`` eigensolve, ``O(n k^2)``;
 * stop when the monitored quantity (Error 2 itself in :func:`fisher_error`; the top Ritz values
   otherwise) changes by less than ``rtol`` (1e-4) relatively. Ritz values are lower bounds of the
-  top eigenvalues (Cauchy interlacing) and ``lambda_i >= 0``, so the Error 2 reported is an upper
-  bound that decreases to the exact one. From a cold start it stops after the gathered step and two
-  full ones; against dense ``eigvalsh`` the result was within 1.5e-6 (Deflation) and 2.7e-6
-  (KFAC-corrected) relative at MNIST layer 5, 3 to 60 times faster (2-10 s, load-dependent).
+  top eigenvalues (Cauchy interlacing) and ``lambda_i >= 0``, so up to rounding the Error 2 reported
+  is an upper bound that decreases to the exact one. From a cold start it stops after the gathered
+  step and two full ones. Against dense ``eigvalsh`` (same threads): MNIST layer 5 1.4 s instead of
+  20-23 s, Error 2 within 1.5e-6 (Deflation) and 2.7e-6 (KFAC-corrected) relative; FACES layer 5
+  8.8-9.8 s instead of 147 s, within 9e-8.
 * Power steps favour large magnitudes: negative eigenvalues (the second term is indefinite) larger
   than the wanted ``mu_m`` occupy columns of the block (10 of 64 spare ones at MNIST layer 5).
   When they take more than half of the spare columns the block is widened with random columns, so

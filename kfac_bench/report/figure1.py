@@ -52,6 +52,7 @@ def plot_figure1(df: pd.DataFrame, out_stem: str | Path, title: str, *, logy: bo
     the data are generated). ``logy``: True, False, or None (automatic, see the module docstring)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
@@ -81,6 +82,7 @@ def plot_figure1(df: pd.DataFrame, out_stem: str | Path, title: str, *, logy: bo
                 drawn.append(values)
             ax.set_title(f"{name}, layer {layer}")
             ax.set_xlabel("iteration")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel(ylabel)
             ax.grid(True, alpha=0.3)
             panels.append((ax, drawn))
