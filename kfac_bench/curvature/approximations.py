@@ -22,7 +22,7 @@ from torch import Tensor
 
 from .gram import GramZigzagOperator
 from .kronecker import KroneckerSum, SampledFisherBlock, ZigzagOperator
-from .svd import lanczos_svd, power_svd
+from .svd import SingularTriplets, lanczos_svd, power_svd
 
 ROUTES = ("auto", "direct", "gram")
 
@@ -84,6 +84,7 @@ class Triplet:
     v: Tensor
     iterations: int
     converged: bool
+    raw: SingularTriplets | None = None   # the solver's own vectors (operator coordinates), for deflation
 
 
 def _identity(n: int, like: Tensor) -> Tensor:
@@ -134,8 +135,7 @@ class Approximation:
         trip = power_svd(op, op.start_vector(start.to(like) if start.dtype != like.dtype else start),
                          tol=self.tol, max_iter=self.max_iter)
         t = Triplet(trip.sigmas[0], op.left_matrix(trip.left[0]), op.right_matrix(trip.right[0]),
-                    trip.iterations, trip.converged)
-        t.raw = trip
+                    trip.iterations, trip.converged, trip)
         if warm is not None:
             warm[key] = t.v.detach()
         return t
