@@ -100,10 +100,6 @@ class KroneckerSum:
             out = term if out is None else out + term
         return out
 
-    def scaled(self, c: float) -> "KroneckerSum":
-        """``c * self`` (the scalar goes on the A-side factor)."""
-        return KroneckerSum([(c * a, g) for a, g in self.terms])
-
     def is_finite(self) -> bool:
         return all(bool(torch.isfinite(a).all() and torch.isfinite(g).all()) for a, g in self.terms)
 
