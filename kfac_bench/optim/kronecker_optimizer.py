@@ -32,6 +32,7 @@ non-finite inverse keeps the previous inverse (with a warning; plain gradient if
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
@@ -60,24 +61,19 @@ class _Timer:
         self.totals: dict[str, float] = {}
         self.counts: dict[str, int] = {}
 
+    @contextlib.contextmanager
     def __call__(self, phase: str):
-        timer = self
-
-        class _Ctx:
-            def __enter__(self):
-                if timer.enabled:
-                    if timer.cuda:
-                        torch.cuda.synchronize()
-                    self.t0 = time.perf_counter()
-
-            def __exit__(self, *exc):
-                if timer.enabled:
-                    if timer.cuda:
-                        torch.cuda.synchronize()
-                    timer.totals[phase] = timer.totals.get(phase, 0.0) + time.perf_counter() - self.t0
-                    timer.counts[phase] = timer.counts.get(phase, 0) + 1
-
-        return _Ctx()
+        if not self.enabled:
+            yield
+            return
+        if self.cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        yield
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.totals[phase] = self.totals.get(phase, 0.0) + time.perf_counter() - t0
+        self.counts[phase] = self.counts.get(phase, 0) + 1
 
 
 class KroneckerFactoredOptimizer(torch.optim.Optimizer):
