@@ -488,17 +488,14 @@ def _null_ctx():
 
 @contextmanager
 def _cold_start(method):
-    """A genuinely cold solver start: besides ``warm={}``, the approximation must not start from
-    the previous approximation's factor either (``Approximation._start``, used when the previous
-    approximation is part of the moving-average operator); the solvers then start from the identity."""
-    patched = callable(getattr(method, "_start", None))
-    if patched:
-        method._start = lambda *args, **kwargs: None
+    """A genuinely cold solver start (``warm_start=False``): besides ``warm={}``, the solvers must not
+    start from the previous approximation's factor either; they start from the identity."""
+    before = method.warm_start
+    method.warm_start = False
     try:
         yield
     finally:
-        if patched:
-            vars(method).pop("_start", None)
+        method.warm_start = before
 
 
 def _is_update(step: dict) -> bool:

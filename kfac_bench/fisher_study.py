@@ -40,7 +40,6 @@ from __future__ import annotations
 import logging
 import math
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Mapping

@@ -184,6 +184,29 @@ def grid_for(profile: dict, dataset: str, method: str) -> dict[str, list[str]]:
     return out
 
 
+def shared_points(profile: dict, dataset: str, method: str) -> list[dict[str, list[str]]]:
+    """One-run grids: the ``grid.also_from`` methods' tuned (lr, damping) for a curvature method,
+    where its own reduced grid lacks them. A reduced grid centred on the authors' values for each
+    method alone would compare every method at settings tuned for 200 full-size epochs; giving all
+    curvature methods the same extra candidate (KFAC's) keeps the comparison fair when those
+    settings do not carry over to the reduced runs."""
+    spec = profile.get("grid", "paper")
+    if spec == "paper" or method not in CURVATURE:
+        return []
+    spec = {**{k: v for k, v in spec.items() if not isinstance(v, dict)}, **(spec.get(dataset) or {})}
+    own = grid_for(profile, dataset, method)
+    points = []
+    for source in spec.get("also_from") or []:
+        if source not in CURVATURE:
+            raise ValueError(f"grid.also_from: {source!r} is not a curvature method ({', '.join(CURVATURE)})")
+        best = tuned(source, dataset)
+        point = {"optimizer.lr": [fmt_value(best["lr"])], "optimizer.damping": [fmt_value(best["damping"])]}
+        inside = all(v[0] in own[k] for k, v in point.items())
+        if not inside and point not in [{k: p[k] for k in point} for p in points]:
+            points.append({**point, "optimizer.kl_clip": own["optimizer.kl_clip"]})
+    return points
+
+
 # --------------------------------------------------------------------------------------- jobs
 class Invocation:
     """One ``kfac-bench run -m`` command: the cartesian product of its datasets, methods and grid.
@@ -192,13 +215,14 @@ class Invocation:
     config supplies itself (what the bookkeeping counts)."""
 
     def __init__(self, stage: str, datasets: list[str], methods: list[str], swept: dict[str, list[str]],
-                 fixed: list[str], sweep: str | None, grid: dict[str, list[str]] | None = None):
+                 fixed: list[str], sweep: str | None, grid: dict[str, list[str]] | None = None, tag: str = ""):
         self.stage, self.datasets, self.methods = stage, datasets, methods
         self.swept, self.fixed, self.sweep = swept, fixed, sweep
         self.grid = {**(grid or {}), **swept}
+        self.tag = tag   # names the command in the plan and its log ("" = the grid itself)
 
     def key(self) -> tuple:
-        return (self.stage, self.sweep, json.dumps(self.swept), json.dumps(self.grid), tuple(self.fixed))
+        return (self.stage, self.tag, self.sweep, json.dumps(self.swept), json.dumps(self.grid), tuple(self.fixed))
 
     def jobs(self) -> list[tuple[str, str, dict]]:
         """(dataset, method, {key: value string}) of every run it launches."""
@@ -230,7 +254,7 @@ def merge(invocations: list[Invocation]) -> list[Invocation]:
                                                       if x not in getattr(merged[key], attr_join))
             else:
                 merged[key] = Invocation(inv.stage, list(inv.datasets), list(inv.methods), inv.swept, inv.fixed,
-                                         inv.sweep, inv.grid)
+                                         inv.sweep, inv.grid, inv.tag)
         invocations = list(merged.values())
     return invocations
 
@@ -628,6 +652,11 @@ def main(argv: list[str] | None = None) -> int:
             # the paper grid is the sweep config's own (nothing swept on the command line)
             swept = grid_for(profile, d, m) if profile.get("grid", "paper") != "paper" else {}
             grid_invs.append(Invocation("grid", [d], [m], swept, fixed, SWEEPS[kind], load_sweep(SWEEPS[kind])))
+            for point in shared_points(profile, d, m):
+                tag = "shared " + "_".join(f"{k.split('.')[-1]}{v[0]}" for k, v in point.items()
+                                           if k != "optimizer.kl_clip")
+                grid_invs.append(Invocation("grid", [d], [m], point, fixed, SWEEPS[kind], load_sweep(SWEEPS[kind]),
+                                            tag))
     if slots == 1:   # one command at a time: fewer, longer commands start up less often
         grid_invs = merge(grid_invs)
     extra_seeds = [int(x) for x in profile.get("extra_seeds") or []]
@@ -637,16 +666,16 @@ def main(argv: list[str] | None = None) -> int:
     grid_left = {(j[0], j[1]) for _, todo in todo_grid for j in todo}
     tasks: list[Task] = []
     plan_notes: list[str] = []
-    grid_task_of: dict[tuple[str, str], str] = {}
+    grid_task_of: dict[tuple[str, str], list[str]] = {}   # the grid commands a winner's seeds wait for
 
     if "grid" in stages:
         for inv, todo in todo_grid:
-            what = f"grid {'+'.join(inv.datasets)} {'+'.join(inv.methods)}"
-            for d, m in itertools.product(inv.datasets, inv.methods):
-                grid_task_of[(d, m)] = what
+            what = f"grid {'+'.join(inv.datasets)} {'+'.join(inv.methods)}" + (f" {inv.tag}" if inv.tag else "")
             if not todo:
                 plan_notes.append(f"{what}: all {len(inv.jobs())} runs finished already, skipped")
                 continue
+            for d, m in itertools.product(inv.datasets, inv.methods):
+                grid_task_of.setdefault((d, m), []).append(what)
 
             def grid_args(inv=inv):
                 return inv.args() + runner.common(run=True) + runner.launcher()
@@ -682,7 +711,7 @@ def main(argv: list[str] | None = None) -> int:
                 return None
             say(f"{what}: best {' '.join(hp)} (final training loss {best['_loss']:.6g})")
             return inv.args() + runner.common(run=True) + runner.launcher()
-        after = [grid_task_of[(d, m)]] if (d, m) in grid_left and (d, m) in grid_task_of else []
+        after = grid_task_of.get((d, m), []) if (d, m) in grid_left else []
         return Task(what, "seeds", estimator.batch([estimator.run_cost(d, m, over)] * left), make_args, after)
 
     if "seeds" in stages and extra_seeds:

@@ -9,7 +9,7 @@ from kfac_bench.curvature.kronecker import KroneckerSum, SampledFisherBlock, Zig
 from kfac_bench.curvature.kronecker import vec as fast_vec
 from kfac_bench.curvature.svd import lanczos_svd, power_svd
 
-from oracles import DT, DenseOp, best_rank_r_of_zigzag, dense_fisher, mat, random_stats, vec, zigzag
+from oracles import DT, DenseOp, best_rank_r_of_zigzag, dense_fisher, random_stats, vec, zigzag
 
 SHAPES = [(9, 3, 4), (12, 4, 3), (5, 2, 6)]  # (m, d_in, d_g): m both below and above d_a*d_g
 
@@ -259,7 +259,7 @@ def test_sign_flip_of_previous_factors_changes_nothing(name, route):
 def test_averaging_is_a_convex_combination_in_fisher_space(route):
     abar, g = random_stats(10, 3, 4, seed=14)
     abar2, g2 = random_stats(10, 3, 4, seed=15)
-    f1, f2 = dense_fisher(abar, g), dense_fisher(abar2, g2)
+    f2 = dense_fisher(abar2, g2)
     method = KPSVD(tol=1e-13, max_iter=50000, route=route)
     prev = method.fit(SampledFisherBlock(abar, g)).approximation
     res = method.fit(SampledFisherBlock(abar2, g2), previous=prev, rho=0.3).approximation
@@ -282,6 +282,32 @@ def test_gram_and_direct_routes_take_the_same_iterates(name):
     for a, b in zip(results["direct"], results["gram"]):
         assert a.iterations == b.iterations
         assert torch.allclose(a.approximation.to_dense(), b.approximation.to_dense(), rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["kpsvd", "deflation", "lanczos"])
+def test_cold_start_ignores_every_previous_vector_and_reaches_the_same_answer(name):
+    """warm_start=False (the benchmark's cold timing): neither the stored vectors nor the previous
+    approximation's factors seed the solver, so the solve is the same whatever they hold; the answer
+    is still the dense best rank-r approximation of the averaged block."""
+    abar, g = random_stats(40, 6, 5, seed=31)
+    noise_a, noise_g = random_stats(40, 6, 5, seed=32)
+    abar2, g2 = abar + 0.05 * noise_a, g + 0.05 * noise_g   # a nearby batch: the warm start pays off
+    warm_method = make_approximation(name, tol=1e-10, max_iter=20000)
+    warm = {}
+    prev = warm_method.fit(SampledFisherBlock(abar, g), warm=warm).approximation
+    cold_method = make_approximation(name, tol=1e-10, max_iter=20000, warm_start=False)
+    garbage = {k: torch.randn_like(v) for k, v in warm.items()}
+    cold_a = cold_method.fit(SampledFisherBlock(abar2, g2), previous=prev, rho=0.5, warm=dict(garbage))
+    cold_b = cold_method.fit(SampledFisherBlock(abar2, g2), previous=prev, rho=0.5, warm={})
+    assert cold_a.iterations == cold_b.iterations
+    assert torch.equal(cold_a.approximation.to_dense(), cold_b.approximation.to_dense())
+    warm_fit = warm_method.fit(SampledFisherBlock(abar2, g2), previous=prev, rho=0.5, warm=warm)
+    assert sum(warm_fit.iterations.values()) < sum(cold_a.iterations.values())
+    best, _ = best_rank_r_of_zigzag(0.5 * prev.to_dense() + 0.5 * dense_fisher(abar2, g2), abar.shape[1], g.shape[1],
+                                    warm_method.rank)
+    scale = float(torch.linalg.norm(best))
+    for fit in (cold_a, warm_fit):
+        assert torch.allclose(fit.approximation.to_dense(), best, atol=1e-6 * scale)
 
 
 def test_failed_eigh_is_retried_in_float64(monkeypatch):

@@ -1,8 +1,6 @@
 """The Figure 1 study end to end on a tiny generated CURVES problem: the table, the figure, the
 summary, the schedule, the layer choice, and the command line."""
-import copy
 import json
-import math
 import os
 import subprocess
 import sys

@@ -132,6 +132,37 @@ def test_reproduce_dry_run_plans_the_paper_protocol(tmp_path):
                      str(tmp_path / "r"), tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "ESTIMATED running time" in proc.stdout and "REDUCED" in proc.stdout
+    # KFAC's setting as one extra run of a rank-2 method, in its own command
+    assert ("optimizer=deflation dataset=curves optimizer.lr=0.1 optimizer.damping=0.003 optimizer.kl_clip=0.01"
+            in proc.stdout)
+
+
+def _reproduce_module():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("reproduce_paper", ROOT / "scripts" / "reproduce_paper.py")
+    rp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rp)
+    return rp
+
+
+def test_reduced_grid_gives_every_curvature_method_kfacs_setting_too():
+    """The CPU profile's grid: each method's lr neighbourhood at its authors' damping, plus KFAC's tuned
+    (lr, damping) as one more run wherever that point is not already in the method's own grid."""
+    rp = _reproduce_module()
+    profile = rp.load_profile("cpu")
+    kfac = rp.tuned("kfac", "curves")
+    assert rp.shared_points(profile, "curves", "kfac") == []           # its own grid has it
+    assert rp.shared_points(profile, "curves", "kpsvd") == []          # same tuned values as KFAC
+    assert rp.shared_points(profile, "curves", "sgd") == []
+    deflation = rp.grid_for(profile, "curves", "deflation")
+    assert deflation["optimizer.damping"] == [rp.fmt_value(rp.tuned("deflation", "curves")["damping"])]
+    assert rp.fmt_value(kfac["damping"]) not in deflation["optimizer.damping"]
+    point = rp.shared_points(profile, "curves", "deflation")
+    assert point == [{"optimizer.lr": [rp.fmt_value(kfac["lr"])], "optimizer.damping": [rp.fmt_value(kfac["damping"])],
+                      "optimizer.kl_clip": deflation["optimizer.kl_clip"]}]
+    bad = {**profile, "grid": {**profile["grid"], "also_from": ["adam"]}}
+    with pytest.raises(ValueError, match="also_from"):
+        rp.shared_points(bad, "curves", "deflation")
 
 
 def test_reproduce_refuses_faces_without_olivetti(tmp_path):
@@ -172,11 +203,8 @@ def test_reproduce_smoke_profile_runs_end_to_end_and_resumes(tmp_path):
 def test_task_scheduler_orders_runs_side_by_side_and_records_failures(tmp_path):
     """scripts/reproduce_paper.py's scheduler: dependencies first, two commands at a time, a failing
     command recorded without stopping the others, a task with nothing to do skipped."""
-    import importlib.util
     import types
-    spec = importlib.util.spec_from_file_location("reproduce_paper", ROOT / "scripts" / "reproduce_paper.py")
-    rp = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rp)
+    rp = _reproduce_module()
     stamp = tmp_path / "order.txt"
     runner = types.SimpleNamespace(base=[sys.executable, "-c"], env=dict(os.environ), results_dir=tmp_path, failures=[])
 

@@ -102,9 +102,13 @@ class Approximation:
     name = "base"
     rank = 1
 
-    def __init__(self, tol: float = 1e-6, max_iter: int = 1000, route: str = "auto", **_: object):
+    def __init__(self, tol: float = 1e-6, max_iter: int = 1000, route: str = "auto", warm_start: bool = True,
+                 **_: object):
         self.tol = float(tol)
         self.max_iter = int(max_iter)
+        # False: every solve starts cold from vec(I), ignoring the previous approximation and the stored
+        # vectors (what a first update costs; the benchmark measures both)
+        self.warm_start = bool(warm_start)
         if route not in ROUTES:
             raise ValueError(f"unknown zigzag route {route!r}; choose one of {ROUTES}")
         self.route = route
@@ -116,11 +120,12 @@ class Approximation:
     def operator(self, batch, previous, rho):
         return averaged_operator(batch, previous, rho, self.route)
 
-    @staticmethod
-    def _start(previous: KroneckerSum | None, rho: float, warm: dict | None, k: int, key: str, dim: int):
+    def _start(self, previous: KroneckerSum | None, rho: float, warm: dict | None, k: int, key: str, dim: int):
         """Warm start (paper section 4): the previous approximation's k-th G-factor when it is part of
         the operator (moving average; it has the direction of the previous v_k and costs nothing on
         the Gram route), else the stored previous right vector; None for a cold start."""
+        if not self.warm_start:
+            return None
         if previous is not None and rho != 0.0 and previous.rank > k:
             cand = previous.terms[k][1]
         else:

@@ -320,3 +320,19 @@ def cached_tensor(path: str | os.PathLike, build: Callable[[], torch.Tensor], *,
     except OSError as exc:
         log(f"warning: could not write the cache {path} ({exc}); continuing without it")
     return data, True
+
+
+def cached_genuine_rows(name: str, path: pathlib.Path, data_dir, n: int, dim: int, read: Callable[[], torch.Tensor],
+                        *, count_key: str, what: str, log: Log = print) -> tuple[torch.Tensor, pathlib.Path, dict]:
+    """The first ``n`` examples of a genuine ``.mat`` file, ``(n, dim)``, through a ``.pt`` cache in
+    ``<data_dir>/<name>/`` (reading a large .mat takes seconds; the cache loads in milliseconds). The
+    cache is keyed by the file's resolved path, size and modification time, so a replaced file is read
+    again. Returns (data, cache path, the cache's metadata)."""
+    st = path.stat()
+    meta = {"source_path": str(path.resolve()), "source_size": int(st.st_size),
+            "source_mtime_ns": int(st.st_mtime_ns), count_key: int(n)}
+    key = hashlib.md5(str(path.resolve()).encode()).hexdigest()[:8]
+    cache = pathlib.Path(data_dir) / name / f"{name}_genuine_{path.stem}_{key}_n{n}.pt"
+    data, built = cached_tensor(cache, read, shape=(n, dim), meta=meta, what=what, log=log)
+    log(f"{name}: genuine data {'read from ' + str(path) if built else 'loaded from cache ' + str(cache)}")
+    return data, cache, meta

@@ -32,7 +32,6 @@ Two sources:
 
 from __future__ import annotations
 
-import hashlib
 import pathlib
 import time
 
@@ -43,6 +42,7 @@ from .common import (
     DatasetError,
     DatasetSplits,
     Log,
+    cached_genuine_rows,
     cached_tensor,
     cfg_get,
     check_counts,
@@ -219,14 +219,8 @@ def _genuine(cfg, data_dir, n_rows: int, log: Log) -> tuple[torch.Tensor, dict, 
             raise DatasetError(f"curves: {path} (dataset.path) does not exist. {_manual_hint(path)}")
         log(f"curves: {path} is missing; fetching the genuine file")
         fetch_curves(data_dir, source="genuine", log=log)
-    st = path.stat()
-    meta = {"source_path": str(path.resolve()), "source_size": int(st.st_size),
-            "source_mtime_ns": int(st.st_mtime_ns), "n_rows": int(n_rows)}
-    key = hashlib.md5(str(path.resolve()).encode()).hexdigest()[:8]
-    cache = pathlib.Path(data_dir) / "curves" / f"curves_genuine_{path.stem}_{key}_n{n_rows}.pt"
-    data, built = cached_tensor(cache, lambda: load_curves_mat(path, n_rows), shape=(n_rows, DIM),
-                                meta=meta, what=f"the rows of {path}", log=log)
-    log(f"curves: genuine data {'read from ' + str(path) if built else 'loaded from cache ' + str(cache)}")
+    data, cache, meta = cached_genuine_rows("curves", path, data_dir, n_rows, DIM, lambda: load_curves_mat(path, n_rows),
+                                            count_key="n_rows", what=f"the rows of {path}", log=log)
     details = {"file": str(path), "variable": GENUINE_VAR, "rows_used": n_rows,
                "cache_file": str(cache), "source_size": meta["source_size"]}
     desc = f"CURVES — genuine {path.name} ('{GENUINE_VAR}' rows in order)"

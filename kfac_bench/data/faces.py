@@ -41,7 +41,6 @@ Two sources:
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pathlib
 import time
@@ -54,6 +53,7 @@ from .common import (
     DatasetError,
     DatasetSplits,
     Log,
+    cached_genuine_rows,
     cached_tensor,
     cfg_get,
     check_counts,
@@ -306,14 +306,9 @@ def _genuine(cfg, data_dir, n_images: int, log: Log) -> tuple[torch.Tensor, dict
             raise DatasetError(f"faces: {path} (dataset.path) does not exist. {_manual_hint(path)}")
         log(f"faces: {path} is missing; fetching the genuine file")
         fetch_faces(data_dir, source="genuine", log=log)
-    st = path.stat()
-    meta = {"source_path": str(path.resolve()), "source_size": int(st.st_size),
-            "source_mtime_ns": int(st.st_mtime_ns), "n_images": int(n_images)}
-    key = hashlib.md5(str(path.resolve()).encode()).hexdigest()[:8]
-    cache = pathlib.Path(data_dir) / "faces" / f"faces_genuine_{path.stem}_{key}_n{n_images}.pt"
-    data, built = cached_tensor(cache, lambda: load_faces_mat(path, n_images), shape=(n_images, DIM),
-                                meta=meta, what=f"the columns of {path}", log=log)
-    log(f"faces: genuine data {'read from ' + str(path) if built else 'loaded from cache ' + str(cache)}")
+    data, cache, meta = cached_genuine_rows("faces", path, data_dir, n_images, DIM,
+                                            lambda: load_faces_mat(path, n_images), count_key="n_images",
+                                            what=f"the columns of {path}", log=log)
     details = {"file": str(path), "variable": GENUINE_VAR, "columns_used": n_images,
                "cache_file": str(cache), "source_size": meta["source_size"],
                "pixel_order": "MATLAB column-major 25x25 (as stored in the file)"}

@@ -36,7 +36,7 @@ import contextlib
 import math
 import time
 import warnings
-from typing import Callable, Iterable
+from typing import Callable
 
 import torch
 from torch import Tensor, nn

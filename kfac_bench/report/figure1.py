@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .tables import wrap_title
+
 METHOD_STYLE = {  # order, label, colour, marker, line style (Lanczos dashed: it sits on Deflation)
     "kfac": ("KFAC", "tab:red", "o", "-"),
     "kpsvd": ("KPSVD", "tab:blue", "s", "-"),
@@ -96,7 +98,7 @@ def plot_figure1(df: pd.DataFrame, out_stem: str | Path, title: str, *, logy: bo
             ax.set_ylim(0, ymax)
         else:
             ax.set_ylim(bottom=0)
-    fig.suptitle(title)
+    fig.suptitle(wrap_title(title, 110), fontsize=11)
     written = []
     out_stem.parent.mkdir(parents=True, exist_ok=True)
     for fmt in formats:

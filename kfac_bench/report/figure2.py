@@ -4,7 +4,9 @@ Per problem (a row of four panels, as in the paper): training loss vs epoch, tra
 validation loss vs epoch, validation loss vs time. One line per method; where the best
 configuration has several seeds, the line is the mean over seeds and the band spans their minimum
 and maximum (the time axis is the mean cumulative training time, evaluation excluded). Epoch 0 is
-the initial network. The y axes are logarithmic.
+the initial network; its loss is the same for every method and far above the rest, so the y axis
+stops a little above the highest loss after the first epoch (the lines start off the top), which
+keeps the differences between the methods readable. The y axes are logarithmic.
 
 Plots go through matplotlib's object API (``Figure`` + Agg canvas): no pyplot state, no display.
 """
@@ -14,13 +16,31 @@ from pathlib import Path
 
 import pandas as pd
 
-from .tables import method_label, method_rank
+from .tables import method_label, method_rank, wrap_title
 
 COLORS = {"sgd": "#7f7f7f", "adam": "#bcbd22", "kfac": "#1f77b4", "kpsvd": "#2ca02c", "deflation": "#d62728",
           "lanczos": "#9467bd", "kfac_corrected": "#ff7f0e"}
 STYLES = {"sgd": ":", "adam": ":", "kfac": "--"}
 PANELS = [("epoch", "train", "training loss vs epoch"), ("time_mean", "train", "training loss vs time"),
           ("epoch", "val", "validation loss vs epoch"), ("time_mean", "val", "validation loss vs time")]
+
+
+def _fit_y(ax, curves: dict[str, pd.DataFrame], which: str, logy: bool) -> None:
+    """y range of the losses after epoch 0 (band included); epoch 0 may run off the top."""
+    import numpy as np
+    values = [c.loc[c["epoch"] >= 1, col].to_numpy(float) for c in curves.values() if not c.empty
+              for col in (f"{which}_mean", f"{which}_min", f"{which}_max") if col in c]
+    values = np.concatenate(values) if values else np.array([])
+    values = values[np.isfinite(values) & ((values > 0) if logy else True)]
+    if values.size == 0:
+        return
+    lo, hi = float(values.min()), float(values.max())
+    if logy:
+        pad = (hi / lo) ** 0.06 if hi > lo else 1.05
+        ax.set_ylim(lo / pad, hi * pad)
+    else:
+        pad = 0.06 * (hi - lo) if hi > lo else 0.05 * abs(hi) + 1e-12
+        ax.set_ylim(lo - pad, hi + pad)
 
 
 def _draw_row(axes, curves: dict[str, pd.DataFrame], logy: bool) -> None:
@@ -36,6 +56,7 @@ def _draw_row(axes, curves: dict[str, pd.DataFrame], logy: bool) -> None:
             if n > 1:
                 ax.fill_between(curve[xcol], curve[f"{which}_min"], curve[f"{which}_max"], color=color,
                                 alpha=0.2, lw=0)
+        _fit_y(ax, curves, which, logy)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("epoch" if xcol == "epoch" else "training time (s)", fontsize=8)
         ax.set_ylabel(f"{'training' if which == 'train' else 'validation'} loss", fontsize=8)
@@ -54,7 +75,9 @@ def plot_figure2(rows: list[tuple[str, dict[str, pd.DataFrame]]], out_stem: str 
     from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
     n = max(len(rows), 1)
-    row_h, top_h, bottom_h = 3.0, 0.75, 0.45   # inches: one row of panels, the titles, the x labels
+    title = wrap_title(title, 150)
+    row_h, bottom_h = 3.0, 0.45                # inches: one row of panels, the x labels
+    top_h = 0.62 + 0.22 * (title.count("\n") + 1)   # the (wrapped) title above the row heading
     height = n * (row_h + 0.55) + top_h + bottom_h
     fig = Figure(figsize=(17, height))
     FigureCanvasAgg(fig)

@@ -216,6 +216,16 @@ CSV_COLUMNS = ["dataset", "problem", "dataset_source", "method", "lr", "damping"
                "target_loss", "epochs_to_target", "seconds_to_target", "best_run_dir"]
 
 
+def wrap_title(title: str, width: int) -> str:
+    """A figure title broken into lines of at most ``width`` characters, at its " · " separators
+    first (the parts: what the figure is, the data, the profile note), then at spaces."""
+    import textwrap
+    lines = []
+    for part in title.split(" · "):
+        lines += textwrap.wrap(part, width) or [""]
+    return "\n".join(lines)
+
+
 def source_note(source: str | None) -> str:
     if source == "generated":
         return "GENERATED stand-in data, not the paper's file"
