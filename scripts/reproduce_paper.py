@@ -185,25 +185,27 @@ def grid_for(profile: dict, dataset: str, method: str) -> dict[str, list[str]]:
 
 
 def shared_points(profile: dict, dataset: str, method: str) -> list[dict[str, list[str]]]:
-    """One-run grids: the ``grid.also_from`` methods' tuned (lr, damping) for a curvature method,
-    where its own reduced grid lacks them. A reduced grid centred on the authors' values for each
-    method alone would compare every method at settings tuned for 200 full-size epochs; giving all
-    curvature methods the same extra candidate (KFAC's) keeps the comparison fair when those
-    settings do not carry over to the reduced runs."""
+    """One-run grids: the points of the ``grid.also_from`` methods' reduced grids (their learning
+    rates around their tuned lr, at their tuned damping) that a curvature method's own grid lacks. A
+    reduced grid centred on the authors' values for each method alone compares every method at
+    settings tuned for 200 full-size epochs; giving all curvature methods KFAC's candidates too keeps
+    the comparison fair when those settings do not carry over to the reduced runs."""
     spec = profile.get("grid", "paper")
     if spec == "paper" or method not in CURVATURE:
         return []
     spec = {**{k: v for k, v in spec.items() if not isinstance(v, dict)}, **(spec.get(dataset) or {})}
     own = grid_for(profile, dataset, method)
-    points = []
+    mine = set(itertools.product(own["optimizer.lr"], own["optimizer.damping"]))
+    points: list[dict[str, list[str]]] = []
     for source in spec.get("also_from") or []:
         if source not in CURVATURE:
             raise ValueError(f"grid.also_from: {source!r} is not a curvature method ({', '.join(CURVATURE)})")
-        best = tuned(source, dataset)
-        point = {"optimizer.lr": [fmt_value(best["lr"])], "optimizer.damping": [fmt_value(best["damping"])]}
-        inside = all(v[0] in own[k] for k, v in point.items())
-        if not inside and point not in [{k: p[k] for k in point} for p in points]:
-            points.append({**point, "optimizer.kl_clip": own["optimizer.kl_clip"]})
+        theirs = grid_for(profile, dataset, source)
+        for lr, damping in itertools.product(theirs["optimizer.lr"], theirs["optimizer.damping"]):
+            if (lr, damping) not in mine:
+                mine.add((lr, damping))
+                points.append({"optimizer.lr": [lr], "optimizer.damping": [damping],
+                               "optimizer.kl_clip": own["optimizer.kl_clip"]})
     return points
 
 
@@ -652,11 +654,14 @@ def main(argv: list[str] | None = None) -> int:
             # the paper grid is the sweep config's own (nothing swept on the command line)
             swept = grid_for(profile, d, m) if profile.get("grid", "paper") != "paper" else {}
             grid_invs.append(Invocation("grid", [d], [m], swept, fixed, SWEEPS[kind], load_sweep(SWEEPS[kind])))
+            by_damping: dict[str, list[str]] = {}   # one command per damping: an lr sweep
             for point in shared_points(profile, d, m):
-                tag = "shared " + "_".join(f"{k.split('.')[-1]}{v[0]}" for k, v in point.items()
-                                           if k != "optimizer.kl_clip")
-                grid_invs.append(Invocation("grid", [d], [m], point, fixed, SWEEPS[kind], load_sweep(SWEEPS[kind]),
-                                            tag))
+                by_damping.setdefault(point["optimizer.damping"][0], []).extend(point["optimizer.lr"])
+            for damping, lrs in by_damping.items():
+                swept_point = {"optimizer.lr": lrs, "optimizer.damping": [damping],
+                               "optimizer.kl_clip": swept["optimizer.kl_clip"]}
+                grid_invs.append(Invocation("grid", [d], [m], swept_point, fixed, SWEEPS[kind],
+                                            load_sweep(SWEEPS[kind]), f"shared damping{damping}"))
     if slots == 1:   # one command at a time: fewer, longer commands start up less often
         grid_invs = merge(grid_invs)
     extra_seeds = [int(x) for x in profile.get("extra_seeds") or []]

@@ -133,8 +133,8 @@ def test_reproduce_dry_run_plans_the_paper_protocol(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "ESTIMATED running time" in proc.stdout and "REDUCED" in proc.stdout
     # KFAC's setting as one extra run of a rank-2 method, in its own command
-    assert ("optimizer=deflation dataset=curves optimizer.lr=0.1 optimizer.damping=0.003 optimizer.kl_clip=0.01"
-            in proc.stdout)
+    assert ("optimizer=deflation dataset=curves optimizer.lr=0.03,0.1,0.3 optimizer.damping=0.003 "
+            "optimizer.kl_clip=0.01" in proc.stdout)
 
 
 def _reproduce_module():
@@ -145,21 +145,25 @@ def _reproduce_module():
     return rp
 
 
-def test_reduced_grid_gives_every_curvature_method_kfacs_setting_too():
-    """The CPU profile's grid: each method's lr neighbourhood at its authors' damping, plus KFAC's tuned
-    (lr, damping) as one more run wherever that point is not already in the method's own grid."""
+def test_reduced_grid_gives_every_curvature_method_kfacs_candidates_too():
+    """The CPU profile's grid: each method's lr neighbourhood at its authors' damping, plus the points of
+    KFAC's reduced grid (its lr neighbourhood at its damping) that the method's own grid lacks."""
     rp = _reproduce_module()
     profile = rp.load_profile("cpu")
-    kfac = rp.tuned("kfac", "curves")
-    assert rp.shared_points(profile, "curves", "kfac") == []           # its own grid has it
+    assert rp.shared_points(profile, "curves", "kfac") == []           # its own grid
     assert rp.shared_points(profile, "curves", "kpsvd") == []          # same tuned values as KFAC
     assert rp.shared_points(profile, "curves", "sgd") == []
+    kfac = rp.grid_for(profile, "curves", "kfac")
     deflation = rp.grid_for(profile, "curves", "deflation")
     assert deflation["optimizer.damping"] == [rp.fmt_value(rp.tuned("deflation", "curves")["damping"])]
-    assert rp.fmt_value(kfac["damping"]) not in deflation["optimizer.damping"]
-    point = rp.shared_points(profile, "curves", "deflation")
-    assert point == [{"optimizer.lr": [rp.fmt_value(kfac["lr"])], "optimizer.damping": [rp.fmt_value(kfac["damping"])],
-                      "optimizer.kl_clip": deflation["optimizer.kl_clip"]}]
+    assert kfac["optimizer.damping"] != deflation["optimizer.damping"]
+    points = rp.shared_points(profile, "curves", "deflation")
+    assert [(p["optimizer.lr"], p["optimizer.damping"]) for p in points] == [
+        ([lr], kfac["optimizer.damping"]) for lr in kfac["optimizer.lr"]]
+    assert all(p["optimizer.kl_clip"] == deflation["optimizer.kl_clip"] for p in points)
+    # a point is run once: KPSVD's candidates are KFAC's, so naming both adds nothing more
+    both = {**profile, "grid": {**profile["grid"], "also_from": ["kfac", "kpsvd"]}}
+    assert rp.shared_points(both, "curves", "deflation") == points
     bad = {**profile, "grid": {**profile["grid"], "also_from": ["adam"]}}
     with pytest.raises(ValueError, match="also_from"):
         rp.shared_points(bad, "curves", "deflation")
