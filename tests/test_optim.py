@@ -35,7 +35,7 @@ def train_steps(opt, model, x, steps, batch=16, lik="bernoulli"):
         loss = likelihood.batch_loss(model(xb), xb)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     return losses
 
 

@@ -194,6 +194,7 @@ def test_reproduce_smoke_profile_runs_end_to_end_and_resumes(tmp_path):
     assert {p.name for p in docs.iterdir()} >= {"figure2.png", "summary.md", "summary.csv", "PROVENANCE.md"}
     assert "SMOKE" in (docs / "summary.md").read_text()
     assert "--profile smoke" in (docs / "PROVENANCE.md").read_text()
+    assert "git commit (at the start): " in (docs / "PROVENANCE.md").read_text()
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("end\n") and "old" not in text
     assert "![figure2](docs/figure2.png)" in text and "| KFAC |" in text
