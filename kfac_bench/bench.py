@@ -54,6 +54,7 @@ and the environment). All times are milliseconds.
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import json
 import logging
@@ -77,7 +78,7 @@ from .curvature.stats import collect_statistics, get_likelihood
 from .models import build_autoencoder
 from .optim.factory import FIRST_ORDER, build_optimizer, optimizer_names
 from .optim.kronecker_optimizer import KroneckerFactoredOptimizer
-from .utils import atomic_write_text, git_commit, select_device
+from .utils import atomic_write_text, git_commit, select_device, synchronize
 
 log = logging.getLogger("kfac_bench.bench")
 
@@ -205,9 +206,7 @@ def _median_ci(xs: list[float], seed: int = 0, level: float = 0.95, resamples: i
 
 
 def _syncer(device: torch.device):
-    if device.type == "cuda":
-        return lambda: torch.cuda.synchronize(device)
-    return lambda: None
+    return functools.partial(synchronize, device)
 
 
 def _time_call(fn, sync, target_s: float) -> float:
@@ -297,7 +296,6 @@ class _Method:
         self.solve: dict[int, list[float]] = {}  # layer -> seconds per solve (tight loop)
         self.bare: dict[int, list[float]] = {}   # layer -> seconds of bare products
         self.refit: list[dict] = []
-        self.stats_refit_s = float("nan")
 
     def force_update(self) -> None:
         """Make the next step a statistics + inverse update (both schedules due)."""
@@ -332,8 +330,7 @@ class _Method:
         if "statistics" in record:
             record["first"] = not self.updates
             self.updates.append({"first": record["first"], "fit": rec["fit"], "inverse": rec["inverse"],
-                                 "iterations": [dict(f.iterations) for f in opt.last_fit],
-                                 "converged": [bool(f.converged) for f in opt.last_fit]})
+                                 "iterations": [dict(f.iterations) for f in opt.last_fit]})
         if not math.isfinite(float(loss.detach())):
             raise ValueError(f"{self.name}: non-finite training loss during the bench; "
                              f"lower bench.lr or raise bench.damping")
@@ -343,12 +340,9 @@ class _Method:
     def _layer_inputs(self):
         """(layer index, cached inverse, the layer's gradient [W | b]) of every preconditioned layer."""
         for i, (layer, curv) in enumerate(zip(self.opt.layers, self.opt._curv)):
-            inv = curv["inverse"]
-            if inv is None or layer.weight.grad is None:
+            inv, x = curv["inverse"], self.opt.layer_gradient(layer)
+            if inv is None or x is None:
                 continue
-            x = layer.weight.grad
-            if layer.bias is not None:
-                x = torch.cat([x, layer.bias.grad[:, None]], dim=1)
             yield i, inv, x
 
     def time_bare(self, sync, target_s: float) -> None:
@@ -378,14 +372,10 @@ class _Method:
             return
         opt = self.opt
         gen = torch.Generator(device=x.device).manual_seed(seed + 7)
-        sync()
-        t0 = time.perf_counter()
         blocks = collect_statistics(self.model, opt.layers, x, opt.likelihood, gen, None, opt.reduction)
-        sync()
-        self.stats_refit_s = time.perf_counter() - t0
         self.refit = []
         for curv, block in zip(opt._curv, blocks):
-            rho = min(1.0 - 1.0 / (curv["updates"] + 1), opt.alpha)
+            rho = opt.averaging_weight(curv["updates"] + 1)
             row = {}
             for kind, warm in (("warm", dict(curv["warm"])), ("cold", {})):
                 with _cold_start(opt.method) if kind == "cold" else _null_ctx():

@@ -55,7 +55,7 @@ from .curvature import APPROXIMATIONS, collect_statistics, get_likelihood, make_
 from .curvature.metrics import DENSE_MAX, SPECTRUM_POWERS, SPECTRUM_RTOL, FisherReference, fisher_error
 from .data import load_dataset
 from .models import build_autoencoder
-from .utils import atomic_write_json, atomic_write_text, git_commit, select_device
+from .utils import atomic_write_json, atomic_write_text, git_commit, select_device, synchronize
 
 log = logging.getLogger("kfac_bench.fisher")
 
@@ -65,16 +65,8 @@ COLUMNS = REQUIRED_COLUMNS[:3] + ["epoch"] + REQUIRED_COLUMNS[3:] + [
     "iterations_lanczos", "converged", "sigma1", "sigma2", "metric_seconds", "spectrum_seconds",
     "spectrum_solver", "spectrum_iterations", "spectrum_converged", "reference_seconds",
     "stats_seconds", "point_seconds", "fisher_norm", "approx_norm", "train_loss", "m", "d_a", "d_g"]
-METHOD_ORDER = ["kfac", "kpsvd", "deflation", "lanczos", "kfac_corrected"]
 TIE_RTOL = 1e-4  # means within this relative margin of the lowest count as the best
 BEST_RANK2 = {"deflation", "lanczos"}  # the same target (best Kronecker rank 2): they share a warm basis
-
-
-def _cfg(mapping: Mapping | None, key: str, default=None):
-    if mapping is None:
-        return default
-    value = mapping.get(key, default)
-    return default if value is None and default is not None else value
 
 
 def _positive_int(value, field: str, example: str) -> int:
@@ -148,10 +140,6 @@ def _validate(cfg: Mapping) -> dict:
     return dict(methods=list(dict.fromkeys(methods)), every=every, points=points, max_points=max_points,
                 epochs=epochs, batch_size=batch, lr=lr, solver=solver)
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _write_csv(out_dir: Path, rows: list[dict]) -> pd.DataFrame:
@@ -343,11 +331,11 @@ def _evaluate_point(model, linears, layers, x, likelihood, sampler, reduction, a
     Kronecker eigenvectors of its first term: a new mini-batch moves the top eigenvectors so much
     that the previous point's basis cost more steps than a cold start (MNIST layer 5: 5 vs 3).
     """
-    _sync(device)
+    synchronize(device)
     t_point = time.perf_counter()
     blocks = collect_statistics(model, [linears[i - 1] for i in layers], x, likelihood, generator=sampler,
                                 reduction=reduction)
-    _sync(device)
+    synchronize(device)
     stats_s = time.perf_counter() - t_point
     rows = []
     for layer, block in zip(layers, blocks):
@@ -356,10 +344,10 @@ def _evaluate_point(model, linears, layers, x, likelihood, sampler, reduction, a
         ref = FisherReference.from_block(block, zigzag_sigmas=optimal)
         n = block.shape_a * block.shape_g
         for name, approx in approximations.items():
-            _sync(device)
+            synchronize(device)
             t0 = time.perf_counter()
             fit = approx.fit(block, warm=fit_warm[(name, layer)])
-            _sync(device)
+            synchronize(device)
             fit_s = time.perf_counter() - t0
             rank = fit.approximation.rank
             do_spectrum = spectrum and (rank == 1 or spectrum_max_n is None or n <= int(spectrum_max_n))
@@ -370,7 +358,7 @@ def _evaluate_point(model, linears, layers, x, likelihood, sampler, reduction, a
                                trust_warm=same_target and best_rank2_converged and fit.converged, **spectrum_opts)
             if same_target:
                 best_rank2_converged = best_rank2_converged and bool(fit.converged) and bool(err["spectrum_converged"])
-            _sync(device)
+            synchronize(device)
             metric_s = time.perf_counter() - t0
             sigmas = list(fit.sigmas)
             if name == "kfac_corrected":
@@ -394,7 +382,7 @@ def _evaluate_point(model, linears, layers, x, likelihood, sampler, reduction, a
                 "stats_seconds": stats_s, "fisher_norm": err["fisher_norm"], "approx_norm": err["approx_norm"],
                 "m": block.m, "d_a": block.shape_a, "d_g": block.shape_g,
             })
-    _sync(device)
+    synchronize(device)
     point_s = time.perf_counter() - t_point
     for r in rows:
         r["point_seconds"] = point_s

@@ -31,7 +31,7 @@ from .data import DatasetError, load_dataset
 from .models import build_autoencoder
 from .optim.factory import build_optimizer, validate_optimizer_config
 from .optim.kronecker_optimizer import KroneckerFactoredOptimizer
-from .utils import atomic_torch_save, atomic_write_json, atomic_write_text, git_commit, select_device
+from .utils import atomic_torch_save, atomic_write_json, atomic_write_text, git_commit, select_device, synchronize
 
 log = logging.getLogger("kfac_bench.train")
 
@@ -95,10 +95,6 @@ def evaluate(model, data: torch.Tensor, likelihood, batch_size: int = 4096) -> f
     model.train(was_training)
     return total / max(count, 1)
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def _solver_summary(counts: dict[str, list[int]]) -> dict:
@@ -170,7 +166,7 @@ def run_training(cfg: Mapping, run_dir: str | Path) -> dict:
     for epoch in range(first_epoch, epochs + 1):
         perm = torch.randperm(n_train, generator=shuffle).to(device)
         running, seen = 0.0, 0
-        _sync(device)
+        synchronize(device)
         t0 = time.perf_counter()
         bar = tqdm(range(n_batches), desc=f"epoch {epoch}/{epochs}", disable=not trainer.get("progress", True),
                    leave=False, dynamic_ncols=True, file=sys.stderr)
@@ -197,7 +193,7 @@ def run_training(cfg: Mapping, run_dir: str | Path) -> dict:
             seen += x.shape[0]
             if b % 10 == 0:
                 bar.set_postfix(loss=f"{loss_value:.5f}")
-        _sync(device)
+        synchronize(device)
         train_time += time.perf_counter() - t0
         bar.close()
         if status != "ok":

@@ -20,6 +20,12 @@ def select_device(name: str = "auto") -> torch.device:
     return dev
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously); nothing to do on CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -166,11 +166,15 @@ def test_error2_route_equals_dense_computation(method, solver):
     assert out["error_spectrum"] <= out["error_frobenius"] * (1 + 1e-12)
 
 
-def test_subspace_error2_is_accurate_at_default_tolerance_and_warm_starts():
-    abar, g = random_stats(40, 15, 12, seed=13)      # n = 192, m = 40
+def _medium_layer(seed: int):
+    """A layer big enough for the subspace route (n = 192, m = 40): its block, reference and dense F."""
+    abar, g = random_stats(40, 15, 12, seed=seed)
     block = SampledFisherBlock(abar, g)
-    ref = FisherReference.from_block(block)
-    f = dense_fisher(abar, g)
+    return block, FisherReference.from_block(block), dense_fisher(abar, g)
+
+
+def test_subspace_error2_is_accurate_at_default_tolerance_and_warm_starts():
+    block, ref, f = _medium_layer(seed=13)
     warm = {}
     fits = [make_approximation(name, tol=1e-10).fit(block).approximation
             for name in ("deflation", "lanczos", "kfac_corrected")]
@@ -245,10 +249,7 @@ def test_error1_orderings_that_are_theorems(m, d_in, d_g):
 def test_trusted_basis_of_the_same_target_costs_one_step():
     # Deflation and Lanczos both give the best Kronecker rank 2: one Rayleigh-Ritz step on the
     # other's converged basis is enough
-    abar, g = random_stats(40, 15, 12, seed=17)      # n = 192, m = 40
-    block = SampledFisherBlock(abar, g)
-    ref = FisherReference.from_block(block)
-    f = dense_fisher(abar, g)
+    block, ref, f = _medium_layer(seed=17)
     warm = {}
     first = make_approximation("deflation", tol=1e-8).fit(block).approximation
     second = make_approximation("lanczos", tol=1e-8).fit(block).approximation
@@ -259,9 +260,7 @@ def test_trusted_basis_of_the_same_target_costs_one_step():
 
 
 def test_a_trusted_warm_dict_that_is_still_empty_gets_filled():
-    abar, g = random_stats(40, 15, 12, seed=18)
-    block = SampledFisherBlock(abar, g)
-    ref = FisherReference.from_block(block)
+    block, ref, _ = _medium_layer(seed=18)
     warm = {}
     first = make_approximation("deflation", tol=1e-8).fit(block).approximation
     out = fisher_error(ref, first, solver="subspace", warm=warm, trust_warm=True)  # no basis yet: cold

@@ -120,21 +120,26 @@ class Approximation:
     def operator(self, batch, previous, rho):
         return averaged_operator(batch, previous, rho, self.route)
 
-    def _start(self, previous: KroneckerSum | None, rho: float, warm: dict | None, k: int, key: str, dim: int):
-        """Warm start (paper section 4): the previous approximation's k-th G-factor when it is part of
-        the operator (moving average; it has the direction of the previous v_k and costs nothing on
-        the Gram route), else the stored previous right vector; None for a cold start."""
+    def _start(self, previous: KroneckerSum | None, rho: float, warm: dict | None, k: int, dim: int):
+        """Warm start of the (k+1)-th right vector (paper section 4): the previous approximation's k-th
+        G-factor when it is part of the operator (moving average; it has the direction of the previous
+        v_k and costs nothing on the Gram route), else the stored ``warm["v{k+1}"]``; None for a cold
+        start."""
         if not self.warm_start:
             return None
         if previous is not None and rho != 0.0 and previous.rank > k:
             cand = previous.terms[k][1]
         else:
-            cand = warm.get(key) if warm is not None else None
+            cand = warm.get(f"v{k + 1}") if warm is not None else None
         if cand is None or cand.shape != (dim, dim) or not torch.isfinite(cand).all() or not cand.abs().sum() > 0:
             return None
         return cand
 
-    def _power(self, op, start: Tensor | None, warm: dict | None, key: str, like: Tensor) -> Triplet:
+    def _power(self, op, previous: KroneckerSum | None, rho: float, warm: dict | None, k: int,
+               like: Tensor) -> Triplet:
+        """The leading triplet of ``op`` by power iterations from the (k+1)-th warm start; stores
+        its right vector as ``warm["v{k+1}"]``."""
+        start = self._start(previous, rho, warm, k, op.shape_g)
         if start is None:
             start = _identity(op.shape_g, like)  # cold start: Z(F) vec(I) = E[|g|^2 a a^T], a good first guess
         trip = power_svd(op, op.start_vector(start.to(like) if start.dtype != like.dtype else start),
@@ -142,7 +147,7 @@ class Approximation:
         t = Triplet(trip.sigmas[0], op.left_matrix(trip.left[0]), op.right_matrix(trip.right[0]),
                     trip.iterations, trip.converged, trip)
         if warm is not None:
-            warm[key] = t.v.detach()
+            warm[f"v{k + 1}"] = t.v.detach()
         return t
 
 
@@ -171,8 +176,7 @@ class KPSVD(Approximation):
     rank = 1
 
     def fit(self, batch, previous=None, rho=0.0, warm=None) -> FitResult:
-        start = self._start(previous, rho, warm, 0, "v1", batch.shape_g)
-        t = self._power(self.operator(batch, previous, rho), start, warm, "v1", batch.g)
+        t = self._power(self.operator(batch, previous, rho), previous, rho, warm, 0, batch.g)
         r, s = factors_from_triplet(t.sigma, t.u, t.v)
         return FitResult(KroneckerSum([(r, s)]), {"power_1": t.iterations}, [t.sigma], t.converged)
 
@@ -185,12 +189,12 @@ class Deflation(Approximation):
 
     def fit(self, batch, previous=None, rho=0.0, warm=None) -> FitResult:
         op = self.operator(batch, previous, rho)
-        t1 = self._power(op, self._start(previous, rho, warm, 0, "v1", batch.shape_g), warm, "v1", batch.g)
-        first = KroneckerSum([factors_from_triplet(t1.sigma, t1.u, t1.v)])
+        t1 = self._power(op, previous, rho, warm, 0, batch.g)
+        first = factors_from_triplet(t1.sigma, t1.u, t1.v)
         deflated = op.minus_triplet(t1.sigma, t1.raw.left[0], t1.raw.right[0])
-        t2 = self._power(deflated, self._start(previous, rho, warm, 1, "v2", batch.shape_g), warm, "v2", batch.g)
+        t2 = self._power(deflated, previous, rho, warm, 1, batch.g)
         second = factors_from_triplet(t2.sigma, t2.u, t2.v)
-        return FitResult(KroneckerSum(first.terms + [second]),
+        return FitResult(KroneckerSum([first, second]),
                          {"power_1": t1.iterations, "power_2": t2.iterations},
                          [t1.sigma, t2.sigma], t1.converged and t2.converged)
 
@@ -211,7 +215,7 @@ class Lanczos(Approximation):
     def fit(self, batch, previous=None, rho=0.0, warm=None) -> FitResult:
         op = self.operator(batch, previous, rho)
         dim = op.shape_g
-        starts = [self._start(previous, rho, warm, k, f"v{k + 1}", dim) for k in (0, 1)]
+        starts = [self._start(previous, rho, warm, k, dim) for k in (0, 1)]
         starts = [x for x in starts if x is not None]
         # Warm start from both previous directions (paper 3.2.2: "linear combination of singular
         # vectors"); the two have comparable norms (sqrt(sigma_k) v_k or unit vectors).
@@ -235,7 +239,7 @@ class KFACCorrected(Approximation):
     def fit(self, batch, previous=None, rho=0.0, warm=None) -> FitResult:
         kfac = KroneckerSum([KFAC.averaged_factors(batch, previous, rho)])
         op = self.operator(batch, previous, rho).minus_kfac(kfac)
-        t = self._power(op, self._start(previous, rho, warm, 1, "v2", batch.shape_g), warm, "v2", batch.g)
+        t = self._power(op, previous, rho, warm, 1, batch.g)
         corr = factors_from_triplet(t.sigma, t.u, t.v)
         return FitResult(KroneckerSum(kfac.terms + [corr]), {"power_2": t.iterations}, [t.sigma],
                          t.converged)

@@ -125,11 +125,6 @@ class GramZigzagOperator:
         new.w = new.w - torch.outer(a, g)
         return new
 
-    def minus(self, ks: KroneckerSum) -> "GramZigzagOperator":
-        new = self.copy()
-        new._add_terms(-1.0, ks)
-        return new
-
     @property
     def shape_a(self) -> int:
         return self.batch.shape_a

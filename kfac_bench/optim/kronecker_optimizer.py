@@ -173,7 +173,7 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
         with self.timer("factors"):
             for curv, block in zip(self._curv, blocks):
                 curv["updates"] += 1
-                rho = min(1.0 - 1.0 / curv["updates"], self.alpha)
+                rho = self.averaging_weight(curv["updates"])
                 fit = self.method.fit(block, curv["approx"], rho, curv["warm"])
                 if fit.approximation.is_finite():
                     curv["approx"] = fit.approximation
@@ -184,6 +184,21 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
                                   f"{block.shape_g}x{block.shape_a}: update skipped, previous kept")
                 fits.append(fit)
         self.last_fit = fits
+
+    def averaging_weight(self, k: int) -> float:
+        """``rho`` of the k-th statistics update (k >= 1): ``min(1 - 1/k, alpha)``; the first uses
+        its batch alone."""
+        return min(1.0 - 1.0 / k, self.alpha)
+
+    @staticmethod
+    def layer_gradient(layer: nn.Linear) -> Tensor | None:
+        """The layer's gradient as one matrix ``[dW | db]`` (bias last, like ``a_bar``); None when
+        the weight has no gradient."""
+        grad = layer.weight.grad
+        if grad is None or layer.bias is None:
+            return grad
+        bias_grad = layer.bias.grad if layer.bias.grad is not None else torch.zeros_like(layer.bias)
+        return torch.cat([grad, bias_grad[:, None]], dim=1)
 
     def update_inverses(self) -> None:
         with self.timer("inverse"):
@@ -213,14 +228,11 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
         with self.timer("precondition"):
             directions, grads = [], []
             for layer, curv in zip(self.layers, self._curv):
-                if layer.weight.grad is None:
+                grad = self.layer_gradient(layer)
+                if grad is None:
                     directions.append(None)
                     grads.append(None)
                     continue
-                grad = layer.weight.grad
-                if layer.bias is not None:
-                    bias_grad = layer.bias.grad if layer.bias.grad is not None else torch.zeros_like(layer.bias)
-                    grad = torch.cat([grad, bias_grad[:, None]], dim=1)
                 direction = grad if curv["inverse"] is None else curv["inverse"].solve(grad)
                 directions.append(direction)
                 grads.append(grad)

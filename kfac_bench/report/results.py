@@ -76,6 +76,13 @@ def _read_yaml(path: Path) -> dict | None:
         return None
 
 
+def flat_config(run_dir: Path) -> dict | None:
+    """A run's ``config.yaml`` as ``{"a.b.c": value}`` (interpolations unresolved); None when it is
+    missing or damaged."""
+    cfg = _read_yaml(Path(run_dir) / "config.yaml")
+    return None if cfg is None else flatten(cfg)
+
+
 def _read_metrics(path: Path) -> pd.DataFrame | None:
     try:
         df = pd.read_csv(path)
