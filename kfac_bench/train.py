@@ -253,6 +253,8 @@ def run_training(cfg: Mapping, run_dir: str | Path) -> dict:
         "command": " ".join(sys.argv),
     }
     atomic_write_json(run_dir / "summary.json", summary)
+    if status in FINAL_STATUSES and not trainer.get("keep_checkpoint", True):
+        checkpoint_path.unlink(missing_ok=True)   # after summary.json: an interruption loses nothing
     return summary
 
 

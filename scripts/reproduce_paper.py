@@ -267,7 +267,8 @@ def _same(a, b) -> bool:
 
 def matches(flat: dict, overrides: dict) -> bool:
     for key, text in overrides.items():
-        if key.startswith(("hydra", "+sweep", "sweep")) or key in ("results_dir", "data_dir", "device"):
+        if key.startswith(("hydra", "+sweep", "sweep")) or key in ("results_dir", "data_dir", "device",
+                                                                    "trainer.keep_checkpoint"):
             continue
         want = parse_value(text)
         have = flat.get(key.lstrip("+"), None if want is None else object())
@@ -363,6 +364,8 @@ class Runner:
             out.append(f"device={self.args.device}")
         if run and self.args.threads:
             out.append(f"threads={self.args.threads}")   # also in OMP_NUM_THREADS, for every command
+        if run and self.args.drop_checkpoints:
+            out.append("trainer.keep_checkpoint=false")
         return out
 
     def launcher(self) -> list[str]:
@@ -556,6 +559,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch threads per job (OMP_NUM_THREADS; 0 = torch's default; default: the profile's)")
     parser.add_argument("--launcher-arg", action="append", default=[], metavar="KEY=VALUE",
                         help="extra launcher override, repeatable, e.g. hydra.launcher.partition=gpu")
+    parser.add_argument("--drop-checkpoints", action="store_true",
+                        help="delete each run's checkpoint.pt once it has ended (the CPU profile keeps ~15 GB of "
+                             "them, the paper profile hundreds); finished runs then cannot be extended")
     parser.add_argument("--publish-docs", default=None, metavar="DIR",
                         help="after the report, copy small PNGs + the summary table to DIR (e.g. docs/figures) "
                              "with the command and date, and update README.md's table")

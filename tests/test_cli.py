@@ -21,6 +21,16 @@ def kfac_bench(*args, tmp_path: Path, check=True):
     return proc
 
 
+def test_keep_checkpoint_false_deletes_it_at_the_end_and_names_the_same_folder(tmp_path):
+    kfac_bench("run", "trainer.epochs=1", "trainer.keep_checkpoint=false", *TINY, tmp_path=tmp_path)
+    (run,) = (tmp_path / "results" / "runs" / "curves" / "sgd").iterdir()
+    assert not (run / "checkpoint.pt").exists()
+    assert json.loads((run / "summary.json").read_text())["status"] == "ok"
+    again = kfac_bench("run", "trainer.epochs=1", *TINY, tmp_path=tmp_path)   # the same run: skipped
+    assert [run] == list((tmp_path / "results" / "runs" / "curves" / "sgd").iterdir())
+    assert "already holds a finished run" in again.stdout + again.stderr
+
+
 def test_one_epoch_curves_run_writes_the_run_folder(tmp_path):
     kfac_bench("run", "trainer.epochs=1", *TINY, tmp_path=tmp_path)
     runs = list((tmp_path / "results" / "runs" / "curves" / "sgd").iterdir())

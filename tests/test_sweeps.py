@@ -184,12 +184,14 @@ def test_reproduce_smoke_profile_runs_end_to_end_and_resumes(tmp_path):
     readme.write_text("intro\n<!-- reproduce:table:start -->\nold\n<!-- reproduce:table:end -->\nend\n")
     # the report stage is left out: --publish-docs runs the same report (small PNGs) into docs/
     proc = reproduce("--profile", "smoke", "--results-dir", str(results), "--stages", "data,grid,seeds,fisher",
-                     "--publish-docs", str(tmp_path / "docs"), "--readme", str(readme), tmp_path=tmp_path)
+                     "--publish-docs", str(tmp_path / "docs"), "--readme", str(readme), "--drop-checkpoints",
+                     tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = results / "runs" / "curves"
     for method in ("sgd", "kfac"):
         grid = {p.name for p in (runs / method).iterdir()}
         assert len(grid) == 3 and sum("seed=1" in n for n in grid) == 1    # 2 configurations + a seed of the winner
+    assert not list(runs.rglob("checkpoint.pt"))                          # --drop-checkpoints
     docs = tmp_path / "docs"            # --publish-docs: small PNGs, the table, the provenance, the README block
     assert {p.name for p in docs.iterdir()} >= {"figure2.png", "summary.md", "summary.csv", "PROVENANCE.md"}
     assert "SMOKE" in (docs / "summary.md").read_text()

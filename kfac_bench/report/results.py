@@ -34,7 +34,7 @@ METRIC_COLUMNS = ["epoch", "iteration", "time_s", "train_loss", "val_loss", "tra
 
 # config entries that never change a result (dotted prefixes)
 IGNORED_CONFIG_KEYS = ("seed", "device", "threads", "data_dir", "results_dir", "trainer.progress", "trainer.checkpoint",
-                       "trainer.resume", "dataset.path", "dataset.olivetti_path", "optimizer.tuned")
+                       "trainer.resume", "trainer.keep_checkpoint", "dataset.path", "dataset.olivetti_path", "optimizer.tuned")
 # what defines the problem besides the dataset entries
 SETTING_KEYS = ("trainer.epochs",)
 FINISHED = ("ok", "diverged")
