@@ -2,7 +2,8 @@
 to functions.
 
 Verbs: ``run`` (train), ``fisher`` (Figure 1 study), ``bench`` (cost benchmark), ``report``
-(Figures 1-2 and tables from a results folder), ``data fetch <name>`` (download/build a dataset).
+(Figures 1-2 and tables from a results folder), ``data fetch <name>`` (download/build a dataset),
+``data describe <name>`` (its scale: range, mean, std, best-constant-image loss, source).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ verbs:
   fisher   Figure 1: approximation errors of one layer    e.g. kfac-bench fisher dataset=mnist
   bench    what each method costs against its matrix products
   report   Figures 1-2 and the summary table from results/
-  data     data fetch mnist|curves|faces                  e.g. kfac-bench data fetch mnist
+  data     data fetch|describe mnist|curves|faces         e.g. kfac-bench data describe curves
 
 `kfac-bench <verb> --help` lists the config groups and options of a Hydra verb."""
 
@@ -137,10 +138,21 @@ def data_main(argv: list[str]) -> int:
                        help="curves/faces: genuine .mat (needs internet) or our generated stand-in")
     fetch.add_argument("--olivetti", default=None,
                        help="faces generated: path of olivettifaces.mat (default: $KFAC_BENCH_OLIVETTI)")
+    describe = sub.add_parser("describe", help="print a dataset's scale (as training sees it) and its source")
+    describe.add_argument("name", choices=["mnist", "curves", "faces"])
+    describe.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                          help="dataset config overrides, e.g. source=genuine n_train=8192 n_val=1024 "
+                               "(keys of conf/dataset/<name>.yaml)")
+    describe.add_argument("--data-dir", default=None, help="cache folder (default: $KFAC_BENCH_DATA or ./data)")
+    describe.add_argument("--olivetti", default=None,
+                          help="faces generated: path of olivettifaces.mat (default: $KFAC_BENCH_OLIVETTI)")
     args = parser.parse_args(argv)
     data_dir = args.data_dir or os.environ.get("KFAC_BENCH_DATA", "data")
     olivetti = args.olivetti or os.environ.get("KFAC_BENCH_OLIVETTI")
     try:
+        if args.command == "describe":
+            print(describe_dataset(args.name, args.overrides, data_dir, olivetti))
+            return 0
         paths = fetch_dataset(args.name, data_dir, source=args.source, olivetti_path=olivetti, log=print)
     except DatasetError as err:
         print(f"kfac-bench: error: {err}", file=sys.stderr)
@@ -148,6 +160,28 @@ def data_main(argv: list[str]) -> int:
     for p in paths:
         print(p)
     return 0
+
+
+def describe_dataset(name: str, overrides: list[str], data_dir, olivetti=None) -> str:
+    """``kfac-bench data describe``: load ``name`` as a run would (conf/dataset/<name>.yaml plus
+    ``overrides``; the loading log goes to stderr) and format its statistics."""
+    from .data import DatasetError, load_dataset
+    from .data.statistics import describe_splits, format_description
+    cfg = OmegaConf.load(CONF_DIR / "dataset" / f"{name}.yaml")
+    for item in overrides:
+        key, sep, _ = item.partition("=")
+        if not sep or not key or OmegaConf.select(cfg, key.strip(), default="<missing>") == "<missing>":
+            raise DatasetError(f"data describe: {item!r} is not KEY=VALUE with a key of "
+                               f"conf/dataset/{name}.yaml (e.g. n_train=8192, source=genuine)")
+    try:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+        if olivetti:
+            cfg.olivetti_path = olivetti
+        container = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as err:  # an override of the wrong type, an unresolvable interpolation
+        raise DatasetError(f"data describe: invalid dataset config ({err})") from None
+    splits = load_dataset(container, data_dir, "cpu", log=lambda msg: print(msg, file=sys.stderr))
+    return format_description(describe_splits(splits, container["likelihood"]))
 
 
 def main(argv: list[str] | None = None) -> int | None:

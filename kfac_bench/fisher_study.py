@@ -242,7 +242,7 @@ def run_fisher_study(cfg: Mapping, out_dir: str | Path) -> pd.DataFrame:
     title = (f"Figure 1: {str(data.name).upper()} layer {', '.join(map(str, layers))}, "
              f"Adam lr {opts['lr']:g}, batch {batch_size}")
     if data.source == "generated":
-        title += " (GENERATED STAND-IN data)"
+        title += f" (GENERATED STAND-IN data, generator v{data.details.get('generator_version')})"
     log.info("fisher study: %s, layer(s) %s (of %d), methods %s; %d evaluation points over %d iterations "
              "(%d epochs of %d)", data.description, layers, len(linears), ", ".join(opts["methods"]),
              len(schedule), last, opts["epochs"], n_batches)
@@ -298,7 +298,8 @@ def run_fisher_study(cfg: Mapping, out_dir: str | Path) -> pd.DataFrame:
     summary = summarize(df)
     summary.update({
         "dataset": data.name, "dataset_source": data.source, "dataset_description": data.description,
-        "dataset_details": data.details, "layers": layers,
+        "dataset_details": data.details, "dataset_generator_version": data.details.get("generator_version"),
+        "layers": layers,
         "evaluation_iterations": schedule, "iterations_trained": iteration, "epochs": opts["epochs"],
         "batch_size": batch_size, "adam_lr": opts["lr"], "seed": seed, "total_time_s": total_s,
         "device": str(device),

@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from .curvature.stats import get_likelihood
-from .data import DatasetError, load_dataset
+from .data import DatasetError, generator_version, load_dataset, recorded_generator_version
 from .models import build_autoencoder
 from .optim.factory import build_optimizer, validate_optimizer_config
 from .optim.kronecker_optimizer import KroneckerFactoredOptimizer
@@ -106,6 +106,20 @@ def _solver_summary(counts: dict[str, list[int]]) -> dict:
     return out
 
 
+def _check_same_data_version(previous: dict, dataset_cfg: Mapping, run_dir: Path) -> None:
+    """A run folder whose run was made on another version of a generated stand-in is neither
+    skipped as finished nor resumed: its losses belong to other data."""
+    if previous.get("dataset_source", dataset_cfg.get("source")) != "generated":
+        return
+    made_with, current = recorded_generator_version(previous), generator_version(dataset_cfg)
+    if made_with is not None and current is not None and made_with != current:
+        raise ConfigError(
+            f"run folder {run_dir} holds a run on version {made_with} of the generated "
+            f"{dataset_cfg.get('name')} stand-in; this code generates version {current}, so its "
+            f"results cannot be reused or resumed. Use a new results_dir (or hydra.run.dir), or "
+            f"trainer.resume=false to train again in this folder")
+
+
 def run_training(cfg: Mapping, run_dir: str | Path) -> dict:
     """Train one configuration into ``run_dir``; returns the summary (also written to disk)."""
     run_dir = Path(run_dir)
@@ -115,6 +129,8 @@ def run_training(cfg: Mapping, run_dir: str | Path) -> dict:
     extend = (previous is not None and previous.get("status") == "ok"
               and (run_dir / "checkpoint.pt").exists()
               and int(previous.get("epochs_completed", 0)) < int(trainer.get("epochs", 0) or 0))
+    if previous and trainer.get("resume", True):
+        _check_same_data_version(previous, cfg["dataset"], run_dir)
     if previous and previous.get("status") in FINAL_STATUSES and trainer.get("resume", True) and not extend:
         # (a finished run asked for more epochs than it has, in the same folder, is extended instead)
         log.info("run folder %s already holds a finished run (status %s); skipping. "
@@ -231,6 +247,7 @@ def run_training(cfg: Mapping, run_dir: str | Path) -> dict:
         "dataset_source": data.source,
         "dataset_description": data.description,
         "dataset_details": data.details,
+        "dataset_generator_version": data.details.get("generator_version"),  # None: genuine data
         "optimizer": cfg["optimizer"]["name"],
         "hyperparameters": dict(cfg["optimizer"]),
         "seed": seed,

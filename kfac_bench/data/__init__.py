@@ -17,6 +17,10 @@ faces    generated    OFFLINE STAND-IN, views of the Olivetti faces (:mod:`kfac_
 faces    genuine      ``newfaces_rot_single.mat`` (needs internet once, or the file put by hand)
 =======  ===========  =====================================================================
 
+The generated stand-ins carry a generator version (``GENERATOR_VERSION`` of their module, also in
+``DatasetSplits.details["generator_version"]`` and in every run's ``summary.json`` as
+``dataset_generator_version``); it changes whenever the data they deliver do.
+
 Every problem the user can fix raises :class:`DatasetError` whose message says what to do.
 Cache files whose content is unreadable or does not match are deleted and rebuilt automatically
 (the log says so); see :mod:`kfac_bench.data.common`.
@@ -31,7 +35,8 @@ import torch
 
 from .common import DatasetError, DatasetSplits, Log, cfg_get
 
-__all__ = ["DatasetError", "DatasetSplits", "load_dataset", "fetch_dataset", "DATASETS", "SOURCES"]
+__all__ = ["DatasetError", "DatasetSplits", "load_dataset", "fetch_dataset", "generator_version",
+           "recorded_generator_version", "DATASETS", "SOURCES"]
 
 DATASETS = ("curves", "mnist", "faces")
 SOURCES = {"curves": ("generated", "genuine"), "mnist": ("genuine",), "faces": ("generated", "genuine")}
@@ -52,6 +57,29 @@ def _check_source(name: str, source) -> str:
         raise DatasetError(f"{name}: unknown source {source!r}; valid sources for {name}: "
                            f"{', '.join(SOURCES[name])} (dataset.source=...)")
     return source
+
+
+def generator_version(cfg) -> int | None:
+    """The generator version this code builds for the dataset config ``cfg`` (None: genuine data),
+    known without building or loading anything."""
+    name = _check_name(cfg_get(cfg, "name", None))
+    if _check_source(name, cfg_get(cfg, "source", None)) != "generated":
+        return None
+    if name == "curves":
+        from .curves import GENERATOR_VERSION
+    else:
+        from .faces import GENERATOR_VERSION
+    return GENERATOR_VERSION
+
+
+def recorded_generator_version(summary: dict) -> int | None:
+    """The generator version a run summary was made with; summaries written before the version
+    was recorded at the top level keep it in their ``dataset_details`` (FACES' as
+    ``builder_version``)."""
+    if summary.get("dataset_generator_version") is not None:
+        return summary["dataset_generator_version"]
+    details = summary.get("dataset_details") or {}
+    return details.get("generator_version", details.get("builder_version"))
 
 
 def load_dataset(cfg, data_dir: str | os.PathLike, device="cpu", log: Log = print) -> DatasetSplits:

@@ -38,6 +38,7 @@ __all__ = [
     "split_in_order",
     "check_fits",
     "check_counts",
+    "note_other_versions",
 ]
 
 Log = Callable[[str], Any]
@@ -336,3 +337,20 @@ def cached_genuine_rows(name: str, path: pathlib.Path, data_dir, n: int, dim: in
     data, built = cached_tensor(cache, read, shape=(n, dim), meta=meta, what=what, log=log)
     log(f"{name}: genuine data {'read from ' + str(path) if built else 'loaded from cache ' + str(cache)}")
     return data, cache, meta
+
+
+def note_other_versions(current: pathlib.Path, version_key: str, log: Log = print) -> list[pathlib.Path]:
+    """Log (and return) the cache files beside ``current`` that differ from it only in their
+    generator version (the ``_v{N}_`` part of the name): they are never used, and the user should
+    know that the data changed and that the old files only take space."""
+    current = pathlib.Path(current)
+    marker = f"_v{version_key}_"
+    if marker not in current.name:
+        return []
+    head, tail = current.name.split(marker, 1)
+    others = sorted(p for p in current.parent.glob(f"{head}_v*_{tail}") if p != current)
+    for path in others:
+        version = path.name[len(head) + 2:].split("_", 1)[0]
+        log(f"note: {path} was made by generator version {version}, this code makes version "
+            f"{version_key}: it is not used (delete it to free the space)")
+    return others
