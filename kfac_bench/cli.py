@@ -146,7 +146,12 @@ def data_main(argv: list[str]) -> int:
     describe.add_argument("--data-dir", default=None, help="cache folder (default: $KFAC_BENCH_DATA or ./data)")
     describe.add_argument("--olivetti", default=None,
                           help="faces generated: path of olivettifaces.mat (default: $KFAC_BENCH_OLIVETTI)")
-    args = parser.parse_args(argv)
+    # overrides may come after the options too (argparse stops a positional list at an option)
+    args, extra = parser.parse_known_args(argv)
+    if extra and (args.command != "describe" or any(item.startswith("-") for item in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "describe":
+        args.overrides = [*args.overrides, *extra]
     data_dir = args.data_dir or os.environ.get("KFAC_BENCH_DATA", "data")
     olivetti = args.olivetti or os.environ.get("KFAC_BENCH_OLIVETTI")
     try:

@@ -104,6 +104,15 @@ def _cfg(**kw):
     return dict(kw)
 
 
+def unit_scale_columns(rng, n_cols: int, n_train: int) -> np.ndarray:
+    """(625, n_cols) float32 FACES-file columns whose first ``n_train`` are standardised per pixel
+    (as a genuine file on unit scale would be), so the loader uses them as they are."""
+    cols = rng.standard_normal((625, n_cols))
+    train = cols[:, :n_train]
+    cols = (cols - train.mean(1, keepdims=True)) / train.std(1, keepdims=True)
+    return cols.astype(np.float32)
+
+
 # ----------------------------------------------------------------------------------- generators
 def test_generate_curves_shape_range_ink():
     x = curves.generate_curves(300, seed=1)
@@ -341,7 +350,7 @@ def test_v73_with_h5py(tmp_path, log):
     h5py = pytest.importorskip("h5py")
     rng = np.random.default_rng(3)
     bdata = rng.random((20, 784)).astype(np.float64)
-    newfaces = rng.standard_normal((625, 30)).astype(np.float32)
+    newfaces = unit_scale_columns(rng, 30, 20)
     path = tmp_path / "v73.mat"
     with h5py.File(path, "w", userblock_size=512) as f:
         f["bdata"] = bdata.T  # MATLAB v7.3 stores arrays transposed
@@ -359,7 +368,7 @@ def test_v73_with_h5py(tmp_path, log):
 # -------------------------------------------------------------------------------- FACES genuine
 def test_faces_genuine_loader(tmp_path, log):
     rng = np.random.default_rng(4)
-    cols = rng.standard_normal((625, 40)).astype(np.float32)
+    cols = unit_scale_columns(rng, 40, 24)
     path = tmp_path / "newfaces_rot_single.mat"
     scipy.io.savemat(path, {"newfaces_single": cols})
     s = load_dataset(_cfg(name="faces", source="genuine", path=str(path), n_train=24, n_val=6),
@@ -367,6 +376,7 @@ def test_faces_genuine_loader(tmp_path, log):
     assert s.train.shape == (24, 625) and s.val.shape == (6, 625)
     assert torch.equal(s.train, torch.from_numpy(cols[:, :24].T.copy()))
     assert torch.equal(s.val, torch.from_numpy(cols[:, 24:30].T.copy()))
+    assert s.details["standardisation"]["applied"] is False  # already on unit scale: used as is
     with pytest.raises(DatasetError, match="exceeds the 40"):
         load_dataset(_cfg(name="faces", source="genuine", path=str(path), n_train=40, n_val=1),
                      tmp_path, log=log)
@@ -496,8 +506,14 @@ def test_faces_real_olivetti(tmp_path, log, olivetti_real):
     assert paths[0].is_file()
     s = load_dataset(_cfg(name="faces", olivetti_path=str(olivetti_real), n_train=240, n_val=60,
                           generator={"seed": 1234, "n_images": 300}), tmp_path, log=log)
-    assert s.train.shape == (240, 625) and float(s.train.min()) >= 0 and float(s.train.max()) <= 1
-    assert float(s.train.std(1).min()) > 0.02
+    assert s.train.shape == (240, 625)
+    # standardised per pixel with the training split's statistics
+    assert torch.allclose(s.train.mean(0), torch.zeros(625), atol=1e-4)
+    assert torch.allclose(s.train.std(0, unbiased=False), torch.ones(625), atol=1e-4)
+    assert float(s.train.std(1).min()) > 0.1  # and no view is a blank
+    # the cache holds the raw views in [0, 1], built from the real photographs
+    raw = torch.load(paths[0], weights_only=True)["data"]
+    assert float(raw.min()) >= 0 and float(raw.max()) <= 1 and float(raw.std(1).min()) > 0.02
 
 
 # ----------------------------------------------------------------------------------------- MNIST

@@ -154,6 +154,12 @@ def describe_splits(splits, likelihood: str) -> dict[str, Any]:
     return out
 
 
+def _number(value: float, digits: int = 4) -> str:
+    """``value`` to ``digits`` decimals, without the sign of a negative that rounds to zero."""
+    text = f"{value:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
 def format_description(d: dict[str, Any]) -> str:
     """Human-readable table of :func:`describe_splits`' result."""
     loss = {"gaussian": "squared error", "bernoulli": "binary cross-entropy"}.get(d["likelihood"], d["likelihood"])
@@ -169,14 +175,15 @@ def format_description(d: dict[str, Any]) -> str:
     std = d.get("standardisation")
     if std:
         raw = std["raw_train"]
-        lines.append(f"scaling      {std['decision']}; raw train values [{raw['min']:.4g}, {raw['max']:.4g}], "
-                     f"mean {raw['mean']:.4g}, std {raw['std']:.4g}, best constant image MSE "
-                     f"{raw['best_constant_mse']:.4g}")
+        lines.append(f"scaling      {std['decision']}")
+        lines.append(f"raw train    values [{raw['min']:.4f}, {raw['max']:.4f}], mean {_number(raw['mean'])}, "
+                     f"std {raw['std']:.4f}, best constant image MSE {raw['best_constant_mse']:.4f} "
+                     f"(before the scaling)")
     splits = d["splits"]
     names = list(splits)
     rows = [("shape", lambda e: " x ".join(str(v) for v in e["shape"])),
             ("min", lambda e: f"{e['min']:.4f}"), ("max", lambda e: f"{e['max']:.4f}"),
-            ("mean", lambda e: f"{e['mean']:.4f}"), ("std", lambda e: f"{e['std']:.4f}"),
+            ("mean", lambda e: _number(e["mean"])), ("std", lambda e: f"{e['std']:.4f}"),
             ("best constant image loss", lambda e: f"{e['best_constant_loss']:.4f}")]
     if d["likelihood"] == "bernoulli":
         rows.append(("entropy floor", lambda e: f"{e['entropy_floor']:.4f}"))
