@@ -106,7 +106,7 @@ def main(argv=None) -> int:
         old_splits = DatasetSplits(name, "generated", raw[:n_train], raw[n_train:n_train + n_val],
                                    f"{name} generator v{old_version}", {"generator_version": old_version})
         new_version = new.details["generator_version"]
-        fig, axes = plt.subplots(1, 2, figsize=(10, 5.6))
+        fig, axes = plt.subplots(1, 2, figsize=(10, 6.2))
         for ax, splits, version in ((axes[0], old_splits, old_version), (axes[1], new, new_version)):
             text, d = stats_line(splits, likelihood)
             if name == "curves":
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
         fig.text(0.5, 0.01, f"first 64 training images of the default {name.upper()} stand-in "
                  f"(seed {gen['seed']}); made by scripts/standin_samples.py --old-rev {args.old_rev}",
                  ha="center", fontsize=8)
-        fig.tight_layout(rect=(0, 0.03, 1, 1))
+        fig.subplots_adjust(left=0.02, right=0.98, top=0.86, bottom=0.05, wspace=0.05)
         path = out / f"{name}_v{old_version}_vs_v{new_version}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
