@@ -14,7 +14,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+from .configs import config_dir
+
 log = logging.getLogger("kfac_bench")
 
 USAGE = """usage: kfac-bench <verb> [hydra overrides]
@@ -71,18 +72,20 @@ def _container(cfg) -> dict:
 
 def run_task(cfg) -> dict | None:
     from .data import DatasetError
-    from .train import ConfigError, run_training, write_failure
-    from .utils import atomic_write_text
+    from .run_folder import RunFolderMismatch, record_refusal
+    from .train import ConfigError, RunFolderError, run_training, write_failure
 
     out = _output_dir()
     try:
         container = _container(cfg)
     except Exception as err:  # an interpolation that cannot resolve
         return _fail(f"invalid configuration: {err}", 2)
-    atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(container))
     try:
         summary = run_training(container, out)
-    except (ConfigError, DatasetError) as err:
+    except RunFolderMismatch as err:
+        record_refusal(out, err)          # the folder's own run stays untouched
+        return _fail(str(err), 2)
+    except (ConfigError, DatasetError, RunFolderError) as err:
         write_failure(out, container, err)
         return _fail(str(err), 2)
     except Exception as err:  # noqa: BLE001 - recorded, reported, and never kills a sweep
@@ -167,7 +170,7 @@ def main(argv: list[str] | None = None) -> int | None:
     import hydra
     config_name, task = APPS[verb]
     sys.argv = [f"kfac-bench-{verb}"] + rest
-    app = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(task)
+    app = hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(task)
     app()
     return 0
 

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from .gram import GramZigzagOperator
 from .kronecker import KroneckerSum, SampledFisherBlock, ZigzagOperator
-from .svd import SingularTriplets, lanczos_svd, power_svd
+from .svd import SingularTriplets, lanczos_svd, power_svd, rounding_floor
 
 ROUTES = ("auto", "direct", "gram")
 
@@ -33,6 +33,9 @@ class FitResult:
     iterations: dict[str, int] = field(default_factory=dict)   # solver -> pairs of Z products
     sigmas: list[float] = field(default_factory=list)           # singular values found
     converged: bool = True
+    # the second term's operator (remainder after deflation / the KFAC correction) was numerically
+    # zero: F is one Kronecker product to rounding, and the second term is exactly zero
+    zero_remainder: bool = False
 
 
 def _symmetrize(x: Tensor) -> Tensor:
@@ -85,6 +88,7 @@ class Triplet:
     iterations: int
     converged: bool
     raw: SingularTriplets | None = None   # the solver's own vectors (operator coordinates), for deflation
+    zero: bool = False                    # numerically zero operator: sigma is 0
 
 
 def _identity(n: int, like: Tensor) -> Tensor:
@@ -136,16 +140,18 @@ class Approximation:
         return cand
 
     def _power(self, op, previous: KroneckerSum | None, rho: float, warm: dict | None, k: int,
-               like: Tensor) -> Triplet:
+               like: Tensor, subtracted_norm: float = 0.0) -> Triplet:
         """The leading triplet of ``op`` by power iterations from the (k+1)-th warm start; stores
-        its right vector as ``warm["v{k+1}"]``."""
+        its right vector as ``warm["v{k+1}"]``. ``subtracted_norm``: the norm of the term taken off
+        a remainder operator, against which its singular values below the rounding floor are zero."""
         start = self._start(previous, rho, warm, k, op.shape_g)
         if start is None:
             start = _identity(op.shape_g, like)  # cold start: Z(F) vec(I) = E[|g|^2 a a^T], a good first guess
         trip = power_svd(op, op.start_vector(start.to(like) if start.dtype != like.dtype else start),
-                         tol=self.tol, max_iter=self.max_iter)
+                         tol=self.tol, max_iter=self.max_iter,
+                         zero_below=rounding_floor(like.dtype) * subtracted_norm)
         t = Triplet(trip.sigmas[0], op.left_matrix(trip.left[0]), op.right_matrix(trip.right[0]),
-                    trip.iterations, trip.converged, trip)
+                    trip.iterations, trip.converged, trip, bool(trip.zero and trip.zero[0]))
         if warm is not None:
             warm[f"v{k + 1}"] = t.v.detach()
         return t
@@ -192,11 +198,11 @@ class Deflation(Approximation):
         t1 = self._power(op, previous, rho, warm, 0, batch.g)
         first = factors_from_triplet(t1.sigma, t1.u, t1.v)
         deflated = op.minus_triplet(t1.sigma, t1.raw.left[0], t1.raw.right[0])
-        t2 = self._power(deflated, previous, rho, warm, 1, batch.g)
+        t2 = self._power(deflated, previous, rho, warm, 1, batch.g, subtracted_norm=t1.sigma)
         second = factors_from_triplet(t2.sigma, t2.u, t2.v)
         return FitResult(KroneckerSum([first, second]),
                          {"power_1": t1.iterations, "power_2": t2.iterations},
-                         [t1.sigma, t2.sigma], t1.converged and t2.converged)
+                         [t1.sigma, t2.sigma], t1.converged and t2.converged, t2.zero)
 
 
 class Lanczos(Approximation):
@@ -221,13 +227,13 @@ class Lanczos(Approximation):
         # vectors"); the two have comparable norms (sqrt(sigma_k) v_k or unit vectors).
         q0 = op.start_vector(*starts) if starts else op.start_vector(_identity(dim, batch.g))
         t = lanczos_svd(op, q0, rank=2, krylov_dim=self.krylov_dim, tol=self.tol,
-                        max_restarts=self.max_restarts)
+                        max_restarts=self.max_restarts, zero_rtol=rounding_floor(batch.g.dtype))
         us = [op.left_matrix(u) for u in t.left]
         vs = [op.right_matrix(v) for v in t.right]
         if warm is not None:
             warm["v1"], warm["v2"] = vs[0].detach(), vs[1].detach()
         terms = [factors_from_triplet(t.sigmas[i], us[i], vs[i]) for i in range(2)]
-        return FitResult(KroneckerSum(terms), {"lanczos": t.iterations}, t.sigmas, t.converged)
+        return FitResult(KroneckerSum(terms), {"lanczos": t.iterations}, t.sigmas, t.converged, t.zero[1])
 
 
 class KFACCorrected(Approximation):
@@ -239,10 +245,12 @@ class KFACCorrected(Approximation):
     def fit(self, batch, previous=None, rho=0.0, warm=None) -> FitResult:
         kfac = KroneckerSum([KFAC.averaged_factors(batch, previous, rho)])
         op = self.operator(batch, previous, rho).minus_kfac(kfac)
-        t = self._power(op, previous, rho, warm, 1, batch.g)
+        (a, g), = kfac.terms
+        t = self._power(op, previous, rho, warm, 1, batch.g,
+                        subtracted_norm=float(torch.linalg.matrix_norm(a) * torch.linalg.matrix_norm(g)))
         corr = factors_from_triplet(t.sigma, t.u, t.v)
         return FitResult(KroneckerSum(kfac.terms + [corr]), {"power_2": t.iterations}, [t.sigma],
-                         t.converged)
+                         t.converged, t.zero)
 
 
 APPROXIMATIONS: dict[str, type[Approximation]] = {

@@ -6,12 +6,13 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from ..curvature.approximations import ROUTES
 from .kronecker_optimizer import OPTIMIZERS
 
 FIRST_ORDER = ("sgd", "adam")
 CURVATURE_KEYS = ("damping", "T1", "T2", "alpha", "kl_clip", "momentum", "weight_decay", "fisher",
                   "reduction", "stats_fraction", "psd_floor", "tol", "max_iter", "krylov_dim",
-                  "max_restarts")
+                  "max_restarts", "route")
 
 
 def optimizer_names() -> list[str]:
@@ -36,6 +37,9 @@ def validate_optimizer_config(cfg: Mapping) -> None:
             v = cfg.get(key, 100)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"optimizer.{key} must be an integer >= 1, got {v!r}")
+        route = cfg.get("route", "auto")
+        if route not in ROUTES:
+            raise ValueError(f"optimizer.route must be one of {list(ROUTES)}, got {route!r} (e.g. +optimizer.route=gram)")
         kl = cfg.get("kl_clip")
         if kl is not None and not (isinstance(kl, (int, float)) and kl > 0):
             raise ValueError(f"optimizer.kl_clip must be positive or null, got {kl!r}")

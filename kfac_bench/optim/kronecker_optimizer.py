@@ -41,7 +41,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from ..curvature.approximations import Approximation, FitResult, make_approximation
+from ..curvature.approximations import ROUTES, Approximation, FitResult, make_approximation
 from ..curvature.inverse import CurvatureError, damped_inverse, inverse_from_state
 from ..curvature.kronecker import KroneckerSum
 from ..curvature.stats import collect_statistics, get_likelihood
@@ -105,6 +105,7 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
         max_iter: int = 1000,
         krylov_dim: int = 6,
         max_restarts: int = 100,
+        route: str = "auto",
         seed: int = 0,
         record_timings: bool = False,
     ):
@@ -122,9 +123,10 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
         _check("reduction", reduction in ("mean", "sum"), "'mean' or 'sum'", reduction)
         _check("stats_fraction", 0 < stats_fraction <= 1, "in (0, 1]", stats_fraction)
         _check("psd_floor", psd_floor > 0, "positive", psd_floor)
+        _check("route", route in ROUTES, f"one of {ROUTES}", route)
         self.likelihood = get_likelihood(likelihood)
         self.method: Approximation = make_approximation(
-            name, tol=tol, max_iter=max_iter, krylov_dim=krylov_dim, max_restarts=max_restarts)
+            name, tol=tol, max_iter=max_iter, krylov_dim=krylov_dim, max_restarts=max_restarts, route=route)
         self.layers: list[nn.Linear] = [m for m in model.modules() if isinstance(m, nn.Linear)]
         if not self.layers:
             raise ValueError("the model has no nn.Linear layer to precondition")

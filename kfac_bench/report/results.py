@@ -27,30 +27,20 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..run_folder import NOT_RESULT_KEYS, flatten
+
 # the columns of metrics.csv (kfac_bench.train.METRIC_COLUMNS; copied so that reading results does
 # not import torch -- a test checks that they agree)
 METRIC_COLUMNS = ["epoch", "iteration", "time_s", "train_loss", "val_loss", "train_loss_running",
                   "eval_time_s"]
 
-# config entries that never change a result (dotted prefixes)
-IGNORED_CONFIG_KEYS = ("seed", "device", "threads", "data_dir", "results_dir", "trainer.progress", "trainer.checkpoint",
-                       "trainer.resume", "trainer.keep_checkpoint", "dataset.path", "dataset.olivetti_path", "optimizer.tuned")
+# config entries that never change a result (the run-folder fingerprint's list), and the seed
+IGNORED_CONFIG_KEYS = ("seed", *NOT_RESULT_KEYS)
 # what defines the problem besides the dataset entries
 SETTING_KEYS = ("trainer.epochs",)
 FINISHED = ("ok", "diverged")
 STATUSES = ("ok", "diverged", "failed", "incomplete")
 SWEPT = ("lr", "damping", "kl_clip")   # the paper's grid
-
-
-def flatten(obj, prefix: str = "") -> dict:
-    """Nested mappings -> ``{"a.b.c": value}``; lists stay values."""
-    out = {}
-    if isinstance(obj, Mapping):
-        for key, value in obj.items():
-            out.update(flatten(value, f"{prefix}{key}."))
-    else:
-        out[prefix[:-1]] = obj
-    return out
 
 
 def _ignored(key: str) -> bool:
