@@ -27,7 +27,8 @@ verbs:
   report   Figures 1-2 and the summary table from results/
   data     data fetch mnist|curves|faces                  e.g. kfac-bench data fetch mnist
 
-`kfac-bench <verb> --help` lists the config groups and options of a Hydra verb."""
+`kfac-bench <verb> --help` lists the config groups and options of a Hydra verb;
+`kfac-bench <verb> --config-dir DIR ...` adds your own config folder (laid out like conf/)."""
 
 
 def _run_name(override_dirname: str) -> str:

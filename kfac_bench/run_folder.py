@@ -128,7 +128,8 @@ def _show(value) -> str:
 def mismatch_message(run_dir: Path, diffs: list[tuple[str, object, object]]) -> str:
     width = max(len(k) for k, _, _ in diffs)
     lines = [f"run folder {run_dir} holds a run made with other settings, so it is neither resumed nor "
-             f"skipped; nothing was trained or changed. Differing settings (the folder's, then this command's):"]
+             f"skipped; nothing was trained and its run files are unchanged. Differing settings "
+             f"(the folder's, then this command's):"]
     lines += [f"  {k.ljust(width)}  {_show(old)} (folder)  ->  {_show(new)} (now)" for k, old, new in diffs]
     lines += [
         "Ways out:",

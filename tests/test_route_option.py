@@ -50,3 +50,4 @@ def test_the_config_passes_route_to_the_optimizer():
     opt = build_optimizer({"name": "kpsvd", "lr": 0.1, "damping": 0.01, "route": "direct"}, model, "bernoulli")
     assert opt.method.route == "direct"
     assert build_optimizer({"name": "kpsvd", "lr": 0.1, "damping": 0.01}, model, "bernoulli").method.route == "auto"
+

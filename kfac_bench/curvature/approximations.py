@@ -5,7 +5,7 @@ previous approximation and a moving-average weight ``rho`` into a :class:`Kronec
 else -- schedules, damping, inversion, preconditioning, error metrics -- is shared. A sixth method is
 one more subclass here plus one config file.
 
-Moving averages (a decision; DESIGN.md): KFAC averages its factors, as in the paper (section 2.2).
+Moving averages (a decision; docs/design.md §4): KFAC averages its factors, as in the paper (section 2.2).
 Averaging singular-vector factors separately is ill-posed -- a joint sign flip of ``(u, v)`` leaves
 ``R (x) S`` unchanged but cancels ``rho R_old + (1 - rho) R_new`` -- so the SVD-based methods
 average in *Fisher space*: they decompose ``Z(rho F_old_hat + (1 - rho) F_batch)``, where

@@ -3,7 +3,7 @@ pre-activation gradients ``g`` of every ``nn.Linear`` layer, from one extra forw
 with targets sampled from the model's predictive distribution (the true Fisher, Monte-Carlo; paper
 section 3.1) or, as an option, with the real targets (the empirical Fisher).
 
-Loss scale (the paper's convention, DESIGN.md): the per-example loss is the *mean* over output
+Loss scale (the paper's convention, docs/design.md §3): the per-example loss is the *mean* over output
 elements of the element-wise negative log-likelihood, and the training objective is its mean over
 examples, so ``g_t`` is the gradient of example t's own per-element-mean loss and the G-side of the
 Fisher carries a factor ``1/d_out^2`` relative to the per-case NLL. ``reduction="sum"`` gives the

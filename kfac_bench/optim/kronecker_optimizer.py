@@ -6,7 +6,7 @@ One class does the work; the five public ones only name their approximation. A u
     for x, y in batches:
         opt.zero_grad(); loss = loss_fn(model(x), y); loss.backward(); opt.step()
 
-How the true Fisher is sampled without changing that contract (DESIGN.md): a forward pre-hook keeps
+How the true Fisher is sampled without changing that contract (docs/design.md §1): a forward pre-hook keeps
 a reference to the last input the model saw; on a statistics iteration (every ``T1`` steps) the
 optimizer runs its own forward on that input with capture hooks and its own backward with targets
 sampled from ``likelihood`` (about 1/T1 of the training cost). Statistics use the model's LAST
