@@ -54,7 +54,9 @@ def installed(tmp_path_factory):
     # this environment's packages (torch & co.) behind the venv's own: the wheel's kfac_bench comes first
     reused = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
     Path(purelib, "_kfac_bench_test_reuse.pth").write_text("\n".join(reused) + "\n")
-    call(sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", wheel, "-q", cwd=tmp, env=offline)
+    # --ignore-installed: the reused environment's own kfac-bench (visible through the .pth) is left alone
+    call(sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--ignore-installed", wheel, "-q",
+         cwd=tmp, env=offline)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(OMP_NUM_THREADS="1", KFAC_BENCH_DATA=str(tmp / "data"), KFAC_BENCH_RESULTS=str(tmp / "results"))
     work = tmp / "elsewhere"        # outside the checkout: nothing of it on the path or in the cwd
