@@ -129,14 +129,14 @@ def load_checkpoint(path: Path, device: torch.device, finished: bool = False) ->
     and the fix) when it is truncated, damaged or not one of ours. Reading changes nothing.
     ``finished``: the folder holds a finished run that this command would extend."""
     if finished:
-        fix = (f"Nothing was changed: the finished run's metrics.csv and summary.json are kept, but without its "
-               f"checkpoint it cannot be extended. Restore a good copy of {path.name} to extend it, or train the "
-               f"longer run from its start with trainer.resume=false hydra.run.dir={path.parent} (this replaces "
-               f"the folder's run) or in another folder.")
+        fix = (f"Nothing of the run is deleted: the finished run's metrics.csv and summary.json are kept, but "
+               f"without its checkpoint it cannot be extended. Restore a good copy of {path.name} to extend it, "
+               f"or train the longer run from its start with trainer.resume=false hydra.run.dir={path.parent} "
+               f"(this replaces the folder's run) or in another folder.")
     else:
-        fix = (f"Nothing was changed: the run's metrics.csv is kept. Restore a good copy of {path.name} to resume "
-               f"the run, or delete {path} and rerun the same command to train it again from its start "
-               f"(trainer.resume=false hydra.run.dir={path.parent} does the same).")
+        fix = (f"Nothing of the run is deleted: its metrics.csv and the file stay as they are. Restore a good "
+               f"copy of {path.name} to resume the run, or delete {path} and rerun the same command to train "
+               f"it again from its start (trainer.resume=false hydra.run.dir={path.parent} does the same).")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=False)
     except Exception as err:  # noqa: BLE001 - torch raises OSError, EOFError, RuntimeError, UnpicklingError...
