@@ -225,3 +225,20 @@ def test_defaults_are_the_specification():
         assert (opt.curvature_schedule, opt.damping_convention, opt.stats_sampling, opt.averaging,
                 opt.method.second_term) == ("periodic", "paper", "prefix", "fisher", "deflated")
         opt.close()
+
+
+def test_unit_variance_gaussian_targets_double_the_sampled_fisher():
+    from kfac_bench.curvature.stats import collect_statistics, get_likelihood
+    lik = get_likelihood("gaussian")
+    z = torch.zeros(200000, dtype=DT)
+    gen = torch.Generator().manual_seed(0)
+    assert float(lik.sample(z, gen).std()) == pytest.approx(0.5 ** 0.5, rel=1e-2)
+    assert float(lik.sample(z, gen, gaussian_std=1.0).std()) == pytest.approx(1.0, rel=1e-2)
+    # through the statistics pass: the G-side second moment doubles (the A side is unchanged)
+    model = build_mlp([5, 3, 5], "relu", torch.Generator().manual_seed(1)).double()
+    x = torch.randn(4000, 5, generator=torch.Generator().manual_seed(2), dtype=DT)
+    layers = [model[0], model[2]]
+    g_default = collect_statistics(model, layers, x, lik, torch.Generator().manual_seed(3))[1].g
+    g_unit = collect_statistics(model, layers, x, lik, torch.Generator().manual_seed(3), gaussian_std=1.0)[1].g
+    ratio = float((g_unit ** 2).mean() / (g_default ** 2).mean())
+    assert ratio == pytest.approx(2.0, rel=1e-9)    # same noise stream, scaled by sqrt(2)

@@ -55,6 +55,10 @@ BEHAVIOURS: dict[str, Behaviour] = {b.name: b for b in (
               "optimizers/kfac.py 310-347, kpsvd.py 262-281, deflation.py 258-282, lanczos.py 249-273, "
               "kfac_cor.py 258-286",
               curvature={"averaging": "factors"}),
+    Behaviour("unit_variance_targets",
+              "Gaussian (FACES) Fisher targets drawn with standard deviation 1, not sqrt(1/2)",
+              "apps/mlp_cnn/train_mlp.py 169-171",
+              curvature={"gaussian_target_std": 1.0}),
     Behaviour("weight_decay",
               "weight decay 1e-3 for every method (after preconditioning, through torch.optim.SGD/Adam)",
               "apps/mlp_cnn/train_mlp.py 85-116, 318-319; grid_search_mlp.py (weight_decays = [1e-3])",

@@ -17,7 +17,7 @@ FIRST_ORDER = ("sgd", "adam")
 CURVATURE_KEYS = ("damping", "T1", "T2", "alpha", "kl_clip", "momentum", "weight_decay", "fisher",
                   "reduction", "stats_fraction", "psd_floor", "tol", "max_iter", "krylov_dim",
                   "max_restarts", "curvature_schedule", "damping_convention", "second_term", "stats_sampling",
-                  "averaging")
+                  "averaging", "gaussian_target_std")
 
 
 def optimizer_names() -> list[str]:

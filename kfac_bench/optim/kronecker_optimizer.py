@@ -44,6 +44,8 @@ switches them on together:
 * ``stats_sampling="with_replacement"`` with ``stats_fraction=0.25``: statistics from a quarter batch
   drawn with replacement (``train_mlp.py`` lines 30, 164-165).
 * ``averaging="factors"``: Kronecker factors averaged one by one (:meth:`_average_factors`).
+* ``gaussian_target_std=1.0``: Gaussian (FACES) Fisher targets drawn with unit variance
+  (:meth:`kfac_bench.curvature.stats.Likelihood.sample`).
 
 Robustness: a non-finite approximation keeps the previous one (with a warning); a failed or
 non-finite inverse keeps the previous inverse (with a warning; plain gradient if there is none yet).
@@ -138,6 +140,7 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
         second_term: str = "deflated",
         stats_sampling: str = "prefix",
         averaging: str = "fisher",
+        gaussian_target_std: float | None = None,
     ):
         name = approximation or self.approximation_name
         _check("lr", lr > 0, "positive", lr)
@@ -159,6 +162,8 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
                f"one of {DAMPING_CONVENTIONS}", damping_convention)
         _check("stats_sampling", stats_sampling in STATS_SAMPLINGS, f"one of {STATS_SAMPLINGS}", stats_sampling)
         _check("averaging", averaging in AVERAGINGS, f"one of {AVERAGINGS}", averaging)
+        _check("gaussian_target_std", gaussian_target_std is None or gaussian_target_std > 0,
+               "positive or None", gaussian_target_std)
         self.likelihood = get_likelihood(likelihood)
         self.method: Approximation = make_approximation(
             name, tol=tol, max_iter=max_iter, krylov_dim=krylov_dim, max_restarts=max_restarts,
@@ -167,6 +172,7 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
         self.damping_convention = damping_convention
         self.stats_sampling = stats_sampling
         self.averaging = averaging
+        self.gaussian_target_std = gaussian_target_std
         self.layers: list[nn.Linear] = [m for m in model.modules() if isinstance(m, nn.Linear)]
         if not self.layers:
             raise ValueError("the model has no nn.Linear layer to precondition")
@@ -218,7 +224,7 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
         with self.timer("statistics"):
             blocks = collect_statistics(self.model, self.layers, inputs, self.likelihood,
                                         self._generator, targets if self.fisher == "empirical" else None,
-                                        self.reduction)
+                                        self.reduction, self.gaussian_target_std)
         fits = []
         with self.timer("factors"):
             for curv, block in zip(self._curv, blocks):
