@@ -32,6 +32,7 @@ from tqdm import tqdm
 from .curvature.stats import get_likelihood
 from .data import DatasetError, load_dataset
 from .models import build_autoencoder
+from .optim import authors_code
 from .optim.factory import build_optimizer, validate_optimizer_config
 from .optim.kronecker_optimizer import KroneckerFactoredOptimizer
 from .run_folder import RunFolderError, RunFolderMismatch, check_folder, record_epochs, start_folder
@@ -68,6 +69,10 @@ def validate_config(cfg: Mapping) -> None:
         get_likelihood(dataset.get("likelihood"))
     except ValueError as err:
         raise ConfigError(f"dataset.likelihood: {err}") from None
+    try:
+        authors_code.behaviour_names(cfg.get("authors_code"))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def read_summary(run_dir: Path) -> dict | None:
@@ -194,8 +199,12 @@ def run_training(cfg: Mapping, run_dir: str | Path) -> dict:
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     data = load_dataset(cfg["dataset"], cfg.get("data_dir", "data"), device=device, log=log.info)
     likelihood = get_likelihood(cfg["dataset"]["likelihood"])
-    model = build_autoencoder(cfg["dataset"], seed).to(device)
-    optimizer = build_optimizer(cfg["optimizer"], model, likelihood.name, seed)
+    behaviours = authors_code.behaviour_names(cfg.get("authors_code"))
+    for line in authors_code.describe(behaviours):
+        log.info("authors' code behaviour on: %s", line)
+    optimizer_cfg = authors_code.expand(cfg["optimizer"], behaviours)
+    model = build_autoencoder(cfg["dataset"], seed, **authors_code.model_options(behaviours)).to(device)
+    optimizer = build_optimizer(optimizer_cfg, model, likelihood.name, seed)
     shuffle = torch.Generator().manual_seed(seed)
     epochs, batch_size = int(trainer["epochs"]), int(cfg["dataset"]["batch_size"])
     n_train = data.train.shape[0]
@@ -242,7 +251,7 @@ def run_training(cfg: Mapping, run_dir: str | Path) -> dict:
                 break
             loss.backward()
             if is_curvature:
-                stats_step = optimizer.steps % optimizer.T1 == 0
+                stats_step = optimizer.curvature_due()
                 optimizer.step(targets=x)
                 if stats_step:
                     for fit in optimizer.last_fit:
@@ -294,7 +303,8 @@ def run_training(cfg: Mapping, run_dir: str | Path) -> dict:
         "dataset_description": data.description,
         "dataset_details": data.details,
         "optimizer": cfg["optimizer"]["name"],
-        "hyperparameters": dict(cfg["optimizer"]),
+        "hyperparameters": optimizer_cfg,
+        "authors_code": behaviours,
         "seed": seed,
         "epochs_requested": epochs,
         "epochs_completed": int(last["epoch"]),

@@ -75,6 +75,19 @@ def test_the_wheel_carries_its_configs_and_runs_outside_the_checkout(installed):
     assert (run / "fingerprint.json").exists() and (run / "config.yaml").exists()
 
 
+def test_every_package_and_data_file_of_the_checkout_is_in_the_wheel(installed):
+    """pyproject.toml lists the packages (conf/ is mapped into the wheel, so they are not found
+    automatically): a new subpackage, config group or data file must not be left out."""
+    venv, env, work = installed
+    site = Path(call(venv / "bin" / "python", "-c", "import kfac_bench, pathlib; print(pathlib.Path(kfac_bench.__file__).parent)",
+                     cwd=work, env=env).stdout.strip())
+    shipped = {p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    expected = {p.relative_to(ROOT / "kfac_bench").as_posix() for p in (ROOT / "kfac_bench").rglob("*")
+                if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith(".pyc")}
+    expected |= {"conf/" + p.relative_to(ROOT / "conf").as_posix() for p in (ROOT / "conf").rglob("*.yaml")}
+    assert expected - shipped == set()
+
+
 def test_help_names_the_program_and_lists_the_groups(installed):
     venv, env, work = installed
     out = call(venv / "bin" / "kfac-bench", "run", "--help", cwd=work, env=env).stdout
