@@ -242,3 +242,27 @@ def test_unit_variance_gaussian_targets_double_the_sampled_fisher():
     g_unit = collect_statistics(model, layers, x, lik, torch.Generator().manual_seed(3), gaussian_std=1.0)[1].g
     ratio = float((g_unit ** 2).mean() / (g_default ** 2).mean())
     assert ratio == pytest.approx(2.0, rel=1e-9)    # same noise stream, scaled by sqrt(2)
+
+
+def test_per_tensor_kl_clip_sums_weight_and_bias_parts_separately():
+    import math
+    torch.manual_seed(0)
+    x = tiny_data(16).double()
+    nus = {}
+    for terms in ("layer", "tensor"):
+        model = tiny_autoencoder().double()
+        opt = OPTIMIZERS["kfac"](model, lr=1.0, damping=1e-1, kl_clip=1e-6, momentum=0.0, T1=1, T2=1,
+                                 kl_clip_terms=terms)
+        from kfac_bench.curvature.stats import get_likelihood
+        get_likelihood("bernoulli").batch_loss(model(x), x).backward()
+        grads = [opt.layer_gradient(l).clone() for l in opt.layers]
+        opt.step()
+        deltas = [c["inverse"].solve(g) for c, g in zip(opt._curv, grads)]   # the inverse the step used
+        if terms == "layer":
+            s = sum(abs(float(torch.sum(d * g))) for d, g in zip(deltas, grads))
+        else:
+            s = sum(abs(float(torch.sum(d[:, :-1] * g[:, :-1]))) + abs(float(torch.sum(d[:, -1] * g[:, -1])))
+                    for d, g in zip(deltas, grads)) + 1e-8
+        assert opt.last_nu == pytest.approx(min(1.0, math.sqrt(1e-6 / s)), rel=1e-9)
+        nus[terms] = opt.last_nu
+    assert nus["tensor"] <= nus["layer"]

@@ -55,6 +55,10 @@ BEHAVIOURS: dict[str, Behaviour] = {b.name: b for b in (
               "optimizers/kfac.py 310-347, kpsvd.py 262-281, deflation.py 258-282, lanczos.py 249-273, "
               "kfac_cor.py 258-286",
               curvature={"averaging": "factors"}),
+    Behaviour("per_tensor_kl_clip",
+              "KL clip sums |<Delta, grad>| per weight and bias tensor (+1e-8), not per layer",
+              "optimizers/kfac.py 111-146 (every optimizer's step())",
+              curvature={"kl_clip_terms": "tensor"}),
     Behaviour("unit_variance_targets",
               "Gaussian (FACES) Fisher targets drawn with standard deviation 1, not sqrt(1/2)",
               "apps/mlp_cnn/train_mlp.py 169-171",

@@ -8,16 +8,17 @@ from torch import nn
 
 from ..curvature.approximations import ROUTES, SECOND_TERMS
 from ..curvature.inverse import DAMPING_CONVENTIONS
-from .kronecker_optimizer import AVERAGINGS, CURVATURE_SCHEDULES, OPTIMIZERS, STATS_SAMPLINGS
+from .kronecker_optimizer import AVERAGINGS, CURVATURE_SCHEDULES, KL_CLIP_TERMS, OPTIMIZERS, STATS_SAMPLINGS
 
 OPTION_CHOICES = {"curvature_schedule": CURVATURE_SCHEDULES, "damping_convention": DAMPING_CONVENTIONS,
-                  "second_term": SECOND_TERMS, "stats_sampling": STATS_SAMPLINGS, "averaging": AVERAGINGS}
+                  "second_term": SECOND_TERMS, "stats_sampling": STATS_SAMPLINGS, "averaging": AVERAGINGS,
+                  "kl_clip_terms": KL_CLIP_TERMS}
 
 FIRST_ORDER = ("sgd", "adam")
 CURVATURE_KEYS = ("damping", "T1", "T2", "alpha", "kl_clip", "momentum", "weight_decay", "fisher",
                   "reduction", "stats_fraction", "psd_floor", "tol", "max_iter", "krylov_dim",
                   "max_restarts", "curvature_schedule", "damping_convention", "second_term", "stats_sampling",
-                  "averaging", "gaussian_target_std", "route")
+                  "averaging", "gaussian_target_std", "kl_clip_terms", "route")
 
 
 def optimizer_names() -> list[str]:

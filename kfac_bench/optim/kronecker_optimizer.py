@@ -44,6 +44,9 @@ switches them on together:
 * ``stats_sampling="with_replacement"`` with ``stats_fraction=0.25``: statistics from a quarter batch
   drawn with replacement (``train_mlp.py`` lines 30, 164-165).
 * ``averaging="factors"``: Kronecker factors averaged one by one (:meth:`_average_factors`).
+* ``kl_clip_terms="tensor"``: the KL clip's ``sum |<Delta, grad>|`` taken per weight and per bias
+  tensor, plus 1e-8, instead of per layer (``optimizers/kfac.py`` lines 111-146, the same in every
+  optimizer): a layer whose weight and bias parts point different ways counts more.
 * ``gaussian_target_std=1.0``: Gaussian (FACES) Fisher targets drawn with unit variance
   (:meth:`kfac_bench.curvature.stats.Likelihood.sample`).
 
@@ -73,6 +76,7 @@ from ..curvature.stats import collect_statistics, get_likelihood
 CURVATURE_SCHEDULES = ("periodic", "frozen_after_first")
 STATS_SAMPLINGS = ("prefix", "with_replacement")
 AVERAGINGS = ("fisher", "factors")
+KL_CLIP_TERMS = ("layer", "tensor")
 
 
 def _check(name: str, ok: bool, rule: str, value) -> None:
@@ -142,6 +146,7 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
         stats_sampling: str = "prefix",
         averaging: str = "fisher",
         gaussian_target_std: float | None = None,
+        kl_clip_terms: str = "layer",
     ):
         name = approximation or self.approximation_name
         _check("lr", lr > 0, "positive", lr)
@@ -163,6 +168,7 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
                f"one of {DAMPING_CONVENTIONS}", damping_convention)
         _check("stats_sampling", stats_sampling in STATS_SAMPLINGS, f"one of {STATS_SAMPLINGS}", stats_sampling)
         _check("averaging", averaging in AVERAGINGS, f"one of {AVERAGINGS}", averaging)
+        _check("kl_clip_terms", kl_clip_terms in KL_CLIP_TERMS, f"one of {KL_CLIP_TERMS}", kl_clip_terms)
         _check("gaussian_target_std", gaussian_target_std is None or gaussian_target_std > 0,
                "positive or None", gaussian_target_std)
         _check("route", route in ROUTES, f"one of {ROUTES}", route)
@@ -175,6 +181,7 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
         self.stats_sampling = stats_sampling
         self.averaging = averaging
         self.gaussian_target_std = gaussian_target_std
+        self.kl_clip_terms = kl_clip_terms
         self.layers: list[nn.Linear] = [m for m in model.modules() if isinstance(m, nn.Linear)]
         if not self.layers:
             raise ValueError("the model has no nn.Linear layer to precondition")
@@ -332,8 +339,14 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
             nu = 1.0
             if group["kl_clip"] is not None:
                 # one reduction and one host sync for all layers
-                dots = [torch.sum(d * g) for d, g in zip(directions, grads) if d is not None]
+                if self.kl_clip_terms == "tensor":
+                    dots = [torch.sum(d[:, cols] * g[:, cols]) for layer, d, g in zip(self.layers, directions, grads)
+                            if d is not None for cols in self._tensor_columns(layer)]
+                else:
+                    dots = [torch.sum(d * g) for d, g in zip(directions, grads) if d is not None]
                 total = float(torch.stack(dots).abs().sum()) if dots else 0.0
+                if self.kl_clip_terms == "tensor":
+                    total += 1e-8   # the authors' fisher_norm += 1e-8
                 if total > 0 and math.isfinite(total):
                     nu = min(1.0, math.sqrt(group["kl_clip"] / total))
             self.last_nu = nu
@@ -350,6 +363,11 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
                 self._apply(p, p.grad, group)
         self.steps += 1
         return loss
+
+    @staticmethod
+    def _tensor_columns(layer: nn.Linear) -> list[slice]:
+        """The columns of ``[dW | db]`` that belong to each parameter tensor (weight, then bias)."""
+        return [slice(0, -1), slice(-1, None)] if layer.bias is not None else [slice(None)]
 
     def _apply(self, p: Tensor, direction: Tensor, group: dict) -> None:
         if group["weight_decay"]:
