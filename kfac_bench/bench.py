@@ -73,6 +73,7 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
+from .configs import config_dir
 from .curvature.inverse import KroneckerInverse, TwoTermKroneckerInverse
 from .curvature.stats import collect_statistics, get_likelihood
 from .models import build_autoencoder
@@ -81,8 +82,6 @@ from .optim.kronecker_optimizer import KroneckerFactoredOptimizer
 from .utils import atomic_write_text, git_commit, select_device, synchronize
 
 log = logging.getLogger("kfac_bench.bench")
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 DEFAULTS: dict = {
     "datasets": ["curves", "mnist", "faces"],
@@ -161,9 +160,9 @@ def _dataset_config(entry) -> dict:
     """A dataset name (``conf/dataset/<name>.yaml``) or an inline mapping with at least ``name``,
     ``layers``, ``batch_size`` and ``likelihood``."""
     if isinstance(entry, str):
-        path = CONF_DIR / "dataset" / f"{entry}.yaml"
+        path = config_dir() / "dataset" / f"{entry}.yaml"
         if not path.is_file():
-            names = sorted(p.stem for p in (CONF_DIR / "dataset").glob("*.yaml"))
+            names = sorted(p.stem for p in (config_dir() / "dataset").glob("*.yaml"))
             raise ValueError(f"bench.datasets: unknown dataset {entry!r}; choose among {names}")
         return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     ds = dict(entry)
@@ -175,7 +174,7 @@ def _dataset_config(entry) -> dict:
 
 def _optimizer_config(method: str, bench: dict) -> dict:
     """conf/optimizer/<method>.yaml with the bench's lr, damping, T1, T2 and overrides."""
-    path = CONF_DIR / "optimizer" / f"{method}.yaml"
+    path = config_dir() / "optimizer" / f"{method}.yaml"
     node = OmegaConf.load(path) if path.is_file() else OmegaConf.create({"name": method})
     node.lr = bench["lr"]
     if method not in FIRST_ORDER:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+from .configs import config_dir
+
 log = logging.getLogger("kfac_bench")
 
 USAGE = """usage: kfac-bench <verb> [hydra overrides]
@@ -27,7 +28,8 @@ verbs:
   report   Figures 1-2 and the summary table from results/
   data     data fetch|describe mnist|curves|faces         e.g. kfac-bench data describe curves
 
-`kfac-bench <verb> --help` lists the config groups and options of a Hydra verb."""
+`kfac-bench <verb> --help` lists the config groups and options of a Hydra verb;
+`kfac-bench <verb> --config-dir DIR ...` adds your own config folder (laid out like conf/)."""
 
 
 def _run_name(override_dirname: str) -> str:
@@ -72,18 +74,20 @@ def _container(cfg) -> dict:
 
 def run_task(cfg) -> dict | None:
     from .data import DatasetError
-    from .train import ConfigError, run_training, write_failure
-    from .utils import atomic_write_text
+    from .run_folder import RunFolderMismatch, record_refusal
+    from .train import ConfigError, RunFolderError, run_training, write_failure
 
     out = _output_dir()
     try:
         container = _container(cfg)
     except Exception as err:  # an interpolation that cannot resolve
         return _fail(f"invalid configuration: {err}", 2)
-    atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(container))
     try:
         summary = run_training(container, out)
-    except (ConfigError, DatasetError) as err:
+    except RunFolderMismatch as err:
+        record_refusal(out, err)          # the folder's own run stays untouched
+        return _fail(str(err), 2)
+    except (ConfigError, DatasetError, RunFolderError) as err:
         write_failure(out, container, err)
         return _fail(str(err), 2)
     except Exception as err:  # noqa: BLE001 - recorded, reported, and never kills a sweep
@@ -172,7 +176,7 @@ def describe_dataset(name: str, overrides: list[str], data_dir, olivetti=None) -
     ``overrides``; the loading log goes to stderr) and format its statistics."""
     from .data import DatasetError, load_dataset
     from .data.statistics import describe_splits, format_description
-    cfg = OmegaConf.load(CONF_DIR / "dataset" / f"{name}.yaml")
+    cfg = OmegaConf.load(config_dir() / "dataset" / f"{name}.yaml")
     for item in overrides:
         key, sep, _ = item.partition("=")
         if not sep or not key or OmegaConf.select(cfg, key.strip(), default="<missing>") == "<missing>":
@@ -206,7 +210,7 @@ def main(argv: list[str] | None = None) -> int | None:
     import hydra
     config_name, task = APPS[verb]
     sys.argv = [f"kfac-bench-{verb}"] + rest
-    app = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(task)
+    app = hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(task)
     app()
     return 0
 

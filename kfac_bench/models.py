@@ -13,9 +13,22 @@ from torch import nn
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
 
-def build_mlp(layers: list[int], hidden_activation: str = "relu", generator: torch.Generator | None = None) -> nn.Sequential:
+INITS = ("xavier_uniform", "reseeded_per_layer")
+
+
+def build_mlp(layers: list[int], hidden_activation: str = "relu", generator: torch.Generator | None = None,
+              init: str = "xavier_uniform", seed: int = 0) -> nn.Sequential:
     """``Linear -> act -> ... -> Linear``: every hidden layer (the code layer included) gets
-    ``hidden_activation``; the last Linear is left linear."""
+    ``hidden_activation``; the last Linear is left linear.
+
+    ``init="xavier_uniform"`` draws all layers from one stream (``generator``).
+    ``init="reseeded_per_layer"`` emulates the authors' code, which calls ``torch.manual_seed(0)``
+    before initialising *each* layer (``apps/mlp_cnn/initializations.py`` lines 7-12 at commit
+    97105b6): every layer starts from the same random stream (seeded with ``seed``), so layers of
+    equal size get equal weights and the decoder's weights repeat the encoder's numbers.
+    """
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
     if len(layers) < 2:
         raise ValueError(f"an MLP needs at least 2 layer sizes, got {list(layers)}")
     try:
@@ -27,7 +40,8 @@ def build_mlp(layers: list[int], hidden_activation: str = "relu", generator: tor
         linear = nn.Linear(d_in, d_out)
         with torch.no_grad():
             bound = (6.0 / (d_in + d_out)) ** 0.5
-            linear.weight.uniform_(-bound, bound, generator=generator)
+            stream = torch.Generator().manual_seed(int(seed)) if init == "reseeded_per_layer" else generator
+            linear.weight.uniform_(-bound, bound, generator=stream)
             linear.bias.fill_(0.01)
         modules.append(linear)
         if i < len(layers) - 2:
@@ -35,6 +49,7 @@ def build_mlp(layers: list[int], hidden_activation: str = "relu", generator: tor
     return nn.Sequential(*modules)
 
 
-def build_autoencoder(dataset_cfg, seed: int = 0) -> nn.Sequential:
+def build_autoencoder(dataset_cfg, seed: int = 0, init: str = "xavier_uniform") -> nn.Sequential:
     gen = torch.Generator().manual_seed(int(seed))
-    return build_mlp(list(dataset_cfg["layers"]), dataset_cfg.get("hidden_activation", "relu"), gen)
+    return build_mlp(list(dataset_cfg["layers"]), dataset_cfg.get("hidden_activation", "relu"), gen,
+                     init=init, seed=seed)

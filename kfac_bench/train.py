@@ -1,11 +1,14 @@
 """Training runs: epochs of index-sliced mini-batches, evaluation, timing, metrics, checkpoints.
 
-A run folder holds ``config.yaml`` (resolved), ``metrics.csv`` (one row per epoch, epoch 0 = the
-initial network), ``summary.json`` and ``checkpoint.pt`` (model, optimizer with its curvature state,
-RNG states and metrics so far, written atomically after every epoch). Calling :func:`run_training`
-again on the same folder skips a finished run (status ``ok`` or ``diverged``) and resumes an
-interrupted one; on CPU with the same seed the resumed run ends with the same metrics as an
-uninterrupted one (only the times differ).
+A run folder holds ``config.yaml`` (resolved) and ``fingerprint.json`` (the settings that decide the
+result; :mod:`kfac_bench.run_folder`), both written by the run that starts the folder,
+``metrics.csv`` (one row per epoch, epoch 0 = the initial network), ``summary.json`` and
+``checkpoint.pt`` (model, optimizer with its curvature state, RNG states and metrics so far, written
+atomically after every epoch). Calling :func:`run_training` again on the same folder with matching
+settings skips a finished run (status ``ok`` or ``diverged``), extends it when more epochs are
+asked, and resumes an interrupted one; on CPU with the same seed the resumed run ends with the same
+metrics as an uninterrupted one (only the times differ). Other settings are refused before anything
+is trained (:class:`~kfac_bench.run_folder.RunFolderMismatch`).
 
 Loss convention: per-element means (mean over pixels and examples), the paper's. ``time_s`` is the
 cumulative training wall time, evaluation excluded.
@@ -29,8 +32,10 @@ from tqdm import tqdm
 from .curvature.stats import get_likelihood
 from .data import DatasetError, generator_version, load_dataset, recorded_generator_version
 from .models import build_autoencoder
+from .optim import authors_code
 from .optim.factory import build_optimizer, validate_optimizer_config
 from .optim.kronecker_optimizer import KroneckerFactoredOptimizer
+from .run_folder import RunFolderError, RunFolderMismatch, check_folder, record_epochs, start_folder
 from .utils import atomic_torch_save, atomic_write_json, atomic_write_text, git_commit, select_device, synchronize
 
 log = logging.getLogger("kfac_bench.train")
@@ -42,6 +47,10 @@ FINAL_STATUSES = ("ok", "diverged")
 
 class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the field and the fix."""
+
+
+class CheckpointError(RunFolderError):
+    """A checkpoint that cannot be read; the message names the file and the fix."""
 
 
 def validate_config(cfg: Mapping) -> None:
@@ -60,6 +69,10 @@ def validate_config(cfg: Mapping) -> None:
         get_likelihood(dataset.get("likelihood"))
     except ValueError as err:
         raise ConfigError(f"dataset.likelihood: {err}") from None
+    try:
+        authors_code.behaviour_names(cfg.get("authors_code"))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def read_summary(run_dir: Path) -> dict | None:
@@ -106,37 +119,105 @@ def _solver_summary(counts: dict[str, list[int]]) -> dict:
     return out
 
 
-def _check_same_data_version(previous: dict, dataset_cfg: Mapping, run_dir: Path) -> None:
-    """A run folder whose run was made on another version of a generated stand-in is neither
-    skipped as finished nor resumed: its losses belong to other data."""
-    if previous.get("dataset_source", dataset_cfg.get("source")) != "generated":
-        return
-    made_with, current = recorded_generator_version(previous), generator_version(dataset_cfg)
-    if made_with is not None and current is not None and made_with != current:
+def _holds_run(run_dir: Path, summary: dict | None) -> bool:
+    """Whether the folder holds (part of) a run: a finished summary, a checkpoint or metrics. A folder
+    with only a failed validation's config and summary holds nothing to reuse."""
+    return ((summary is not None and summary.get("status") in FINAL_STATUSES)
+            or (run_dir / "checkpoint.pt").exists() or (run_dir / "metrics.csv").exists())
+
+
+CHECKPOINT_KEYS = ("epoch", "iteration", "time_s", "metrics", "model", "optimizer", "shuffle_rng", "torch_rng")
+
+
+def load_checkpoint(path: Path, device: torch.device, finished: bool = False) -> dict:
+    """``checkpoint.pt`` as written by :func:`run_training`; :class:`CheckpointError` (naming the file
+    and the fix) when it is truncated, damaged or not one of ours. Reading changes nothing.
+    ``finished``: the folder holds a finished run that this command would extend."""
+    if finished:
+        fix = (f"Nothing of the run is deleted: the finished run's metrics.csv and summary.json are kept, but "
+               f"without its checkpoint it cannot be extended. Restore a good copy of {path.name} to extend it, "
+               f"or train the longer run from its start with trainer.resume=false hydra.run.dir={path.parent} "
+               f"(this replaces the folder's run) or in another folder.")
+    else:
+        fix = (f"Nothing of the run is deleted: its metrics.csv and the file stay as they are. Restore a good "
+               f"copy of {path.name} to resume the run, or delete {path} and rerun the same command to train "
+               f"it again from its start (trainer.resume=false hydra.run.dir={path.parent} does the same).")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=False)
+    except Exception as err:  # noqa: BLE001 - torch raises OSError, EOFError, RuntimeError, UnpicklingError...
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}): it is truncated "
+                              f"or damaged (a copy cut short, a full disk?). {fix}") from None
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, Mapping) or k not in ckpt]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is not a kfac-bench training checkpoint (missing {missing}). {fix}")
+    return ckpt
+
+
+def with_data_version(cfg: Mapping) -> Mapping:
+    """``cfg`` with ``dataset.generator_version``, the version of the generated stand-in this code
+    builds, so that it is part of the run folder's fingerprint and config.yaml: a folder whose run
+    was made on another version of the data is neither skipped nor resumed. Genuine data get no
+    entry (their folders' fingerprints stay as they were). A config that already names another
+    version (a config.yaml of an older run) is refused."""
+    try:
+        current = generator_version(cfg["dataset"])
+    except (DatasetError, KeyError, TypeError):
+        return cfg   # an invalid dataset config: validation and the loader report it
+    if current is None:
+        return cfg
+    stated = cfg["dataset"].get("generator_version")
+    if stated is not None and stated != current:
         raise ConfigError(
-            f"run folder {run_dir} holds a run on version {made_with} of the generated "
-            f"{dataset_cfg.get('name')} stand-in; this code generates version {current}, so its "
-            f"results cannot be reused or resumed. Use a new results_dir (or hydra.run.dir), or "
-            f"trainer.resume=false to train again in this folder")
+            f"dataset.generator_version={stated}, but this code generates version {current} of the "
+            f"{cfg['dataset'].get('name')} stand-in (older versions cannot be rebuilt); drop the "
+            f"setting (it is filled in automatically)")
+    return {**cfg, "dataset": {**cfg["dataset"], "generator_version": current}}
+
+
+def _check_unfingerprinted_data_version(run_dir: Path, previous: dict | None, cfg: Mapping) -> None:
+    """A folder started before fingerprints existed: its summary says which stand-in it was made on
+    (RunFolderMismatch when that is not the version this code generates)."""
+    made_with = recorded_generator_version(previous or {})
+    current = cfg["dataset"].get("generator_version")
+    if (previous or {}).get("dataset_source") == "generated" and made_with is not None and current is not None \
+            and made_with != current:
+        raise RunFolderMismatch(run_dir, [("dataset.generator_version", made_with, current)])
 
 
 def run_training(cfg: Mapping, run_dir: str | Path) -> dict:
     """Train one configuration into ``run_dir``; returns the summary (also written to disk)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = with_data_version(cfg)
     trainer = cfg["trainer"]
+    resume = bool(trainer.get("resume", True))
     previous = read_summary(run_dir)
-    extend = (previous is not None and previous.get("status") == "ok"
-              and (run_dir / "checkpoint.pt").exists()
-              and int(previous.get("epochs_completed", 0)) < int(trainer.get("epochs", 0) or 0))
-    if previous and trainer.get("resume", True):
-        _check_same_data_version(previous, cfg["dataset"], run_dir)
-    if previous and previous.get("status") in FINAL_STATUSES and trainer.get("resume", True) and not extend:
-        # (a finished run asked for more epochs than it has, in the same folder, is extended instead)
-        log.info("run folder %s already holds a finished run (status %s); skipping. "
-                 "Use a new hydra.run.dir or trainer.resume=false to train again.", run_dir, previous["status"])
-        return previous
-    validate_config(cfg)
+    checkpoint_path = run_dir / "checkpoint.pt"
+    continuing = resume and _holds_run(run_dir, previous)
+    if continuing:
+        # skip, extend or resume -- only what these very settings produced (raises RunFolderMismatch)
+        if not check_folder(run_dir, cfg):
+            _check_unfingerprinted_data_version(run_dir, previous, cfg)
+            log.warning("run folder %s has no fingerprint.json (it was started before kfac-bench recorded one): "
+                        "its settings cannot be checked against this command's; it is read as before "
+                        "(skipped when finished, resumed when interrupted)", run_dir)
+        extend = (previous is not None and previous.get("status") == "ok" and checkpoint_path.exists()
+                  and int(previous.get("epochs_completed", 0)) < int(trainer.get("epochs", 0) or 0))
+        if previous and previous.get("status") in FINAL_STATUSES and not extend:
+            # (a finished run asked for more epochs than it has, in the same folder, is extended instead)
+            log.info("run folder %s already holds a finished run (status %s); skipping. "
+                     "Use a new hydra.run.dir or trainer.resume=false to train again.", run_dir, previous["status"])
+            if previous["status"] == "ok" and int(previous.get("epochs_completed", 0)) < int(trainer.get("epochs", 0) or 0):
+                log.warning("%s has no checkpoint.pt (trainer.keep_checkpoint=false?), so its %s epochs cannot be "
+                            "extended to %s", run_dir, previous.get("epochs_completed"), trainer.get("epochs"))
+            return previous
+        validate_config(cfg)
+    elif _holds_run(run_dir, previous):
+        validate_config(cfg)          # trainer.resume=false: bad input must not delete the earlier run
+        start_folder(run_dir, cfg)
+    else:
+        start_folder(run_dir, cfg)    # a new folder: config.yaml even for a run that fails validation
+        validate_config(cfg)
     seed = int(cfg.get("seed", 0))
     device = select_device(cfg.get("device", "auto"))
     if cfg.get("threads"):
@@ -145,21 +226,26 @@ def run_training(cfg: Mapping, run_dir: str | Path) -> dict:
     # Subnormal floats make CPU matrix products 100x slower once ReLU activations get tiny;
     # flushing them to zero changes nothing measurable in the losses.
     torch.set_flush_denormal(True)
+    # read before the data are loaded: a damaged checkpoint is reported at once
+    ckpt = (load_checkpoint(checkpoint_path, device, finished=bool(previous and previous.get("status") == "ok"))
+            if resume and checkpoint_path.exists() else None)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     data = load_dataset(cfg["dataset"], cfg.get("data_dir", "data"), device=device, log=log.info)
     likelihood = get_likelihood(cfg["dataset"]["likelihood"])
-    model = build_autoencoder(cfg["dataset"], seed).to(device)
-    optimizer = build_optimizer(cfg["optimizer"], model, likelihood.name, seed)
+    behaviours = authors_code.behaviour_names(cfg.get("authors_code"))
+    for line in authors_code.describe(behaviours):
+        log.info("authors' code behaviour on: %s", line)
+    optimizer_cfg = authors_code.expand(cfg["optimizer"], behaviours)
+    model = build_autoencoder(cfg["dataset"], seed, **authors_code.model_options(behaviours)).to(device)
+    optimizer = build_optimizer(optimizer_cfg, model, likelihood.name, seed)
     shuffle = torch.Generator().manual_seed(seed)
     epochs, batch_size = int(trainer["epochs"]), int(cfg["dataset"]["batch_size"])
     n_train = data.train.shape[0]
     n_batches = math.ceil(n_train / batch_size)
-    checkpoint_path = run_dir / "checkpoint.pt"
     rows: list[dict] = []
     iteration, train_time, first_epoch = 0, 0.0, 1
     solver_counts: dict[str, list[int]] = {}
-    if checkpoint_path.exists() and trainer.get("resume", True):
-        ckpt = torch.load(checkpoint_path, map_location=device, weights_only=False)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         shuffle.set_state(ckpt["shuffle_rng"])
@@ -170,6 +256,8 @@ def run_training(cfg: Mapping, run_dir: str | Path) -> dict:
         solver_counts = ckpt.get("solver_counts", {})
         first_epoch = ckpt["epoch"] + 1
         log.info("resuming %s from the end of epoch %d", run_dir, ckpt["epoch"])
+    if continuing:
+        record_epochs(run_dir, epochs)   # an extension, or a resume with another target
     else:
         t0 = time.perf_counter()
         rows.append(dict(epoch=0, iteration=0, time_s=0.0, train_loss=evaluate(model, data.train, likelihood),
@@ -196,7 +284,7 @@ def run_training(cfg: Mapping, run_dir: str | Path) -> dict:
                 break
             loss.backward()
             if is_curvature:
-                stats_step = optimizer.steps % optimizer.T1 == 0
+                stats_step = optimizer.curvature_due()
                 optimizer.step(targets=x)
                 if stats_step:
                     for fit in optimizer.last_fit:
@@ -249,7 +337,8 @@ def run_training(cfg: Mapping, run_dir: str | Path) -> dict:
         "dataset_details": data.details,
         "dataset_generator_version": data.details.get("generator_version"),  # None: genuine data
         "optimizer": cfg["optimizer"]["name"],
-        "hyperparameters": dict(cfg["optimizer"]),
+        "hyperparameters": optimizer_cfg,
+        "authors_code": behaviours,
         "seed": seed,
         "epochs_requested": epochs,
         "epochs_completed": int(last["epoch"]),
@@ -276,8 +365,13 @@ def run_training(cfg: Mapping, run_dir: str | Path) -> dict:
 
 
 def write_failure(run_dir: Path, cfg: Mapping, err: BaseException) -> dict:
-    """Record a run that could not finish (bad data, crash) without losing earlier files."""
+    """Record a run that could not finish (bad data, crash) without losing earlier files: a folder
+    that holds a finished run keeps its summary (the error is in the log)."""
     summary = read_summary(run_dir) or {}
+    if summary.get("status") in FINAL_STATUSES:
+        log.error("%s keeps the summary of its finished run (status %s); this command's error: %s: %s",
+                  run_dir, summary["status"], type(err).__name__, err)
+        return summary
     summary.update({
         "status": "failed", "error": f"{type(err).__name__}: {err}",
         "dataset": cfg.get("dataset", {}).get("name"), "optimizer": cfg.get("optimizer", {}).get("name"),
@@ -289,5 +383,5 @@ def write_failure(run_dir: Path, cfg: Mapping, err: BaseException) -> dict:
     return summary
 
 
-__all__ = ["run_training", "write_failure", "validate_config", "ConfigError", "DatasetError", "evaluate",
-           "read_summary", "METRIC_COLUMNS"]
+__all__ = ["run_training", "write_failure", "validate_config", "load_checkpoint", "ConfigError", "CheckpointError",
+           "DatasetError", "RunFolderError", "RunFolderMismatch", "evaluate", "read_summary", "METRIC_COLUMNS"]

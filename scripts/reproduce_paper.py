@@ -305,8 +305,19 @@ class RunIndex:
 
     def finished(self, dataset: str, method: str, overrides: dict) -> bool:
         full = {"seed": "0", **overrides}
+        # a run on another version of a generated stand-in is not this run (kfac-bench run refuses
+        # its folder): config.yaml records the version since version 2, genuine data record none
+        version = stand_in_version(dataset, overrides)
         return any(status in ("ok", "diverged") and matches(flat, full)
+                   and flat.get("dataset.generator_version") == version
                    for flat, status in self.runs(dataset, method))
+
+
+def stand_in_version(dataset: str, overrides: dict) -> int | None:
+    """The generator version this code builds for ``dataset`` with ``overrides`` (None: genuine)."""
+    from kfac_bench.data import generator_version
+    source = overrides.get("dataset.source")
+    return generator_version({"name": dataset, "source": parse_value(source) if source is not None else None})
 
 
 # ------------------------------------------------------------------------------- estimates

@@ -6,11 +6,14 @@ import csv
 import json
 import math
 import os
+import pathlib
 import subprocess
 import sys
 import types
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -22,7 +25,7 @@ FAST = {"formats": ["png"], "dpi": 30}   # rendering is most of a report's time;
 
 
 def make_run(root: Path, dataset: str, method: str, name: str, *, status="ok", seed=0, hp=None,
-             train=None, times=None, source="generated", epochs=EPOCHS, n_train=500, summary=True, config=True):
+             train=None, times=None, source="generated", epochs=EPOCHS, n_train=500, summary=True, config=True, batch_size=256):
     """A run folder as kfac_bench.train writes it (config.yaml, metrics.csv, summary.json)."""
     hp = dict(hp or {"lr": 0.1})
     folder = root / "runs" / dataset / method / name
@@ -30,7 +33,7 @@ def make_run(root: Path, dataset: str, method: str, name: str, *, status="ok", s
     config = {"seed": seed, "device": "auto", "data_dir": "data", "results_dir": str(root),
               "trainer": {"epochs": epochs, "progress": False, "checkpoint": True, "resume": True},
               "dataset": {"name": dataset, "source": source, "n_train": n_train, "n_val": 100,
-                          "batch_size": 256},
+                          "batch_size": batch_size},
               "optimizer": {"name": method, **hp}}
     if config:
         (folder / "config.yaml").write_text(yaml.safe_dump(config))
@@ -213,3 +216,89 @@ def test_cli_report_and_its_errors(results, tmp_path):
     empty.mkdir()
     proc = _cli(f"results_dir={empty}", cwd=tmp_path)
     assert proc.returncode == 2 and "no training runs" in proc.stderr
+
+
+# ------------------------------------------------------------------ the authors' curves (overlay)
+def _authors(dataset, method):
+    from kfac_bench.reference import authors_curve
+    return authors_curve(dataset, method).set_index("epoch")
+
+
+def test_matched_epoch_table_ratios_missing_epochs_and_stand_in(tmp_path):
+    root = tmp_path / "r"
+    # genuine MNIST, 5 epochs: epochs 1, 2, 5 of the table exist, 10 and beyond do not
+    kfac_train = [0.7, 0.30, 0.20, 0.16, 0.14, 0.12]
+    make_run(root, "mnist", "kfac", "a", hp={"lr": 0.01, "damping": 1e-4}, source="genuine", epochs=5,
+             n_train=50000, batch_size=512, train=kfac_train)
+    make_run(root, "mnist", "adam", "a", hp={"lr": 0.001}, source="genuine", epochs=5, n_train=50000,
+             batch_size=512, train=curve(0.7, 0.1, 6))
+    # generated CURVES: only the ordering compares
+    make_run(root, "curves", "deflation", "a", hp={"lr": 0.1, "damping": 0.1}, source="generated", epochs=2,
+             n_train=16000, train=[0.7, 0.4, 0.3])
+    out = build_report({"results_dir": str(root), **FAST})
+    assert root / "report" / "authors_comparison.csv" in out["tables"]
+    cmp = pd.read_csv(root / "report" / "authors_comparison.csv")
+    kfac = cmp[(cmp["dataset"] == "mnist") & (cmp["method"] == "kfac")].set_index("epoch")
+    assert list(kfac.index) == [1, 2, 5]                          # where both exist, nothing else
+    theirs = _authors("mnist", "kfac")
+    for epoch in (1, 2, 5):
+        ours_running, ours_val = kfac_train[epoch], kfac_train[epoch] + 0.01   # make_run: running = loss, val = +0.01
+        assert kfac.at[epoch, "ours_train_loss_running"] == pytest.approx(ours_running)
+        assert kfac.at[epoch, "authors_train_loss"] == pytest.approx(theirs.at[epoch, "train_loss"])
+        assert kfac.at[epoch, "train_ratio"] == pytest.approx(ours_running / theirs.at[epoch, "train_loss"])
+        assert kfac.at[epoch, "val_ratio"] == pytest.approx(ours_val / theirs.at[epoch, "val_loss"])
+    assert set(cmp.loc[cmp["dataset"] == "mnist", "compares"]) == {"values"}
+    stand_in = cmp[cmp["dataset"] == "curves"]
+    assert list(stand_in["epoch"]) == [1, 2] and set(stand_in["method"]) == {"deflation"}
+    assert stand_in["compares"].str.startswith("ordering only").all()
+    md = (root / "report" / "summary.md").read_text()
+    section = md[md.index("# Ours vs the authors'"):]
+    assert "**Compares: ordering only" in section and "Compares: values" in section
+    cell = f"{kfac_train[5]:.4g} / {theirs.at[5, 'train_loss']:.4g} ({kfac_train[5] / theirs.at[5, 'train_loss']:.2f})"
+    assert cell in section and "epoch 10" not in section
+
+
+def test_reduced_problem_is_said(tmp_path):
+    from kfac_bench.report.reference import compares
+    setting = json.dumps({"dataset.n_train": 5000, "dataset.batch_size": 256})
+    note = compares("mnist", "genuine", setting, authors_batch=512)
+    assert note.startswith("values (") and "n_train 5000 of 50000" in note and "batch size 256, theirs 512" in note
+
+
+def test_figure2_draws_the_authors_curves_dashed_in_the_method_colour():
+    from matplotlib.colors import to_hex
+    from kfac_bench.report.figure2 import AUTHORS_SUFFIX, COLORS, draw_figure2
+    from kfac_bench.report.reference import reference_row
+    ours = {m: pd.DataFrame({"epoch": [0, 1, 2, 3], "n_seeds": 1, "time_mean": [0.0, 1.0, 2.0, 3.0],
+                             **{f"{q}_{s}": [0.7, 0.3, 0.2, 0.15] for q in ("train", "val", "running")
+                                for s in ("mean", "min", "max")}})
+            for m in ("kfac", "deflation")}
+    fig = draw_figure2([("MNIST (genuine data)", ours)], "Figure 2", references=[reference_row("mnist", ours, 3)])
+    axes = fig.axes
+    assert len(axes) == 5
+    for panel, ax in enumerate(axes):
+        dashed = [l for l in ax.get_lines() if l.get_label().endswith(AUTHORS_SUFFIX)]
+        if panel in (0, 3):    # epoch-mean training loss and validation loss vs epoch
+            assert sorted(l.get_label() for l in dashed) == ["Deflation (authors')", "KFAC (authors')"]
+            for line in dashed:
+                method = "kfac" if line.get_label().startswith("KFAC") else "deflation"
+                theirs = _authors("mnist", method)
+                assert line.get_linestyle() == "--" and to_hex(line.get_color()) == COLORS[method]
+                assert list(line.get_xdata()) == [1, 2, 3]          # cut to the epochs we ran
+                column = "train_loss" if panel == 0 else "val_loss"
+                assert np.allclose(line.get_ydata(), theirs.loc[[1, 2, 3], column])
+            ours_lines = [l for l in ax.get_lines() if l not in dashed]
+            assert len(ours_lines) == 2 and all(l.get_linestyle() == "-" for l in ours_lines)
+        else:                  # full-pass training loss (not their quantity) and the time axes
+            assert not dashed
+    legend = axes[-1].get_legend()
+    assert "authors' published (dashed)" in [t.get_text() for t in legend.get_texts()]
+
+
+def test_overlay_can_be_switched_off_and_is_documented_on(results):
+    out = build_report({"results_dir": str(results), "authors_overlay": False, **FAST})
+    assert not (results / "report" / "authors_comparison.csv").exists()
+    assert "Ours vs the authors'" not in (results / "report" / "summary.md").read_text()
+    assert all(p.name != "authors_comparison.csv" for p in out["tables"])
+    conf = yaml.safe_load((pathlib.Path(__file__).resolve().parents[1] / "conf" / "report.yaml").read_text())
+    assert conf["authors_overlay"] is True

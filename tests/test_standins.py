@@ -253,20 +253,62 @@ def _run_config(tmp_path, extra=()):
 
 
 def test_run_summary_records_the_version_and_an_old_run_is_not_reused(tmp_path):
-    from kfac_bench.train import ConfigError, run_training
+    from kfac_bench.run_folder import RunFolderMismatch
+    from kfac_bench.train import run_training
     summary = run_training(_run_config(tmp_path), tmp_path / "run")
     assert summary["dataset_generator_version"] == 2
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["dataset_generator_version"] == 2
-    # a finished run made on version 1 (as written before the version had its own key)
+    # the version is a setting of the run folder: in config.yaml and in the fingerprint
+    assert "generator_version: 2" in (tmp_path / "run" / "config.yaml").read_text()
+    fp_path = tmp_path / "run" / "fingerprint.json"
+    fp = json.loads(fp_path.read_text())
+    assert fp["settings"]["dataset.generator_version"] == 2
+    # a folder fingerprinted before the version was recorded (on version 1): refused, files unchanged
+    del fp["settings"]["dataset.generator_version"]
+    fp_path.write_text(json.dumps(fp))
+    before = (tmp_path / "run" / "metrics.csv").read_text()
+    with pytest.raises(RunFolderMismatch, match=r"dataset.generator_version\s+\(not set\) \(folder\)\s+->\s+2"):
+        run_training(_run_config(tmp_path), tmp_path / "run")
+    assert (tmp_path / "run" / "metrics.csv").read_text() == before
+    # a folder from before fingerprints, whose summary says version 1
     old = tmp_path / "old"
     old.mkdir()
     (old / "summary.json").write_text(json.dumps({
         "status": "ok", "dataset": "curves", "dataset_source": "generated", "epochs_completed": 1,
         "dataset_details": {"generator_version": 1}, "final_train_loss": 0.2}))
-    with pytest.raises(ConfigError, match="version 1 of the generated curves stand-in.*version 2"):
+    with pytest.raises(RunFolderMismatch, match=r"dataset.generator_version\s+1 \(folder\)\s+->\s+2"):
         run_training(_run_config(tmp_path), old)
     again = run_training(_run_config(tmp_path, ["trainer.resume=false"]), old)
     assert again["dataset_generator_version"] == 2 and again["status"] == "ok"
+
+
+def test_a_config_naming_another_version_is_refused(tmp_path):
+    from kfac_bench.train import ConfigError, run_training, with_data_version
+    cfg = _run_config(tmp_path)
+    assert with_data_version(cfg)["dataset"]["generator_version"] == 2
+    genuine = {**cfg, "dataset": {**cfg["dataset"], "source": "genuine"}}
+    assert "generator_version" not in with_data_version(genuine)["dataset"]   # genuine data: no entry
+    stale = {**cfg, "dataset": {**cfg["dataset"], "generator_version": 1}}
+    with pytest.raises(ConfigError, match="generator_version=1, but this code generates version 2"):
+        run_training(stale, tmp_path / "stale")
+
+
+def test_reproduce_paper_does_not_count_a_run_on_another_version(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("reproduce_paper", REPO / "scripts" / "reproduce_paper.py")
+    rp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rp)
+    for name, version in (("v1", None), ("v2", 2)):
+        folder = tmp_path / "runs" / "curves" / "sgd" / name
+        folder.mkdir(parents=True)
+        dataset = {"name": "curves", "source": "generated", **({"generator_version": version} if version else {})}
+        (folder / "config.yaml").write_text(json.dumps({"seed": 0, "dataset": dataset, "optimizer": {"name": "sgd"}}))
+        (folder / "summary.json").write_text(json.dumps({"status": "ok"}))
+        index = rp.RunIndex(tmp_path)
+        assert index.finished("curves", "sgd", {}) is (version == 2), name
+        index.refresh("curves", "sgd")
+    assert rp.stand_in_version("curves", {"dataset.source": "genuine"}) is None
+    assert rp.stand_in_version("mnist", {}) is None
 
 
 # ---------------------------------------------------------------------------------- describe

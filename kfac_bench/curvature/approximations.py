@@ -5,7 +5,7 @@ previous approximation and a moving-average weight ``rho`` into a :class:`Kronec
 else -- schedules, damping, inversion, preconditioning, error metrics -- is shared. A sixth method is
 one more subclass here plus one config file.
 
-Moving averages (a decision; DESIGN.md): KFAC averages its factors, as in the paper (section 2.2).
+Moving averages (a decision; docs/design.md §4): KFAC averages its factors, as in the paper (section 2.2).
 Averaging singular-vector factors separately is ill-posed -- a joint sign flip of ``(u, v)`` leaves
 ``R (x) S`` unchanged but cancels ``rho R_old + (1 - rho) R_new`` -- so the SVD-based methods
 average in *Fisher space*: they decompose ``Z(rho F_old_hat + (1 - rho) F_batch)``, where
@@ -22,9 +22,10 @@ from torch import Tensor
 
 from .gram import GramZigzagOperator
 from .kronecker import KroneckerSum, SampledFisherBlock, ZigzagOperator
-from .svd import SingularTriplets, lanczos_svd, power_svd
+from .svd import SingularTriplets, lanczos_svd, power_svd, rounding_floor
 
 ROUTES = ("auto", "direct", "gram")
+SECOND_TERMS = ("deflated", "leading")
 
 
 @dataclass
@@ -33,6 +34,9 @@ class FitResult:
     iterations: dict[str, int] = field(default_factory=dict)   # solver -> pairs of Z products
     sigmas: list[float] = field(default_factory=list)           # singular values found
     converged: bool = True
+    # the second term's operator (remainder after deflation / the KFAC correction) was numerically
+    # zero: F is one Kronecker product to rounding, and the second term is exactly zero
+    zero_remainder: bool = False
 
 
 def _symmetrize(x: Tensor) -> Tensor:
@@ -85,6 +89,7 @@ class Triplet:
     iterations: int
     converged: bool
     raw: SingularTriplets | None = None   # the solver's own vectors (operator coordinates), for deflation
+    zero: bool = False                    # numerically zero operator: sigma is 0
 
 
 def _identity(n: int, like: Tensor) -> Tensor:
@@ -103,8 +108,16 @@ class Approximation:
     rank = 1
 
     def __init__(self, tol: float = 1e-6, max_iter: int = 1000, route: str = "auto", warm_start: bool = True,
-                 **_: object):
+                 second_term: str = "deflated", **_: object):
         self.tol = float(tol)
+        # "deflated" (the paper): the second Kronecker term of Deflation and KFAC-corrected is the
+        # best Kronecker product of the remainder. "leading" emulates the authors' code, where both
+        # optimizers set ``self.method = "kpsvd"`` (optimizers/deflation.py line 55, kfac_cor.py
+        # line 55 at commit 97105b6) so ``power_svd_mlp`` skips the subtraction
+        # (utils/optim_utils.py lines 226, 233, 239): the second term is the leading term again.
+        if second_term not in SECOND_TERMS:
+            raise ValueError(f"unknown second_term {second_term!r}; choose one of {SECOND_TERMS}")
+        self.second_term = second_term
         self.max_iter = int(max_iter)
         # False: every solve starts cold from vec(I), ignoring the previous approximation and the stored
         # vectors (what a first update costs; the benchmark measures both)
@@ -136,16 +149,18 @@ class Approximation:
         return cand
 
     def _power(self, op, previous: KroneckerSum | None, rho: float, warm: dict | None, k: int,
-               like: Tensor) -> Triplet:
+               like: Tensor, subtracted_norm: float = 0.0) -> Triplet:
         """The leading triplet of ``op`` by power iterations from the (k+1)-th warm start; stores
-        its right vector as ``warm["v{k+1}"]``."""
+        its right vector as ``warm["v{k+1}"]``. ``subtracted_norm``: the norm of the term taken off
+        a remainder operator, against which its singular values below the rounding floor are zero."""
         start = self._start(previous, rho, warm, k, op.shape_g)
         if start is None:
             start = _identity(op.shape_g, like)  # cold start: Z(F) vec(I) = E[|g|^2 a a^T], a good first guess
         trip = power_svd(op, op.start_vector(start.to(like) if start.dtype != like.dtype else start),
-                         tol=self.tol, max_iter=self.max_iter)
+                         tol=self.tol, max_iter=self.max_iter,
+                         zero_below=rounding_floor(like.dtype) * subtracted_norm)
         t = Triplet(trip.sigmas[0], op.left_matrix(trip.left[0]), op.right_matrix(trip.right[0]),
-                    trip.iterations, trip.converged, trip)
+                    trip.iterations, trip.converged, trip, bool(trip.zero and trip.zero[0]))
         if warm is not None:
             warm[f"v{k + 1}"] = t.v.detach()
         return t
@@ -191,12 +206,15 @@ class Deflation(Approximation):
         op = self.operator(batch, previous, rho)
         t1 = self._power(op, previous, rho, warm, 0, batch.g)
         first = factors_from_triplet(t1.sigma, t1.u, t1.v)
+        if self.second_term == "leading":   # the authors' code: no deflation (see __init__)
+            return FitResult(KroneckerSum([first, first]), {"power_1": t1.iterations},
+                             [t1.sigma, t1.sigma], t1.converged)
         deflated = op.minus_triplet(t1.sigma, t1.raw.left[0], t1.raw.right[0])
-        t2 = self._power(deflated, previous, rho, warm, 1, batch.g)
+        t2 = self._power(deflated, previous, rho, warm, 1, batch.g, subtracted_norm=t1.sigma)
         second = factors_from_triplet(t2.sigma, t2.u, t2.v)
         return FitResult(KroneckerSum([first, second]),
                          {"power_1": t1.iterations, "power_2": t2.iterations},
-                         [t1.sigma, t2.sigma], t1.converged and t2.converged)
+                         [t1.sigma, t2.sigma], t1.converged and t2.converged, t2.zero)
 
 
 class Lanczos(Approximation):
@@ -221,13 +239,13 @@ class Lanczos(Approximation):
         # vectors"); the two have comparable norms (sqrt(sigma_k) v_k or unit vectors).
         q0 = op.start_vector(*starts) if starts else op.start_vector(_identity(dim, batch.g))
         t = lanczos_svd(op, q0, rank=2, krylov_dim=self.krylov_dim, tol=self.tol,
-                        max_restarts=self.max_restarts)
+                        max_restarts=self.max_restarts, zero_rtol=rounding_floor(batch.g.dtype))
         us = [op.left_matrix(u) for u in t.left]
         vs = [op.right_matrix(v) for v in t.right]
         if warm is not None:
             warm["v1"], warm["v2"] = vs[0].detach(), vs[1].detach()
         terms = [factors_from_triplet(t.sigmas[i], us[i], vs[i]) for i in range(2)]
-        return FitResult(KroneckerSum(terms), {"lanczos": t.iterations}, t.sigmas, t.converged)
+        return FitResult(KroneckerSum(terms), {"lanczos": t.iterations}, t.sigmas, t.converged, t.zero[1])
 
 
 class KFACCorrected(Approximation):
@@ -238,11 +256,17 @@ class KFACCorrected(Approximation):
 
     def fit(self, batch, previous=None, rho=0.0, warm=None) -> FitResult:
         kfac = KroneckerSum([KFAC.averaged_factors(batch, previous, rho)])
-        op = self.operator(batch, previous, rho).minus_kfac(kfac)
-        t = self._power(op, previous, rho, warm, 1, batch.g)
+        op = self.operator(batch, previous, rho)
+        subtracted_norm = 0.0   # the leading term's operator is not a remainder: nothing to be zero against
+        if self.second_term == "deflated":
+            op = op.minus_kfac(kfac)
+            (a, g), = kfac.terms
+            subtracted_norm = float(torch.linalg.matrix_norm(a) * torch.linalg.matrix_norm(g))
+        # ("leading", the authors' code: the "correction" is the leading Kronecker term of F itself)
+        t = self._power(op, previous, rho, warm, 1, batch.g, subtracted_norm=subtracted_norm)
         corr = factors_from_triplet(t.sigma, t.u, t.v)
         return FitResult(KroneckerSum(kfac.terms + [corr]), {"power_2": t.iterations}, [t.sigma],
-                         t.converged)
+                         t.converged, t.zero)
 
 
 APPROXIMATIONS: dict[str, type[Approximation]] = {

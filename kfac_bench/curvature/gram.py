@@ -36,7 +36,11 @@ class _Side:
 
     def __init__(self, rows: Tensor):
         self.rows = rows                        # (m, d): a_t or g_t
-        gram = (rows @ rows.mT).to(F64)
+        # in float64 even for float32 rows: the products of float32 numbers are exact there, and the
+        # coefficient space amplifies a float32 Gram's rounding (a block that is exactly one
+        # Kronecker product otherwise shows a spurious remainder ~1e-4 of sigma_1)
+        rows64 = rows.to(F64)
+        gram = rows64 @ rows64.mT
         self.gram = gram * gram                 # <psi_s, psi_t> = (x_s . x_t)^2
         self.mats: list[Tensor] = []
 

@@ -36,6 +36,19 @@ def matrix_inner(x: Tensor, y: Tensor) -> Tensor:
     return torch.sum(x * y)
 
 
+def matrix_inner_float64(x: Tensor, y: Tensor) -> Tensor:
+    """``<vec x, vec y>`` formed and summed in float64 (a 0-dim float64 tensor).
+
+    The solvers' norms are square roots of such inner products. In float32 the squares leave the
+    representable range long before the vectors do: zigzag products are ~|g|^2 |a|^2, so
+    gradients ~1e-12 give entries ~1e-24 whose squares (1e-48) flush to zero, and |a| ~ 1e3 with
+    |g| ~ 1e7 gives ~1e20 whose squares (1e40) overflow -- the solvers then see a zero or infinite
+    norm and return zero factors. Promoting only the inner products costs O(d^2) per product,
+    against the O(m d^2) of the product itself.
+    """
+    return torch.sum(x.to(torch.float64) * y.to(torch.float64))
+
+
 @dataclass
 class KroneckerSum:
     """``sum_k A_k (x) G_k`` with ``A_k`` of size ``d_a`` and ``G_k`` of size ``d_g``.
@@ -210,10 +223,11 @@ class ZigzagOperator:
             out = term if out is None else out + term
         return out
 
-    # Vectors of both spaces are matrices; the inner product is the Frobenius one, and the
-    # conversions the Gram route needs (kfac_bench.curvature.gram) are identities here.
-    inner_left = staticmethod(matrix_inner)
-    inner_right = staticmethod(matrix_inner)
+    # Vectors of both spaces are matrices; the inner product is the Frobenius one (in float64:
+    # matrix_inner_float64), and the conversions the Gram route needs (kfac_bench.curvature.gram)
+    # are identities here.
+    inner_left = staticmethod(matrix_inner_float64)
+    inner_right = staticmethod(matrix_inner_float64)
 
     @staticmethod
     def start_vector(*mats: Tensor) -> Tensor:

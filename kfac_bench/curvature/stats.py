@@ -3,7 +3,7 @@ pre-activation gradients ``g`` of every ``nn.Linear`` layer, from one extra forw
 with targets sampled from the model's predictive distribution (the true Fisher, Monte-Carlo; paper
 section 3.1) or, as an option, with the real targets (the empirical Fisher).
 
-Loss scale (the paper's convention, DESIGN.md): the per-example loss is the *mean* over output
+Loss scale (the paper's convention, docs/design.md §3): the per-example loss is the *mean* over output
 elements of the element-wise negative log-likelihood, and the training objective is its mean over
 examples, so ``g_t`` is the gradient of example t's own per-element-mean loss and the G-side of the
 Fisher carries a factor ``1/d_out^2`` relative to the per-case NLL. ``reduction="sum"`` gives the
@@ -45,12 +45,17 @@ class Likelihood:
         return self.elementwise_nll(z, y).mean()
 
     @torch.no_grad()
-    def sample(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, z: Tensor, generator: torch.Generator | None = None,
+               gaussian_std: float | None = None) -> Tensor:
+        """Targets drawn from the predictive distribution at ``z``. ``gaussian_std`` overrides the
+        Gaussian's standard deviation (``sqrt(1/2)``, the one whose NLL is the squared error): the
+        authors' code draws FACES targets with standard deviation 1 (``torch.normal(mean=...)``,
+        ``apps/mlp_cnn/train_mlp.py`` line 171 at commit 97105b6), a Fisher twice the GGN."""
         if self.name == "bernoulli":
             return torch.bernoulli(torch.sigmoid(z), generator=generator)
         if self.name == "gaussian":
             noise = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
-            return z + math.sqrt(0.5) * noise
+            return z + (math.sqrt(0.5) if gaussian_std is None else float(gaussian_std)) * noise
         if self.name == "categorical":
             return torch.multinomial(torch.softmax(z, dim=-1), 1, generator=generator)[:, 0]
         raise ValueError(self._unknown())
@@ -85,6 +90,7 @@ def collect_statistics(
     generator: torch.Generator | None = None,
     targets: Tensor | None = None,
     reduction: str = "mean",
+    gaussian_std: float | None = None,
 ) -> list[SampledFisherBlock]:
     """One forward and one backward pass of ``model`` on ``inputs`` that record, for every layer in
     ``layers``, its augmented inputs and the per-example gradients w.r.t. its outputs.
@@ -102,7 +108,7 @@ def collect_statistics(
     try:
         with torch.enable_grad():
             z = model(inputs)
-            y = likelihood.sample(z.detach(), generator) if targets is None else targets
+            y = likelihood.sample(z.detach(), generator, gaussian_std) if targets is None else targets
             loss = likelihood.per_example_loss(z, y, reduction).sum()
             outputs = [recorded[layer][1] for layer in layers]
             grads = torch.autograd.grad(loss, outputs)

@@ -11,6 +11,12 @@ Stopping rule (a decision; the paper's ``||A v - sigma u|| <= eps`` is absolute)
 per-element mean makes G-side entries ~1/d_out^2), so an absolute 1e-6 would be met by the initial
 guess on some layers and never on others. ``tol`` defaults to the paper's 1e-6.
 
+A numerically zero operator (the remainder of a block that is exactly one Kronecker product, after
+deflation or the KFAC correction) has no direction to converge to: power iterations would wander on
+rounding noise up to ``max_iter``. The callers pass the level below which a singular value is
+rounding noise (``zero_below``: :func:`rounding_floor` times the norm of what was subtracted); the
+solvers then stop and report a zero triplet (``zero=True``, sigma 0, exact: converged).
+
 Iteration counts are reported in *operator applications* pairs (one ``Z v`` plus one ``Z^T u``), the
 unit of Table 1's ``k_1``/``k_2``, so power SVD and Lanczos are directly comparable.
 """
@@ -32,40 +38,69 @@ class SingularTriplets:
     iterations: int        # pairs of operator applications
     converged: bool
     residuals: list[float]
+    zero: list[bool] | None = None   # per triplet: the operator was numerically zero there (sigma set to 0)
+
+
+def rounding_floor(dtype: torch.dtype) -> float:
+    """Relative size of the rounding noise of a zigzag product computed in ``dtype``, with a margin:
+    64 eps (float32 7.6e-6, float64 1.4e-14). Measured on exactly-Kronecker blocks: the remainder's
+    apparent sigma is 1-5 eps of the subtracted term's."""
+    return 64.0 * torch.finfo(dtype).eps
 
 
 def _norm(inner, x: Tensor) -> Tensor:
     return torch.sqrt(torch.clamp(inner(x, x), min=0))
 
 
-def power_svd(op, v0: Tensor, tol: float = 1e-6, max_iter: int = 1000) -> SingularTriplets:
+def power_svd(op, v0: Tensor, tol: float = 1e-6, max_iter: int = 1000, zero_below: float = 0.0) -> SingularTriplets:
     """Dominant singular triplet of ``op`` by the power method of appendix B.1.
 
     ``v0`` is the starting right vector (warm start: the previous factor). Each iteration costs one
     ``Z v`` and one ``Z^T u``; the residual of the paper's stopping test reuses the ``Z v`` of the
     next iteration, so it costs nothing extra.
+
+    ``zero_below`` (> 0 for a remainder operator): an estimate of sigma at or below it in two
+    successive iterations, or a product that vanishes outright (its squared norm rounds to zero or
+    below), means a numerically zero operator (module doc): the triplet is returned with sigma 0
+    and ``zero=[True]``. One iteration already gives sigma to within the noise unless ``Z v`` was
+    all noise; the second guards that case.
     """
+    def zero_triplet(u, v):
+        return SingularTriplets([0.0], [u], [v], it, True, [0.0], [True])
+
     v = v0 / _norm(op.inner_right, v0)
     w = op.matvec(v)
     sigma, residual, it = 0.0, float("inf"), 0
     u = w
+    below = 0
     for it in range(1, max_iter + 1):
         alpha = _norm(op.inner_left, w)
-        if not torch.isfinite(alpha) or alpha == 0:
+        if not torch.isfinite(alpha):
+            break
+        if alpha == 0:
+            if zero_below > 0:
+                return zero_triplet(u, v)
             break
         u = w / alpha
         z = op.rmatvec(u)
         sigma_t = _norm(op.inner_right, z)
-        if sigma_t == 0 or not torch.isfinite(sigma_t):
+        if not torch.isfinite(sigma_t):
+            break
+        if sigma_t == 0:
+            if zero_below > 0:
+                return zero_triplet(u, v)
             break
         v = z / sigma_t
         sigma = float(sigma_t)
+        below = below + 1 if sigma <= zero_below else 0
+        if below == 2:
+            return zero_triplet(u, v)
         w = op.matvec(v)
         residual = float(_norm(op.inner_left, w - sigma_t * u))
         if residual <= tol * sigma:
             break
     converged = residual <= tol * sigma if sigma > 0 else False
-    return SingularTriplets([sigma], [u], [v], it, bool(converged), [residual])
+    return SingularTriplets([sigma], [u], [v], it, bool(converged), [residual], [False])
 
 
 def _combine(vectors: list[Tensor], coefficients: Tensor) -> Tensor:
@@ -81,6 +116,7 @@ def lanczos_svd(
     krylov_dim: int = 6,
     tol: float = 1e-6,
     max_restarts: int = 100,
+    zero_rtol: float = 0.0,
 ) -> SingularTriplets:
     """The ``rank`` leading singular triplets by restarted Golub-Kahan-Lanczos bidiagonalisation.
 
@@ -91,6 +127,10 @@ def lanczos_svd(
     vectors and the residual direction (thick restart, Baglama & Reichel 2005) -- the paper's
     "set q(0) = linear combination of singular vectors", without discarding what was learnt -- and
     rebuilds up to ``krylov_dim`` vectors. ``krylov_dim`` must exceed ``rank``.
+
+    A block of lower Kronecker rank than ``rank`` stops early by itself (its Krylov space is
+    exhausted, or every residual is below ``tol * sigma_1`` at once); the triplets whose sigma is at
+    most ``zero_rtol * sigma_1`` are rounding noise and are reported as zero (``zero``, sigma 0).
     """
     kdim = max(int(krylov_dim), rank + 1)
     dtype = q0.dtype
@@ -155,9 +195,12 @@ def lanczos_svd(
     left = [_combine(ps[:j], x[:, i]).to(dtype) for i in range(k)]
     right = [_combine(qs[:j], y[:, i]).to(dtype) for i in range(k)]
     sigmas = [float(s) for s in sig[:k]]
+    zero = [i > 0 and s <= zero_rtol * sigmas[0] for i, s in enumerate(sigmas)]
+    sigmas = [0.0 if z else s for s, z in zip(sigmas, zero)]
     while len(sigmas) < rank:  # operator of lower rank than requested
         sigmas.append(0.0)
         left.append(torch.zeros_like(left[0]))
         right.append(torch.zeros_like(right[0]))
         residuals.append(0.0)
-    return SingularTriplets(sigmas, left, right, applications, converged, residuals)
+        zero.append(True)
+    return SingularTriplets(sigmas, left, right, applications, converged, residuals, zero)

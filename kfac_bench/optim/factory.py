@@ -6,12 +6,19 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from .kronecker_optimizer import OPTIMIZERS
+from ..curvature.approximations import ROUTES, SECOND_TERMS
+from ..curvature.inverse import DAMPING_CONVENTIONS
+from .kronecker_optimizer import AVERAGINGS, CURVATURE_SCHEDULES, KL_CLIP_TERMS, OPTIMIZERS, STATS_SAMPLINGS
+
+OPTION_CHOICES = {"curvature_schedule": CURVATURE_SCHEDULES, "damping_convention": DAMPING_CONVENTIONS,
+                  "second_term": SECOND_TERMS, "stats_sampling": STATS_SAMPLINGS, "averaging": AVERAGINGS,
+                  "kl_clip_terms": KL_CLIP_TERMS}
 
 FIRST_ORDER = ("sgd", "adam")
 CURVATURE_KEYS = ("damping", "T1", "T2", "alpha", "kl_clip", "momentum", "weight_decay", "fisher",
                   "reduction", "stats_fraction", "psd_floor", "tol", "max_iter", "krylov_dim",
-                  "max_restarts")
+                  "max_restarts", "curvature_schedule", "damping_convention", "second_term", "stats_sampling",
+                  "averaging", "gaussian_target_std", "kl_clip_terms", "route")
 
 
 def optimizer_names() -> list[str]:
@@ -36,9 +43,17 @@ def validate_optimizer_config(cfg: Mapping) -> None:
             v = cfg.get(key, 100)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"optimizer.{key} must be an integer >= 1, got {v!r}")
+        route = cfg.get("route", "auto")
+        if route not in ROUTES:
+            raise ValueError(f"optimizer.route must be one of {list(ROUTES)}, got {route!r} (e.g. +optimizer.route=gram)")
         kl = cfg.get("kl_clip")
         if kl is not None and not (isinstance(kl, (int, float)) and kl > 0):
             raise ValueError(f"optimizer.kl_clip must be positive or null, got {kl!r}")
+    if name in OPTIMIZERS:
+        for key, choices in OPTION_CHOICES.items():
+            value = cfg.get(key)
+            if value is not None and value not in choices:
+                raise ValueError(f"optimizer.{key}={value!r} is unknown; choose one of {list(choices)}")
     mom = cfg.get("momentum", 0.0)
     if not (isinstance(mom, (int, float)) and 0 <= mom < 1):
         raise ValueError(f"optimizer.momentum must be in [0, 1), got {mom!r}")
@@ -52,7 +67,13 @@ def build_optimizer(cfg: Mapping, model: nn.Module, likelihood: str, seed: int =
     validate_optimizer_config(cfg)
     name = cfg["name"]
     if name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg.get("momentum", 0.9),
+        # nesterov=True: the authors' SGD baseline (apps/mlp_cnn/train_mlp.py line 86 at commit
+        # 97105b6); the paper says heavy-ball momentum, our default
+        momentum = cfg.get("momentum", 0.9)
+        nesterov = bool(cfg.get("nesterov", False))
+        if nesterov and not momentum > 0:
+            raise ValueError("optimizer.nesterov=true needs optimizer.momentum > 0")
+        return torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=momentum, nesterov=nesterov,
                                weight_decay=cfg.get("weight_decay", 0.0))
     if name == "adam":
         betas = tuple(cfg.get("betas", (0.9, 0.999)))

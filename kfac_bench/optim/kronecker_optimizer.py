@@ -6,7 +6,7 @@ One class does the work; the five public ones only name their approximation. A u
     for x, y in batches:
         opt.zero_grad(); loss = loss_fn(model(x), y); loss.backward(); opt.step()
 
-How the true Fisher is sampled without changing that contract (DESIGN.md): a forward pre-hook keeps
+How the true Fisher is sampled without changing that contract (docs/design.md §1): a forward pre-hook keeps
 a reference to the last input the model saw; on a statistics iteration (every ``T1`` steps) the
 optimizer runs its own forward on that input with capture hooks and its own backward with targets
 sampled from ``likelihood`` (about 1/T1 of the training cost). Statistics use the model's LAST
@@ -27,6 +27,29 @@ The step (decisions where the paper is silent, following the authors' code where
 Parameters that do not belong to an ``nn.Linear`` layer get the same momentum update on their plain
 gradient.
 
+Options that emulate the authors' code (repository ``Abdoulaye-Koroko/natural-gradients``, commit
+97105b6), each off by default -- the default is the paper's specification. They exist to reproduce
+and explain the authors' published curves, not as recommendations; :mod:`kfac_bench.optim.authors_code`
+switches them on together:
+
+* ``curvature_schedule="frozen_after_first"``: statistics, factors and inverses are computed at the
+  first step only. In the authors' optimizers ``_iteration_counter`` advances only while
+  ``update_stats`` is true (``optimizers/kfac.py`` lines 148-150, the same in every optimizer), and
+  ``apps/mlp_cnn/train_mlp.py`` line 162 sets ``update_stats`` only when that counter is a multiple
+  of ``T_cov``: after the first statistics step the counter stays at 1 for the rest of training.
+* ``damping_convention="authors"``: their damped inverses
+  (:func:`kfac_bench.curvature.inverse.authors_damped_inverse`).
+* ``second_term="leading"``: Deflation's and KFAC-corrected's second term is the leading Kronecker
+  term again (:class:`kfac_bench.curvature.approximations.Approximation`).
+* ``stats_sampling="with_replacement"`` with ``stats_fraction=0.25``: statistics from a quarter batch
+  drawn with replacement (``train_mlp.py`` lines 30, 164-165).
+* ``averaging="factors"``: Kronecker factors averaged one by one (:meth:`_average_factors`).
+* ``kl_clip_terms="tensor"``: the KL clip's ``sum |<Delta, grad>|`` taken per weight and per bias
+  tensor, plus 1e-8, instead of per layer (``optimizers/kfac.py`` lines 111-146, the same in every
+  optimizer): a layer whose weight and bias parts point different ways counts more.
+* ``gaussian_target_std=1.0``: Gaussian (FACES) Fisher targets drawn with unit variance
+  (:meth:`kfac_bench.curvature.stats.Likelihood.sample`).
+
 Robustness: a non-finite approximation keeps the previous one (with a warning); a failed or
 non-finite inverse keeps the previous inverse (with a warning; plain gradient if there is none yet).
 """
@@ -41,10 +64,19 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from ..curvature.approximations import Approximation, FitResult, make_approximation
-from ..curvature.inverse import CurvatureError, damped_inverse, inverse_from_state
+from ..curvature.approximations import ROUTES, Approximation, FitResult, make_approximation
+from ..curvature.inverse import DAMPING_CONVENTIONS, CurvatureError, damped_inverse, inverse_from_state
 from ..curvature.kronecker import KroneckerSum
 from ..curvature.stats import collect_statistics, get_likelihood
+
+
+# Options that emulate the authors' code (default: the paper's specification). Each is documented
+# where it acts, with the authors' file and line; kfac_bench/optim/authors_code.py switches them on
+# together.
+CURVATURE_SCHEDULES = ("periodic", "frozen_after_first")
+STATS_SAMPLINGS = ("prefix", "with_replacement")
+AVERAGINGS = ("fisher", "factors")
+KL_CLIP_TERMS = ("layer", "tensor")
 
 
 def _check(name: str, ok: bool, rule: str, value) -> None:
@@ -105,8 +137,16 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
         max_iter: int = 1000,
         krylov_dim: int = 6,
         max_restarts: int = 100,
+        route: str = "auto",
         seed: int = 0,
         record_timings: bool = False,
+        curvature_schedule: str = "periodic",
+        damping_convention: str = "paper",
+        second_term: str = "deflated",
+        stats_sampling: str = "prefix",
+        averaging: str = "fisher",
+        gaussian_target_std: float | None = None,
+        kl_clip_terms: str = "layer",
     ):
         name = approximation or self.approximation_name
         _check("lr", lr > 0, "positive", lr)
@@ -122,9 +162,26 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
         _check("reduction", reduction in ("mean", "sum"), "'mean' or 'sum'", reduction)
         _check("stats_fraction", 0 < stats_fraction <= 1, "in (0, 1]", stats_fraction)
         _check("psd_floor", psd_floor > 0, "positive", psd_floor)
+        _check("curvature_schedule", curvature_schedule in CURVATURE_SCHEDULES,
+               f"one of {CURVATURE_SCHEDULES}", curvature_schedule)
+        _check("damping_convention", damping_convention in DAMPING_CONVENTIONS,
+               f"one of {DAMPING_CONVENTIONS}", damping_convention)
+        _check("stats_sampling", stats_sampling in STATS_SAMPLINGS, f"one of {STATS_SAMPLINGS}", stats_sampling)
+        _check("averaging", averaging in AVERAGINGS, f"one of {AVERAGINGS}", averaging)
+        _check("kl_clip_terms", kl_clip_terms in KL_CLIP_TERMS, f"one of {KL_CLIP_TERMS}", kl_clip_terms)
+        _check("gaussian_target_std", gaussian_target_std is None or gaussian_target_std > 0,
+               "positive or None", gaussian_target_std)
+        _check("route", route in ROUTES, f"one of {ROUTES}", route)
         self.likelihood = get_likelihood(likelihood)
         self.method: Approximation = make_approximation(
-            name, tol=tol, max_iter=max_iter, krylov_dim=krylov_dim, max_restarts=max_restarts)
+            name, tol=tol, max_iter=max_iter, krylov_dim=krylov_dim, max_restarts=max_restarts,
+            second_term=second_term, route=route)
+        self.curvature_schedule = curvature_schedule
+        self.damping_convention = damping_convention
+        self.stats_sampling = stats_sampling
+        self.averaging = averaging
+        self.gaussian_target_std = gaussian_target_std
+        self.kl_clip_terms = kl_clip_terms
         self.layers: list[nn.Linear] = [m for m in model.modules() if isinstance(m, nn.Linear)]
         if not self.layers:
             raise ValueError("the model has no nn.Linear layer to precondition")
@@ -161,20 +218,32 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
             raise RuntimeError("no input seen yet: run a forward pass of the model before step()")
         if self.fisher == "empirical" and targets is None:
             raise ValueError("fisher='empirical' needs the real targets: call step(targets=y)")
-        if self.stats_fraction < 1.0:
+        if self.stats_fraction < 1.0 or self.stats_sampling == "with_replacement":
             n = max(1, math.ceil(self.stats_fraction * inputs.shape[0]))
-            inputs = inputs[:n]
-            targets = None if targets is None else targets[:n]
+            if self.stats_sampling == "with_replacement":
+                # the authors' code: int(batch_size / 4) row indices drawn uniformly with replacement
+                # (apps/mlp_cnn/train_mlp.py lines 30 and 164-165 at commit 97105b6); the int() there
+                # rounds down where ceil() is used here -- equal for their batch sizes 256/512/1024
+                rows = torch.randint(inputs.shape[0], (n,), generator=self._generator,
+                                     device=self._generator.device).to(inputs.device)
+            else:
+                rows = slice(0, n)
+            inputs = inputs[rows]
+            targets = None if targets is None else targets[rows]
         with self.timer("statistics"):
             blocks = collect_statistics(self.model, self.layers, inputs, self.likelihood,
                                         self._generator, targets if self.fisher == "empirical" else None,
-                                        self.reduction)
+                                        self.reduction, self.gaussian_target_std)
         fits = []
         with self.timer("factors"):
             for curv, block in zip(self._curv, blocks):
                 curv["updates"] += 1
                 rho = self.averaging_weight(curv["updates"])
-                fit = self.method.fit(block, curv["approx"], rho, curv["warm"])
+                if self.averaging == "factors":
+                    fit = self.method.fit(block, None, 0.0, curv["warm"])
+                    fit.approximation = self._average_factors(curv["approx"], fit.approximation, rho)
+                else:
+                    fit = self.method.fit(block, curv["approx"], rho, curv["warm"])
                 if fit.approximation.is_finite():
                     curv["approx"] = fit.approximation
                 else:
@@ -187,8 +256,39 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
 
     def averaging_weight(self, k: int) -> float:
         """``rho`` of the k-th statistics update (k >= 1): ``min(1 - 1/k, alpha)``; the first uses
-        its batch alone."""
+        its batch alone. With ``averaging="factors"`` (the authors' code) the counter is the number
+        of *earlier* updates, ``min(1 - 1/(k-1), alpha)`` (``optimizers/kfac.py`` lines 310-320 at
+        commit 97105b6, where ``_iteration_counter`` is still k-1), so the second update also
+        replaces the first."""
+        if self.averaging == "factors":
+            return 0.0 if k <= 2 else min(1.0 - 1.0 / (k - 1), self.alpha)
         return min(1.0 - 1.0 / k, self.alpha)
+
+    @staticmethod
+    def _average_factors(previous: KroneckerSum | None, new: KroneckerSum, rho: float) -> KroneckerSum:
+        """``averaging="factors"`` (the authors' code, e.g. ``optimizers/deflation.py`` lines
+        276-282): every Kronecker factor averaged on its own, ``rho * old + (1 - rho) * new``
+        (ill-posed for singular-vector factors, see :mod:`kfac_bench.curvature.approximations`;
+        kept only to reproduce their runs)."""
+        if previous is None or rho == 0.0 or previous.rank != new.rank:
+            return new
+        return KroneckerSum([(rho * a0 + (1 - rho) * a1, rho * g0 + (1 - rho) * g1)
+                             for (a0, g0), (a1, g1) in zip(previous.terms, new.terms)])
+
+    def curvature_due(self) -> bool:
+        """Whether the next ``step()`` collects statistics and refits the approximation."""
+        if self.curvature_schedule == "frozen_after_first" and any(c["updates"] for c in self._curv):
+            return False
+        return self.steps % self.T1 == 0
+
+    def inverse_due(self) -> bool:
+        """Whether the next ``step()`` recomputes the damped inverses (a layer with an
+        approximation but no inverse yet always gets one)."""
+        if any(c["inverse"] is None and c["approx"] is not None for c in self._curv):
+            return True
+        if self.curvature_schedule == "frozen_after_first" and any(c["inverse"] is not None for c in self._curv):
+            return False
+        return self.steps % self.T2 == 0
 
     @staticmethod
     def layer_gradient(layer: nn.Linear) -> Tensor | None:
@@ -207,7 +307,8 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
                 if curv["approx"] is None:
                     continue
                 try:
-                    curv["inverse"] = damped_inverse(curv["approx"], damping, self.psd_floor)
+                    curv["inverse"] = damped_inverse(curv["approx"], damping, self.psd_floor,
+                                                     self.damping_convention)
                 except CurvatureError as err:
                     self.skipped_updates += 1
                     warnings.warn(f"damped inverse failed ({err}); previous inverse kept")
@@ -219,10 +320,9 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        if self.steps % self.T1 == 0:
+        if self.curvature_due():
             self.update_curvature(targets=targets)
-        if self.steps % self.T2 == 0 or any(c["inverse"] is None and c["approx"] is not None
-                                            for c in self._curv):
+        if self.inverse_due():
             self.update_inverses()
         group = self.param_groups[0]
         with self.timer("precondition"):
@@ -239,8 +339,14 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
             nu = 1.0
             if group["kl_clip"] is not None:
                 # one reduction and one host sync for all layers
-                dots = [torch.sum(d * g) for d, g in zip(directions, grads) if d is not None]
+                if self.kl_clip_terms == "tensor":
+                    dots = [torch.sum(d[:, cols] * g[:, cols]) for layer, d, g in zip(self.layers, directions, grads)
+                            if d is not None for cols in self._tensor_columns(layer)]
+                else:
+                    dots = [torch.sum(d * g) for d, g in zip(directions, grads) if d is not None]
                 total = float(torch.stack(dots).abs().sum()) if dots else 0.0
+                if self.kl_clip_terms == "tensor":
+                    total += 1e-8   # the authors' fisher_norm += 1e-8
                 if total > 0 and math.isfinite(total):
                     nu = min(1.0, math.sqrt(group["kl_clip"] / total))
             self.last_nu = nu
@@ -257,6 +363,11 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
                 self._apply(p, p.grad, group)
         self.steps += 1
         return loss
+
+    @staticmethod
+    def _tensor_columns(layer: nn.Linear) -> list[slice]:
+        """The columns of ``[dW | db]`` that belong to each parameter tensor (weight, then bias)."""
+        return [slice(0, -1), slice(-1, None)] if layer.bias is not None else [slice(None)]
 
     def _apply(self, p: Tensor, direction: Tensor, group: dict) -> None:
         if group["weight_decay"]:

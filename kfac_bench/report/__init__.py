@@ -9,7 +9,10 @@ per problem and method by final training loss (:mod:`.tables`), and writes into 
 * ``summary.md`` / ``summary.csv``: best hyperparameters, final losses, time, epochs and seconds to
   the common target loss, per problem and method;
 * ``runs.csv``: every run found, one row each, with its status (ok / diverged / failed /
-  incomplete) and configuration.
+  incomplete) and configuration;
+* with ``authors_overlay`` (default on): the authors' published curves drawn dashed beside ours in
+  Figure 2, and ``authors_comparison.csv`` plus a section of ``summary.md``: ours vs theirs at
+  epochs 1, 2, 5, 10, 20, 50, 100, 200 where both exist, with ratios (:mod:`.reference`).
 
 Titles and headings say when data is a GENERATED stand-in and when a problem is reduced from the
 paper's size (fewer training examples or epochs); ``note`` adds a line of the caller's own (the
@@ -112,6 +115,7 @@ def build_report(cfg: Mapping) -> dict:
     formats = tuple(cfg.get("formats") or ("png", "pdf"))
     dpi = int(cfg.get("dpi") or 150)
     logy = bool(cfg.get("logy", True))
+    overlay = bool(cfg.get("authors_overlay", True))
     if not results_dir.is_dir():
         raise ValueError(f"results_dir={results_dir} does not exist; train first (kfac-bench run ...) or point "
                          f"results_dir=... at a results folder")
@@ -142,9 +146,18 @@ def build_report(cfg: Mapping) -> dict:
     csv_table = table[CSV_COLUMNS].copy()
     csv_table["best_run_dir"] = [_relative(p, results_dir) for p in csv_table["best_run_dir"]]
     csv_table.to_csv(out_dir / "summary.csv", index=False)
-    (out_dir / "summary.md").write_text(to_markdown(table, headings, note) + "\n")
+    markdown = to_markdown(table, headings, note)
+    tables = [out_dir / "summary.md", out_dir / "summary.csv", out_dir / "runs.csv"]
+    if overlay:
+        from .reference import comparison_markdown, matched_epoch_table
+        comparison = matched_epoch_table(table, curves)
+        comparison.to_csv(out_dir / "authors_comparison.csv", index=False)
+        settings = dict(zip(table["problem"], table["setting"]))
+        markdown += "\n" + comparison_markdown(comparison, headings, settings)
+        tables.append(out_dir / "authors_comparison.csv")
+    (out_dir / "summary.md").write_text(markdown + "\n")
 
-    rows, figures = [], list(figure1)
+    rows, references, figures = [], [], list(figure1)
     ordered = sorted(probs.itertuples(index=False), key=lambda p: (dataset_rank(p.dataset), p.label))
     title = "Figure 2: optimization performance at the best configuration of each method" + (
         f" · {note}" if note else "")
@@ -154,9 +167,12 @@ def build_report(cfg: Mapping) -> dict:
             _say(f"{p.label}: no finished run, no Figure 2 panel")
             continue
         rows.append((headings[p.setting], problem_curves))
-        figures += plot_figure2([rows[-1]], out_dir / f"figure2_{_slug(p.label)}", title, formats, dpi, logy)
+        references.append(_reference_row(p, problem_curves, runs) if overlay else None)
+        figures += plot_figure2([rows[-1]], out_dir / f"figure2_{_slug(p.label)}", title, formats, dpi, logy,
+                                references=references[-1:] if overlay else None)
     if rows:   # every problem in one figure, a row each, as in the paper
-        figures += plot_figure2(rows, out_dir / "figure2", title, formats, dpi, logy)
+        figures += plot_figure2(rows, out_dir / "figure2", title, formats, dpi, logy,
+                                references=references if overlay else None)
 
     for _, r in table.iterrows():
         if r["seeds"]:
@@ -169,7 +185,15 @@ def build_report(cfg: Mapping) -> dict:
             _say(f"{r['problem']:<10} {r['method_label']:<15} no finished run ({r['runs_diverged']} diverged, "
                  f"{r['runs_failed']} failed, {r['runs_incomplete']} incomplete)")
     _say(f"target loss: {TARGET_DEFINITION}")
-    _say(f"wrote {out_dir / 'summary.md'}, {out_dir / 'summary.csv'}, {out_dir / 'runs.csv'} and "
-         f"{len(figures)} figure files in {out_dir}")
-    return {"figures": figures, "tables": [out_dir / "summary.md", out_dir / "summary.csv", out_dir / "runs.csv"],
-            "summary": table, "output_dir": out_dir}
+    _say(f"wrote {', '.join(str(p) for p in tables)} and {len(figures)} figure files in {out_dir}")
+    return {"figures": figures, "tables": tables, "summary": table, "output_dir": out_dir}
+
+
+def _reference_row(problem, problem_curves: dict, runs: pd.DataFrame):
+    """The authors' curves for one Figure 2 row (None when they have none for its dataset)."""
+    from .reference import compares, figure_note, reference_row
+    last = max(float(c["epoch"].max()) for c in problem_curves.values() if not c.empty)
+    source = runs.loc[runs["setting"] == problem.setting, "dataset_source"].dropna()
+    note = compares(problem.dataset, source.iloc[0] if len(source) else None, problem.setting)
+    row = reference_row(problem.dataset, problem_curves, last, figure_note(note))
+    return row if row.curves else None

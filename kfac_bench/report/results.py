@@ -27,30 +27,22 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..run_folder import NOT_RESULT_KEYS, flatten
+
 # the columns of metrics.csv (kfac_bench.train.METRIC_COLUMNS; copied so that reading results does
 # not import torch -- a test checks that they agree)
 METRIC_COLUMNS = ["epoch", "iteration", "time_s", "train_loss", "val_loss", "train_loss_running",
                   "eval_time_s"]
 
-# config entries that never change a result (dotted prefixes)
-IGNORED_CONFIG_KEYS = ("seed", "device", "threads", "data_dir", "results_dir", "trainer.progress", "trainer.checkpoint",
-                       "trainer.resume", "trainer.keep_checkpoint", "dataset.path", "dataset.olivetti_path", "optimizer.tuned")
-# what defines the problem besides the dataset entries
-SETTING_KEYS = ("trainer.epochs",)
+# config entries that never change a result (the run-folder fingerprint's list), and the seed
+IGNORED_CONFIG_KEYS = ("seed", *NOT_RESULT_KEYS)
+# what defines the problem besides the dataset entries; the authors' code behaviours too, so that a
+# run of their code (authors_code=all) is compared with the others run the same way and shown
+# beside the specification's runs, never ranked against them
+SETTING_KEYS = ("trainer.epochs", "authors_code")
 FINISHED = ("ok", "diverged")
 STATUSES = ("ok", "diverged", "failed", "incomplete")
 SWEPT = ("lr", "damping", "kl_clip")   # the paper's grid
-
-
-def flatten(obj, prefix: str = "") -> dict:
-    """Nested mappings -> ``{"a.b.c": value}``; lists stay values."""
-    out = {}
-    if isinstance(obj, Mapping):
-        for key, value in obj.items():
-            out.update(flatten(value, f"{prefix}{key}."))
-    else:
-        out[prefix[:-1]] = obj
-    return out
 
 
 def _ignored(key: str) -> bool:
@@ -136,6 +128,8 @@ def read_run(folder: Path) -> tuple[dict, pd.DataFrame | None]:
     config_items = {k: v for k, v in flat.items() if not _ignored(k)}
     setting_items = {k: v for k, v in config_items.items()
                      if (k.startswith("dataset.") or k in SETTING_KEYS)}
+    if config is not None and not setting_items.get("authors_code"):
+        setting_items.pop("authors_code", None)   # [] = the specification, as in runs from before the option
     hyper = {k[len("optimizer."):]: v for k, v in config_items.items() if k.startswith("optimizer.")
              and k != "optimizer.name"}
     last = metrics.iloc[-1] if metrics is not None and len(metrics) else None
@@ -207,6 +201,13 @@ def problems(runs: pd.DataFrame) -> pd.DataFrame:
         differing = sorted({k for p in parsed for k in p if len({_key(q.get(k)) for q in parsed}) > 1})
         for setting, items in zip(settings, parsed):
             label = str(dataset) if len(settings) == 1 else (
-                f"{dataset} [" + ", ".join(f"{k.split('.', 1)[-1]}={items.get(k)}" for k in differing) + "]")
+                f"{dataset} [" + ", ".join(_entry_label(k, items.get(k)) for k in differing) + "]")
             rows.append({"dataset": dataset, "setting": setting, "label": label})
     return pd.DataFrame(rows, columns=["dataset", "setting", "label"])
+
+
+def _entry_label(key: str, value) -> str:
+    if key == "authors_code":
+        return "specification" if not value else (
+            "authors' code" if value == "all" else "authors' code: " + "+".join(map(str, value)))
+    return f"{key.split('.', 1)[-1]}={value}"

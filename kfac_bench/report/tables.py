@@ -91,15 +91,21 @@ def _varied_hyperparameters(group: pd.DataFrame) -> list[str]:
 
 def mean_curve(long: pd.DataFrame, run_dirs: list[str]) -> pd.DataFrame:
     """Mean, min and max over seeds, per epoch, of the losses and the cumulative training time.
-    Only the epochs every seed has are kept."""
+    Only the epochs every seed has are kept. ``train_*`` is the loss of the training set at the end
+    of the epoch, ``running_*`` the mean of the epoch's mini-batch losses (``train_loss_running``;
+    NaN at epoch 0 and for runs written before the column existed)."""
     parts = long[long["run_dir"].isin(run_dirs)].dropna(subset=["epoch"])
     if parts.empty:
         return pd.DataFrame(columns=["epoch", "n_seeds"])
+    if "train_loss_running" not in parts:
+        parts = parts.assign(train_loss_running=math.nan)
     common = set.intersection(*(set(g["epoch"].astype(int)) for _, g in parts.groupby("run_dir")))
     parts = parts[parts["epoch"].astype(int).isin(common)]
     agg = parts.groupby(parts["epoch"].astype(int)).agg(
         train_mean=("train_loss", "mean"), train_min=("train_loss", "min"), train_max=("train_loss", "max"),
         val_mean=("val_loss", "mean"), val_min=("val_loss", "min"), val_max=("val_loss", "max"),
+        running_mean=("train_loss_running", "mean"), running_min=("train_loss_running", "min"),
+        running_max=("train_loss_running", "max"),
         time_mean=("time_s", "mean"), n_seeds=("run_dir", "nunique"))
     return agg.reset_index().rename(columns={"index": "epoch"})
 

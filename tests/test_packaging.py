@@ -1,0 +1,109 @@
+"""The installable package: a wheel built by ``pip wheel`` from the working tree, installed into a
+fresh virtual environment outside the checkout, runs ``kfac-bench run`` with the configs it carries,
+lists the config groups in ``--help`` under its own name, and takes a user's config folder.
+
+Offline and quick: the wheel is built with this environment's setuptools (``--no-build-isolation``,
+the ``test`` extra installs it) and without dependencies; the scratch venv reuses this
+environment's packages (torch, Hydra, ...) through a ``.pth`` file instead of installing them."""
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["dataset.generator.n_images=600", "dataset.n_train=500", "dataset.n_val=100", "trainer.progress=false",
+        "trainer.epochs=1", "threads=1"]
+
+pytestmark = [
+    pytest.mark.packaging,
+    pytest.mark.skipif(importlib.util.find_spec("setuptools") is None,
+                       reason="setuptools is missing: install the test extra (pip install -e '.[test]')"),
+    pytest.mark.skipif(os.name != "posix", reason="the scratch venv's layout (bin/) is the POSIX one"),
+]
+
+
+def call(*args, cwd, env=None, timeout=600):
+    proc = subprocess.run([str(a) for a in args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+    assert proc.returncode == 0, f"{args} exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("wheel")
+    src = tmp / "src"      # what a clean clone holds for the build (no build/ or egg-info of the checkout)
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    for name in ("kfac_bench", "conf"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    offline = {**os.environ, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    call(sys.executable, "-m", "pip", "wheel", src, "--no-deps", "--no-build-isolation", "-w", tmp / "dist", "-q",
+         cwd=tmp, env=offline)
+    (wheel,) = (tmp / "dist").glob("kfac_bench-*.whl")
+    venv = tmp / "venv"
+    call(sys.executable, "-m", "venv", "--without-pip", venv, cwd=tmp)
+    python = venv / "bin" / "python"
+    purelib = call(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=tmp).stdout.strip()
+    # this environment's packages (torch & co.) behind the venv's own: the wheel's kfac_bench comes first
+    reused = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    Path(purelib, "_kfac_bench_test_reuse.pth").write_text("\n".join(reused) + "\n")
+    # --ignore-installed: the reused environment's own kfac-bench (visible through the .pth) is left alone
+    call(sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--ignore-installed", wheel, "-q",
+         cwd=tmp, env=offline)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(OMP_NUM_THREADS="1", KFAC_BENCH_DATA=str(tmp / "data"), KFAC_BENCH_RESULTS=str(tmp / "results"))
+    work = tmp / "elsewhere"        # outside the checkout: nothing of it on the path or in the cwd
+    work.mkdir()
+    return venv, env, work
+
+
+def test_the_wheel_carries_its_configs_and_runs_outside_the_checkout(installed):
+    venv, env, work = installed
+    where = call(venv / "bin" / "python", "-c", "import kfac_bench.configs as c; print(c.__file__); print(c.config_dir())",
+                 cwd=work, env=env).stdout.split()
+    assert all(Path(p).is_relative_to(venv) for p in where), where        # the wheel's copy, not the checkout
+    call(venv / "bin" / "kfac-bench", "run", *TINY, cwd=work, env=env)
+    (run,) = (work.parent / "results" / "runs" / "curves" / "sgd").iterdir()
+    assert json.loads((run / "summary.json").read_text())["status"] == "ok"
+    assert (run / "fingerprint.json").exists() and (run / "config.yaml").exists()
+
+
+def test_every_package_and_data_file_of_the_checkout_is_in_the_wheel(installed):
+    """pyproject.toml lists the packages (conf/ is mapped into the wheel, so they are not found
+    automatically): a new subpackage, config group or data file must not be left out."""
+    venv, env, work = installed
+    site = Path(call(venv / "bin" / "python", "-c", "import kfac_bench, pathlib; print(pathlib.Path(kfac_bench.__file__).parent)",
+                     cwd=work, env=env).stdout.strip())
+    shipped = {p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    expected = {p.relative_to(ROOT / "kfac_bench").as_posix() for p in (ROOT / "kfac_bench").rglob("*")
+                if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith(".pyc")}
+    expected |= {"conf/" + p.relative_to(ROOT / "conf").as_posix() for p in (ROOT / "conf").rglob("*.yaml")}
+    assert expected - shipped == set()
+
+
+def test_help_names_the_program_and_lists_the_groups(installed):
+    venv, env, work = installed
+    out = call(venv / "bin" / "kfac-bench", "run", "--help", cwd=work, env=env).stdout
+    assert out.startswith("kfac-bench run: ") and "cli" not in out.split("== Config ==")[0]
+    assert "dataset: curves, faces, mnist" in out
+    assert "optimizer: adam, deflation, kfac, kfac_corrected, kpsvd, lanczos, sgd" in out
+    assert "--config-dir" in out
+
+
+def test_a_users_config_folder_joins_the_search_path(installed):
+    venv, env, work = installed
+    mine = work / "my_conf" / "optimizer"
+    mine.mkdir(parents=True)
+    (mine / "slow_sgd.yaml").write_text("name: sgd\nlr: 0.05\nmomentum: 0.5\nweight_decay: 0.0\n")
+    out = call(venv / "bin" / "kfac-bench", "run", "--config-dir", "my_conf", "optimizer=slow_sgd", "--cfg", "job",
+               cwd=work, env=env).stdout
+    assert "lr: 0.05" in out and "momentum: 0.5" in out
+    assert "optimizer: adam, deflation, kfac, kfac_corrected, kpsvd, lanczos, sgd, slow_sgd" in call(
+        venv / "bin" / "kfac-bench", "run", "--config-dir", "my_conf", "--help", cwd=work, env=env).stdout
