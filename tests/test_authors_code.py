@@ -210,8 +210,10 @@ def test_preset_expands_per_method_and_rejects_unknown_names():
     assert lanczos["stats_fraction"] == 0.25 and lanczos["weight_decay"] == 1e-3 and "nesterov" not in lanczos
     sgd = authors_code.expand({"name": "sgd", "lr": 0.3}, "all")
     assert sgd == {"name": "sgd", "lr": 0.3, "weight_decay": 1e-3, "nesterov": True}
-    adam = authors_code.expand({"name": "adam", "lr": 1e-3}, ["frozen_curvature", "nesterov_sgd"])
+    adam = authors_code.expand({"name": "adam", "lr": 1e-3}, ["frozen_curvature", "nesterov_sgd", "weight_decay"])
     assert adam == {"name": "adam", "lr": 1e-3}
+    assert authors_code.expand({"name": "adam", "lr": 1e-3}, ["first_order_weight_decay"])["weight_decay"] == 1e-3
+    assert "weight_decay" not in authors_code.expand({"name": "kfac", "lr": 1e-3}, ["first_order_weight_decay"])
     assert authors_code.model_options("all") == {"init": "reseeded_per_layer"}
     assert authors_code.model_options(["weight_decay"]) == {}
     # every behaviour cites the authors' file
