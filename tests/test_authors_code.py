@@ -160,7 +160,6 @@ def test_factor_averaging_averages_each_factor_with_the_authors_counter():
     opt = OPTIMIZERS["kpsvd"](model, lr=1e-9, T1=1, T2=1, averaging="factors", tol=1e-12, max_iter=20000,
                              fisher="empirical", alpha=0.95)
     assert [opt.averaging_weight(k) for k in (1, 2, 3, 4)] == [0.0, 0.0, 0.5, pytest.approx(2 / 3)]
-    history = []
     for step in range(4):
         xb = x[step * 12:(step + 1) * 12]
         opt.zero_grad()
@@ -179,7 +178,6 @@ def test_factor_averaging_averages_each_factor_with_the_authors_counter():
             expected = tuple(rho * o + (1 - rho) * n for o, n in zip(before.terms[0], alone.terms[0]))
         assert torch.allclose(after.terms[0][0], expected[0], atol=1e-9)
         assert torch.allclose(after.terms[0][1], expected[1], atol=1e-9)
-        history.append(after)
 
 
 def test_nesterov_sgd_and_reseeded_init():

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import pathlib
 import struct
 import urllib.error
@@ -20,34 +19,9 @@ from kfac_bench.data import curves, faces, mnist
 from kfac_bench.data.common import md5_file
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-# development and CI machines keep shared/ beside the repository (never used at run time)
-SHARED_OLIVETTI = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "olivetti" / "olivettifaces.mat"
 
 
 # ------------------------------------------------------------------------------------- fixtures
-class Logs(list):
-    def __call__(self, msg):
-        self.append(str(msg))
-
-    def text(self):
-        return "\n".join(self)
-
-
-@pytest.fixture
-def log():
-    return Logs()
-
-
-@pytest.fixture
-def olivetti_real():
-    """The real Olivetti file ($KFAC_BENCH_OLIVETTI, else the development machines' copy);
-    skips where it is absent."""
-    path = pathlib.Path(os.environ.get("KFAC_BENCH_OLIVETTI") or SHARED_OLIVETTI)
-    if not path.is_file():
-        pytest.skip(f"{path} not present (set KFAC_BENCH_OLIVETTI)")
-    return path
-
-
 def _synthetic_faces(k=400, seed=0):
     """(k, 64, 64) smooth upright 'faces' in [0, 1]: a bright blob high up, a dark bar low down."""
     g = torch.Generator().manual_seed(seed)

@@ -19,14 +19,7 @@ TINY = ["dataset.generator.n_images=600", "dataset.n_train=500", "dataset.n_val=
 SAME = ["epoch", "iteration", "train_loss", "val_loss", "train_loss_running"]   # all but the times
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: on a shared 2-core machine multi-threaded eigh slows down by 10x under contention."""
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 def config(tmp_path, method, epochs, extra=(), sizes=TINY):

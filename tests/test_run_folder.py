@@ -17,13 +17,7 @@ TINY = ["dataset.generator.n_images=600", "dataset.n_train=500", "dataset.n_val=
 RUN_FILES = ("config.yaml", "fingerprint.json", "metrics.csv", "summary.json", "checkpoint.pt")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 def config(tmp_path, *overrides, epochs=1):

@@ -6,7 +6,6 @@ metadata and run summaries (an older cache or run is never used silently), and
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import re
 
@@ -15,37 +14,13 @@ import pytest
 import scipy.io
 import torch
 
-from kfac_bench.data import DatasetError, fetch_dataset, generator_version, load_dataset
+from kfac_bench.data import DatasetError, generator_version, load_dataset
 from kfac_bench.data import curves, faces
 from kfac_bench.data.common import save_cache
 from kfac_bench.data.statistics import (best_constant_loss, describe_splits, entropy_floor, on_unit_scale,
                                         pixel_moments, standardise_splits)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SHARED_OLIVETTI = REPO.parent / "shared" / "data" / "olivetti" / "olivettifaces.mat"
-
-
-class Logs(list):
-    def __call__(self, msg):
-        self.append(str(msg))
-
-    def text(self):
-        return "\n".join(self)
-
-
-@pytest.fixture
-def log():
-    return Logs()
-
-
-@pytest.fixture
-def olivetti_real():
-    path = pathlib.Path(os.environ.get("KFAC_BENCH_OLIVETTI") or SHARED_OLIVETTI)
-    if not path.is_file():
-        pytest.skip(f"{path} not present (set KFAC_BENCH_OLIVETTI)")
-    return path
-
-
 @pytest.fixture
 def olivetti_small(tmp_path):
     """An olivettifaces.mat look-alike (uint8 4096 x 400, column-major): smooth random blobs."""

@@ -1,0 +1,43 @@
+"""Fixtures shared by several test modules."""
+import os
+import pathlib
+
+import pytest
+
+# development and CI machines keep shared/ beside the repository (never used at run time)
+SHARED_OLIVETTI = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "olivetti" / "olivettifaces.mat"
+
+
+class Logs(list):
+    """A ``log=`` callable that keeps the messages."""
+
+    def __call__(self, msg):
+        self.append(str(msg))
+
+    def text(self):
+        return "\n".join(self)
+
+
+@pytest.fixture
+def log():
+    return Logs()
+
+
+@pytest.fixture
+def olivetti_real():
+    """The real Olivetti file ($KFAC_BENCH_OLIVETTI, else the development machines' copy);
+    skips where it is absent."""
+    path = pathlib.Path(os.environ.get("KFAC_BENCH_OLIVETTI") or SHARED_OLIVETTI)
+    if not path.is_file():
+        pytest.skip(f"{path} not present (set KFAC_BENCH_OLIVETTI)")
+    return path
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: on a shared 2-core machine multi-threaded eigh slows down by 10x under contention."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
