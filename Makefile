@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # torch/torchvision pair that imports together (a CUDA build; it also runs on CPU).
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
-PROFILE ?= cpu
+PROFILE ?= authors
 ARGS ?=
 # OpenMP busy-waiting makes 2 threads slower than 1 on a busy 2-core machine; passive waiting costs nothing.
 export OMP_WAIT_POLICY ?= PASSIVE
@@ -36,7 +36,7 @@ bench: install          ## cost of every method against its bare matrix products
 report: install         ## Figures 1-2 and the summary table from results/
 	$(BIN)/kfac-bench report $(ARGS)
 
-reproduce-paper: install ## the whole protocol; PROFILE=cpu (reduced, ~1 h on 2 cores) or PROFILE=paper
+reproduce-paper: install ## PROFILE=authors (default, ~15 min), ablation (~1 h), fair (~30 min) on 2 cores; paper (GPU/cluster)
 	$(BIN)/python scripts/reproduce_paper.py --profile $(PROFILE) $(ARGS)
 
 clean:

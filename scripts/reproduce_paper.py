@@ -157,6 +157,13 @@ def dataset_overrides(profile: dict, dataset: str, method: str) -> list[str]:
     return out
 
 
+def own_grid_spec(spec: dict, dataset: str) -> dict:
+    """A profile's ``grid`` entry for one dataset: the shared keys, then that dataset's changes
+    (``grid: {lr_steps: [...], faces: {lr_steps: [...]}}``)."""
+    datasets = ("curves", "mnist", "faces")
+    return {**{k: v for k, v in spec.items() if k not in datasets}, **(spec.get(dataset) or {})}
+
+
 def grid_for(profile: dict, dataset: str, method: str) -> dict[str, list[str]]:
     """The swept values of one (dataset, method): {key: [value strings]}."""
     kind = "first_order" if method in FIRST_ORDER else "curvature"
@@ -164,15 +171,55 @@ def grid_for(profile: dict, dataset: str, method: str) -> dict[str, list[str]]:
     spec = profile.get("grid", "paper")
     if spec == "paper":
         return paper
-    spec = {**{k: v for k, v in spec.items() if not isinstance(v, dict)}, **(spec.get(dataset) or {})}
+    spec = own_grid_spec(spec, dataset)
     lr_grid = [float(v) for v in paper["optimizer.lr"]]
     best = tuned(method, dataset)
-    out = {"optimizer.lr": [fmt_value(v) for v in around(best["lr"], spec.get("lr_steps", [0]), lr_grid)]}
+    # absolute values (the same for every method: a fair comparison) or steps along the paper grid
+    # from the authors' selected value of each method
+    if kind == "first_order" and (spec.get("first_order_lr") or {}).get(method):
+        lrs = [float(v) for v in spec["first_order_lr"][method]]
+    elif kind == "curvature" and spec.get("lr"):
+        lrs = [float(v) for v in spec["lr"]]
+    else:
+        lrs = around(best["lr"], spec.get("lr_steps", [0]), lr_grid)
+    out = {"optimizer.lr": [fmt_value(v) for v in lrs]}
     if kind == "curvature":
         damping_grid = [float(v) for v in paper["optimizer.damping"]]
-        out["optimizer.damping"] = [fmt_value(v) for v in around(best["damping"], spec.get("damping_steps", [0]),
-                                                                  damping_grid)]
+        dampings = ([float(v) for v in spec["damping"]] if spec.get("damping")
+                    else around(best["damping"], spec.get("damping_steps", [0]), damping_grid))
+        out["optimizer.damping"] = [fmt_value(v) for v in dampings]
         out["optimizer.kl_clip"] = [fmt_value(parse_value(str(v))) for v in spec.get("kl_clip", [0.01])]
+    return out
+
+
+def settings_runs(profile: dict, method: str) -> list[tuple[str, str]]:
+    """The ``authors_code`` values a ``settings`` profile runs for ``method``, as (label, value):
+    ``start`` (``all``: the authors' code preset) and then, one cumulative step at a time, the preset
+    with the behaviours of each ``remove`` step turned off (``rest``: every one left, i.e. the
+    specification), skipping steps that turn nothing off for this method; then the ``combinations``
+    (behaviours turned off from the preset together, for the interactions worth a run of their own).
+    Only the behaviours that act on the method count (:func:`kfac_bench.optim.authors_code.applicable`)."""
+    from kfac_bench.optim.authors_code import applicable, behaviour_names
+    spec = profile.get("settings") or {}
+    acting = applicable(method)
+
+    def value(names: list[str]) -> str:
+        return "[" + ",".join(names) + "]"
+
+    start = spec.get("start", "all")
+    current = [n for n in behaviour_names(start) if n in acting]
+    out = [("authors' code" if start == "all" else value(current), start if start == "all" else value(current))]
+    for step in spec.get("remove") or []:
+        names = current if step == "rest" else [n for n in behaviour_names(step) if n in current]
+        if not names:
+            continue
+        current = [n for n in current if n not in names]
+        out.append(("specification" if not current else "- " + "+".join(names), value(current)))
+    for combination in spec.get("combinations") or []:
+        names = [n for n in behaviour_names(combination) if n in acting]
+        kept = [n for n in acting if n not in names]
+        if names and value(kept) not in {v for _, v in out}:
+            out.append(("authors' code - " + "+".join(names), value(kept)))
     return out
 
 
@@ -185,7 +232,7 @@ def shared_points(profile: dict, dataset: str, method: str) -> list[dict[str, li
     spec = profile.get("grid", "paper")
     if spec == "paper" or method not in CURVATURE:
         return []
-    spec = {**{k: v for k, v in spec.items() if not isinstance(v, dict)}, **(spec.get(dataset) or {})}
+    spec = own_grid_spec(spec, dataset)
     own = grid_for(profile, dataset, method)
     mine = set(itertools.product(own["optimizer.lr"], own["optimizer.damping"]))
     points: list[dict[str, list[str]]] = []
@@ -482,6 +529,19 @@ def select_best_hyperparameters(results_dir: Path, dataset: str, method: str, ov
     return {k: hyper.get(k.split(".", 1)[1]) for k in keys} | {"_loss": best["selection_loss"]}
 
 
+def claims_args(profile: dict, results_dir: Path, results_root: Path) -> list[str]:
+    """``claims_from=[...]`` for the report: the results folders of the profiles named by
+    ``claims_from`` that exist (the claims table weighs the specification against the authors' code,
+    which other profiles measure)."""
+    folders = []
+    for name in profile.get("claims_from") or []:
+        folder = results_root / name
+        folder = folder if folder.is_absolute() else Path.cwd() / folder
+        if folder.is_dir() and folder.resolve() != results_dir.resolve():
+            folders.append(str(folder))
+    return [f"claims_from=[{','.join(folders)}]"] if folders else []
+
+
 def fisher_done(results_dir: Path, dataset: str, overrides: list[str]) -> bool:
     root = results_dir / "fisher" / dataset
     fixed = dict(kv.split("=", 1) for kv in overrides)
@@ -550,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="Profiles: conf/profile/*.yaml. See README, 'Reproducing the paper'.")
-    parser.add_argument("--profile", default="cpu", help="conf/profile/<name>.yaml or a path (default: cpu)")
+    parser.add_argument("--profile", default="authors", help="conf/profile/<name>.yaml or a path (default: authors)")
     parser.add_argument("--results-dir", default=None,
                         help="results root (default: $KFAC_BENCH_RESULTS or results, then /<profile>)")
     parser.add_argument("--data-dir", default=None, help="dataset cache (default: $KFAC_BENCH_DATA or data)")
@@ -606,7 +666,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--stages: unknown {sorted(bad)}")
     fisher_sets = {d: list(v or []) for d, v in (profile.get("fisher") or {}).items() if d in datasets}
 
-    results_dir = Path(args.results_dir or Path(os.environ.get("KFAC_BENCH_RESULTS", "results")) / profile["name"])
+    results_root = Path(os.environ.get("KFAC_BENCH_RESULTS", "results"))
+    # `results: <folder>` lets profiles share runs (the ablation extends the authors profile's runs)
+    results_dir = Path(args.results_dir or results_root / profile.get("results", profile["name"]))
     data_dir = Path(args.data_dir or os.environ.get("KFAC_BENCH_DATA", "data"))
     results_dir = results_dir if results_dir.is_absolute() else Path.cwd() / results_dir
     data_dir = data_dir if data_dir.is_absolute() else Path.cwd() / data_dir
@@ -647,7 +709,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---- the plan: data, then the tasks (grid, seeds, fisher) in `slots` lanes, then the report
     grid_invs = []
-    for d in datasets:
+    # a `settings` profile runs the authors' selected settings under a list of authors_code values
+    # (the authors' code, an ablation down to the specification) instead of a grid
+    settings_mode = bool(profile.get("settings"))
+    for d in datasets if not settings_mode else []:
         for m in methods:
             kind = "first_order" if m in FIRST_ORDER else "curvature"
             fixed = dataset_overrides(profile, d, m)
@@ -685,6 +750,25 @@ def main(argv: list[str] | None = None) -> int:
             def grid_args(inv=inv):
                 return inv.args() + runner.common(run=True) + runner.launcher()
             tasks.append(Task(what, "grid", estimator.batch([estimator.run_cost(*j) for j in todo]), grid_args))
+
+    n_settings = n_settings_done = 0
+    if settings_mode and "grid" in stages:
+        for d in datasets:
+            for m in methods:
+                fixed = dataset_overrides(profile, d, m)
+                for i, (label, value) in enumerate(settings_runs(profile, m)):
+                    over = {**dict(kv.split("=", 1) for kv in fixed), "authors_code": value}
+                    n_settings += 1
+                    what = f"run {d} {m} step{i}"
+                    if index.finished(d, m, over):
+                        n_settings_done += 1
+                        plan_notes.append(f"{what} ({label}: authors_code={value}): finished already, skipped")
+                        continue
+                    command = (["run", f"dataset={d}", f"optimizer={m}", f"authors_code={value}", *fixed]
+                               + runner.common(run=True))
+                    plan_notes.append(f"{what}: {label}")
+                    tasks.append(Task(what, "settings", estimator.batch([estimator.run_cost(d, m, over)]),
+                                      lambda command=command: command))
 
     def seeds_task(d: str, m: str) -> Task | None:
         kind = "first_order" if m in FIRST_ORDER else "curvature"
@@ -735,7 +819,8 @@ def main(argv: list[str] | None = None) -> int:
             tasks.append(Task(f"fisher {d}", "fisher", estimator.fisher(d) + estimator.invocation(),
                               lambda command=command: command))
 
-    est = {stage: sum(t.cost for t in tasks if t.stage == stage) / slots for stage in ("grid", "seeds", "fisher")}
+    est = {stage: sum(t.cost for t in tasks if t.stage == stage) / slots
+           for stage in ("settings", "grid", "seeds", "fisher")}
     longest = max((t.cost for t in tasks), default=0.0)
     work = sum(t.cost for t in tasks)
     tasks_wall = max(work / slots, longest)
@@ -750,7 +835,11 @@ def main(argv: list[str] | None = None) -> int:
         + (f" ({slots} commands at a time)" if slots > 1 else "")
         + (f"; {args.threads} torch thread(s) per run" if args.threads else ""))
     say(f"results {results_dir}; data {data_dir}")
-    say(f"grid: {n_grid} runs in {len(grid_invs)} commands, {n_grid - n_todo} already finished")
+    if settings_mode:
+        say(f"settings: {n_settings} runs (the authors' selected lr and damping; authors_code from "
+            f"{profile['settings'].get('start', 'all')} down the profile's steps), {n_settings_done} already finished")
+    else:
+        say(f"grid: {n_grid} runs in {len(grid_invs)} commands, {n_grid - n_todo} already finished")
     say(f"seeds: extra seeds {extra_seeds} of each winner: up to {len(datasets) * len(methods) * len(extra_seeds)} runs")
     say(f"fisher (Figure 1): {', '.join(fisher_sets) or 'none'}")
     say("ESTIMATED running time: " + fmt_duration(total_est) + " ("
@@ -795,7 +884,8 @@ def main(argv: list[str] | None = None) -> int:
     # ---- 5. report
     if "report" in stages:
         say("== report")
-        runner.call(["report", f"results_dir={results_dir}", f'note="{_plain(note)}"'], "report")
+        runner.call(["report", f"results_dir={results_dir}", f'note="{_plain(note)}"',
+                     *claims_args(profile, results_dir, results_root)], "report")
 
     elapsed = time.perf_counter() - t_start
     if args.publish_docs and not args.dry_run:

@@ -28,6 +28,8 @@ class Behaviour:
     curvature: dict = field(default_factory=dict)              # options of the Kronecker-factored optimizers
     first_order: dict = field(default_factory=dict)            # name -> options of sgd / adam
     model: dict = field(default_factory=dict)                  # options of the auto-encoder builder
+    # curvature methods whose computation the curvature options change (None: all of them)
+    curvature_methods: tuple[str, ...] | None = None
 
 
 BEHAVIOURS: dict[str, Behaviour] = {b.name: b for b in (
@@ -45,7 +47,7 @@ BEHAVIOURS: dict[str, Behaviour] = {b.name: b for b in (
     Behaviour("leading_second_term",
               "Deflation's and KFAC-corrected's second term is the leading Kronecker term again",
               "optimizers/deflation.py 55, kfac_cor.py 55 (method = 'kpsvd'); utils/optim_utils.py 226-240",
-              curvature={"second_term": "leading"}),
+              curvature={"second_term": "leading"}, curvature_methods=("deflation", "kfac_corrected")),
     Behaviour("quarter_batch_stats",
               "statistics from batch_size/4 examples drawn with replacement",
               "apps/mlp_cnn/train_mlp.py 30, 164-165",
@@ -112,6 +114,21 @@ def expand(optimizer_cfg: Mapping, spec) -> dict:
         else:
             cfg.update(behaviour.first_order.get(name, {}))
     return cfg
+
+
+def applicable(method: str) -> list[str]:
+    """The behaviours that change something for ``method`` (in BEHAVIOURS order): those with options
+    of its kind (curvature or first-order) or of the model. An ablation turns these off one by one;
+    the others are no-ops for that method (``authors_code=all`` names them all the same)."""
+    out = []
+    for b in BEHAVIOURS.values():
+        if method in OPTIMIZERS:
+            acts = bool(b.curvature) and (b.curvature_methods is None or method in b.curvature_methods)
+        else:
+            acts = method in b.first_order
+        if acts or b.model:
+            out.append(b.name)
+    return out
 
 
 def model_options(spec) -> dict:
