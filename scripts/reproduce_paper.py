@@ -61,6 +61,23 @@ FIRST_ORDER = ("sgd", "adam")
 CURVATURE = ("kfac", "kpsvd", "deflation", "lanczos", "kfac_corrected")
 SWEEPS = {"curvature": "paper_grid", "first_order": "paper_grid_first_order"}
 README_TABLE = ("<!-- reproduce:table:start -->", "<!-- reproduce:table:end -->")
+README_CLAIMS = ("<!-- claims:start -->", "<!-- claims:end -->")
+
+
+def readme_markers(readme_text: str, profile: str) -> tuple[str, str]:
+    """The README block a profile's --publish-docs replaces: its own
+    (``<!-- reproduce:table:<profile>:start -->``) when the README has one, else the shared one."""
+    own = (f"<!-- reproduce:table:{profile}:start -->", f"<!-- reproduce:table:{profile}:end -->")
+    return own if own[0] in readme_text and own[1] in readme_text else README_TABLE
+
+
+def replace_block(text: str, markers: tuple[str, str], lines: list[str]) -> str | None:
+    """``text`` with everything between the markers (included) replaced by ``lines`` framed by them;
+    None when the markers are missing or out of order."""
+    start, end = markers
+    if start not in text or end not in text or text.index(start) > text.index(end):
+        return None
+    return text[:text.index(start)] + "\n".join([start, *lines, end]) + text[text.index(end) + len(end):]
 
 
 def say(message: str = "") -> None:
@@ -415,6 +432,7 @@ class Runner:
         exe = Path(sys.executable).parent / "kfac-bench"
         self.base = [str(exe)] if exe.exists() else [sys.executable, "-m", "kfac_bench.cli"]
         self.failures: list[str] = []
+        self.claims: list[str] = []          # claims_from=[...] for the report (other profiles' folders)
 
     def common(self, run: bool = False) -> list[str]:
         out = [f"results_dir={self.results_dir}", f"data_dir={self.data_dir}"]
@@ -565,10 +583,12 @@ def publish_docs(runner: Runner, docs: Path, note: str, started: str, elapsed: f
     commit when the run started (taken then: the files written here would mark the tree dirty)."""
     with tempfile.TemporaryDirectory() as tmp:
         runner.call(["report", f"results_dir={runner.results_dir}", f"output_dir={tmp}", "formats=[png]", "dpi=72",
-                     f'note="{_plain(note)}"'], "report for docs")
+                     f'note="{_plain(note)}"', *runner.claims], "report for docs")
         docs.mkdir(parents=True, exist_ok=True)
         copied = []
-        for path in sorted(Path(tmp).glob("*.png")) + [Path(tmp) / "summary.md", Path(tmp) / "summary.csv"]:
+        tables = [Path(tmp) / name for name in ("summary.md", "summary.csv", "claims.md", "claims.csv",
+                                                "ablation.csv", "fair_comparison.csv", "authors_comparison.csv")]
+        for path in sorted(Path(tmp).glob("*.png")) + tables:
             if path.exists() and not path.name.startswith("figure2_"):   # the combined Figure 2 suffices
                 shutil.copy2(path, docs / path.name)
                 copied.append(path.name)
@@ -584,7 +604,7 @@ def publish_docs(runner: Runner, docs: Path, note: str, started: str, elapsed: f
     summary = docs / "summary.md"
     if readme.exists() and summary.exists():
         text = readme.read_text()
-        start, end = README_TABLE
+        start, end = readme_markers(text, runner.profile["name"])
         if start in text and end in text and text.index(start) < text.index(end):
             try:
                 rel = docs.resolve().relative_to(readme.resolve().parent)
@@ -599,8 +619,18 @@ def publish_docs(runner: Runner, docs: Path, note: str, started: str, elapsed: f
                             f"(estimated {fmt_duration(estimate)}); provenance: `{rel}/PROVENANCE.md`._", ""]
             block += [f"![{name[:-4]}]({rel}/{name})" for name in images if not name.startswith("figure2_")]
             block += ["", body.strip(), end]
-            readme.write_text(text[:text.index(start)] + "\n".join(block) + text[text.index(end) + len(end):])
+            text = text[:text.index(start)] + "\n".join(block) + text[text.index(end) + len(end):]
             say(f"README.md: the block between {start} and {end} updated")
+        claims = docs / "claims.md"
+        if claims.exists():   # the verdict: the claims table as the report computed it
+            lines = [f"_Computed by `kfac-bench report` in `{cmd}` on {started[:10]} from the runs listed in "
+                     f"each row's source; rules and thresholds: `kfac_bench/report/claims.py`._", "",
+                     claims.read_text().strip()]
+            updated = replace_block(text, README_CLAIMS, lines)
+            if updated is not None:
+                text = updated
+                say(f"README.md: the claims table between {README_CLAIMS[0]} and {README_CLAIMS[1]} updated")
+        readme.write_text(text)
     say(f"docs: {', '.join(copied)} and PROVENANCE.md in {docs}")
 
 
@@ -704,6 +734,7 @@ def main(argv: list[str] | None = None) -> int:
     slots = max(int(args.jobs or 1), 1) if args.launcher == "basic" else 1
     estimator = Estimator(profile, device, parallel)
     runner = Runner(args, profile, results_dir, data_dir, env)
+    runner.claims = claims_args(profile, results_dir, results_root)
     index = RunIndex(results_dir)
     note = profile.get("description") or f"profile {profile['name']}"
 
@@ -884,8 +915,7 @@ def main(argv: list[str] | None = None) -> int:
     # ---- 5. report
     if "report" in stages:
         say("== report")
-        runner.call(["report", f"results_dir={results_dir}", f'note="{_plain(note)}"',
-                     *claims_args(profile, results_dir, results_root)], "report")
+        runner.call(["report", f"results_dir={results_dir}", f'note="{_plain(note)}"', *runner.claims], "report")
 
     elapsed = time.perf_counter() - t_start
     if args.publish_docs and not args.dry_run:

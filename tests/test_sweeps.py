@@ -128,13 +128,76 @@ def test_reproduce_dry_run_plans_the_paper_protocol(tmp_path):
     assert "+sweep=paper_grid_first_order optimizer=sgd,adam dataset=curves,mnist,faces" in out
     assert "trainer.epochs=200" in out
     assert not (tmp_path / "r").exists()
-    proc = reproduce("--profile", "cpu", "--dry-run", "--olivetti", str(olivetti), "--results-dir",
+    proc = reproduce("--profile", "fair", "--dry-run", "--olivetti", str(olivetti), "--results-dir",
                      str(tmp_path / "r"), tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "ESTIMATED running time" in proc.stdout and "REDUCED" in proc.stdout
-    # KFAC's setting as one extra run of a rank-2 method, in its own command
-    assert ("optimizer=deflation dataset=curves optimizer.lr=0.03,0.1,0.3 optimizer.damping=0.003 "
-            "optimizer.kl_clip=0.01" in proc.stdout)
+    assert "ESTIMATED running time" in proc.stdout and "FAIR" in proc.stdout
+    # the same grid for every curvature method on every problem, the first-order methods on their own
+    for method in ("kfac", "kpsvd", "deflation", "lanczos", "kfac_corrected"):
+        for dataset in ("curves", "mnist", "faces"):
+            assert (f"optimizer={method} dataset={dataset} optimizer.lr=0.01,0.03,0.1 optimizer.damping=0.0001,0.001,0.01 "
+                    "optimizer.kl_clip=0.01" in proc.stdout), (method, dataset)
+    assert "optimizer=sgd dataset=mnist optimizer.lr=0.03,0.1,0.3 " in proc.stdout
+    assert "optimizer=adam dataset=faces optimizer.lr=0.0003,0.001,0.003 " in proc.stdout
+    assert "grid: 153 runs" in proc.stdout       # 5 x 9 x 3 + 2 x 3 x 3
+
+
+def test_authors_and_ablation_profiles_plan_one_run_per_setting(tmp_path):
+    proc = reproduce("--profile", "authors", "--dry-run", "--results-dir", str(tmp_path / "r"), tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    runs = [line for line in proc.stdout.splitlines() if "$ kfac-bench run " in line]
+    assert len(runs) == 7 and all("authors_code=all trainer.epochs=10" in line for line in runs)
+    assert "fisher dataset=mnist" in proc.stdout
+    proc = reproduce("--profile", "ablation", "--dry-run", "--results-dir", str(tmp_path / "r"), tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    runs = [line for line in proc.stdout.splitlines() if "$ kfac-bench run " in line]
+    assert len(runs) == 3 + 3 + 4 + 4 + 5 + 4 + 5       # sgd, adam, kfac, kpsvd, deflation, lanczos, kfac_corrected
+    assert sum("'authors_code=[]'" in line for line in runs) == 7     # (quoted for a shell)
+    assert not (tmp_path / "r").exists()
+
+
+def test_ablation_steps_turn_the_preset_off_cumulatively_down_to_the_specification():
+    rp = _reproduce_module()
+    from kfac_bench.optim.authors_code import applicable
+    profile = rp.load_profile("ablation")
+    chain = rp.settings_runs(profile, "deflation")
+    acting = applicable("deflation")
+    assert chain[0] == ("authors' code", "all")
+    assert [label for label, _ in chain[1:]] == ["- frozen_curvature", "- authors_damping", "- leading_second_term",
+                                                "specification"]
+    assert chain[1][1] == "[" + ",".join(n for n in acting if n != "frozen_curvature") + "]"
+    assert chain[3][1] == "[" + ",".join(n for n in acting if n not in (
+        "frozen_curvature", "authors_damping", "leading_second_term")) + "]"
+    assert chain[-1][1] == "[]"
+    # a step that turns nothing off for a method is skipped: KFAC has no second term
+    assert [label for label, _ in rp.settings_runs(profile, "kfac")] == [
+        "authors' code", "- frozen_curvature", "- authors_damping", "specification"]
+    assert [label for label, _ in rp.settings_runs(profile, "sgd")] == [
+        "authors' code", "- first_order_weight_decay", "specification"]
+    # combinations: turned off from the preset together, once
+    combo = {**profile, "settings": {**profile["settings"], "combinations": [["frozen_curvature"],
+                                                                             ["authors_damping"]]}}
+    extra = rp.settings_runs(combo, "kfac")[4:]
+    assert extra == [("authors' code - authors_damping",
+                      "[" + ",".join(n for n in applicable("kfac") if n != "authors_damping") + "]")]
+
+
+def test_settings_runs_are_found_finished_by_their_authors_code(tmp_path):
+    """A run folder's config.yaml records authors_code as given (``all`` or a list): the plan must
+    recognise a finished ablation step and not rerun it."""
+    import json
+    rp = _reproduce_module()
+    folder = tmp_path / "runs" / "mnist" / "kfac" / "x"
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text("seed: 0\nauthors_code: [authors_damping, reseeded_init]\n"
+                                        "trainer: {epochs: 10}\n")
+    (folder / "summary.json").write_text(json.dumps({"status": "ok"}))
+    index = rp.RunIndex(tmp_path)
+    assert index.finished("mnist", "kfac", {"authors_code": "[authors_damping,reseeded_init]", "trainer.epochs": "10"})
+    assert not index.finished("mnist", "kfac", {"authors_code": "[reseeded_init]", "trainer.epochs": "10"})
+    assert not index.finished("mnist", "kfac", {"authors_code": "all", "trainer.epochs": "10"})
+    assert not index.finished("mnist", "kfac", {"authors_code": "[authors_damping,reseeded_init]",
+                                               "trainer.epochs": "5"})
 
 
 def _reproduce_module():
@@ -146,10 +209,13 @@ def _reproduce_module():
 
 
 def test_reduced_grid_gives_every_curvature_method_kfacs_candidates_too():
-    """The CPU profile's grid: each method's lr neighbourhood at its authors' damping, plus the points of
-    KFAC's reduced grid (its lr neighbourhood at its damping) that the method's own grid lacks."""
+    """A grid around each method's authors' settings (`lr_steps`): each method's lr neighbourhood at its
+    authors' damping, plus the points of KFAC's reduced grid (its lr neighbourhood at its damping)
+    that the method's own grid lacks."""
     rp = _reproduce_module()
-    profile = rp.load_profile("cpu")
+    profile = {"name": "around", "grid": {"lr_steps": [-1, 0, 1], "damping_steps": [0], "kl_clip": [0.01],
+                                          "also_from": ["kfac"], "faces": {"lr_steps": [-1, 0]}}}
+    assert len(rp.grid_for(profile, "faces", "kfac")["optimizer.lr"]) == 2     # a per-dataset change
     assert rp.shared_points(profile, "curves", "kfac") == []           # its own grid
     assert rp.shared_points(profile, "curves", "kpsvd") == []          # same tuned values as KFAC
     assert rp.shared_points(profile, "curves", "sgd") == []
@@ -170,10 +236,10 @@ def test_reduced_grid_gives_every_curvature_method_kfacs_candidates_too():
 
 
 def test_reproduce_refuses_faces_without_olivetti(tmp_path):
-    proc = reproduce("--profile", "cpu", "--dry-run", tmp_path=tmp_path, drop_olivetti=True)
+    proc = reproduce("--profile", "fair", "--dry-run", tmp_path=tmp_path, drop_olivetti=True)
     assert proc.returncode == 2
     assert "--olivetti" in proc.stderr and "KFAC_BENCH_OLIVETTI" in proc.stderr
-    proc = reproduce("--profile", "cpu", "--dry-run", "--datasets", "curves", tmp_path=tmp_path, drop_olivetti=True)
+    proc = reproduce("--profile", "fair", "--dry-run", "--datasets", "curves", tmp_path=tmp_path, drop_olivetti=True)
     assert proc.returncode == 0, proc.stderr
 
 
