@@ -29,6 +29,12 @@ hold`` if it fails under the specification and fails (or was not measured) under
 ``not measured`` if no problem has the runs the rule needs under the specification. Figure 1 rows
 read the fisher studies (``<folder>/fisher/<dataset>/...``): ``holds`` / ``does not hold`` /
 ``not testable here`` (F1c, when the study is shorter than the paper's) / ``not measured``.
+
+Use::
+
+    from kfac_bench.report.claims import claims_markdown, claims_table
+    table = claims_table(["results/fair", "results/authors"])      # also written as claims.csv by the report
+    block = claims_markdown(table, note="profile ...", heading="## Claims of the paper")
 """
 from __future__ import annotations
 
