@@ -209,6 +209,9 @@ def test_claims_table_from_folders_and_report(tmp_path):
     fisher_table({"kfac": [1.0, 6.0], "kpsvd": [0.5, 0.5], "deflation": [0.1, 0.1], "lanczos": [0.1, 0.1],
                   "kfac_corrected": [0.3, 0.3]}).to_csv(fisher / "fisher_errors.csv", index=False)
     (fisher / "summary.json").write_text(json.dumps({"dataset": "mnist", "dataset_source": "genuine", "epochs": 1}))
+    damaged = fair / "fisher" / "curves" / "damaged"     # one bad study: said and skipped
+    damaged.mkdir(parents=True)
+    (damaged / "fisher_errors.csv").write_text("not,a\nfisher,table\n")
 
     table = C.claims_table([fair, authors]).set_index("id")
     assert set(table["verdict"]) <= set(C.VERDICTS)
