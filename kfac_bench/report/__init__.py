@@ -8,6 +8,13 @@ per problem and method by final training loss (:mod:`.tables`), and writes into 
   :mod:`.figure1`; skipped with a message when there are none);
 * ``summary.md`` / ``summary.csv``: best hyperparameters, final losses, time, epochs and seconds to
   the common target loss, per problem and method;
+* ``fair.csv`` + ``performance_profile.{png,pdf}`` + a section of ``summary.md``: each seed's epochs
+  and seconds to the common target (median, min-max over seeds) and the performance profile over
+  the problems run under the specification (:mod:`.fair`);
+* ``ablation.csv`` + ``ablation.{png,pdf}`` + a section: runs that differ only by their
+  ``authors_code``, ordered from the authors' code to the specification (:mod:`.ablation`);
+* ``claims.csv`` + the section "Claims of the paper": a verdict per claim of the paper from rules
+  in :mod:`.claims`, on ``results_dir`` and the folders of ``claims_from``;
 * ``runs.csv``: every run found, one row each, with its status (ok / diverged / failed /
   incomplete) and configuration;
 * with ``authors_overlay`` (default on): the authors' published curves drawn dashed beside ours in
@@ -155,9 +162,13 @@ def build_report(cfg: Mapping) -> dict:
         settings = dict(zip(table["problem"], table["setting"]))
         markdown += "\n" + comparison_markdown(comparison, headings, settings)
         tables.append(out_dir / "authors_comparison.csv")
+    extra_markdown, extra_tables, extra_figures = _verdict_sections(
+        long, runs, selection, table, results_dir, out_dir, cfg, note, formats, dpi)
+    markdown += extra_markdown
+    tables += extra_tables
     (out_dir / "summary.md").write_text(markdown + "\n")
 
-    rows, references, figures = [], [], list(figure1)
+    rows, references, figures = [], [], list(figure1) + extra_figures
     ordered = sorted(probs.itertuples(index=False), key=lambda p: (dataset_rank(p.dataset), p.label))
     title = "Figure 2: optimization performance at the best configuration of each method" + (
         f" · {note}" if note else "")
@@ -187,6 +198,47 @@ def build_report(cfg: Mapping) -> dict:
     _say(f"target loss: {TARGET_DEFINITION}")
     _say(f"wrote {', '.join(str(p) for p in tables)} and {len(figures)} figure files in {out_dir}")
     return {"figures": figures, "tables": tables, "summary": table, "output_dir": out_dir}
+
+
+def _verdict_sections(long, runs, selection, table, results_dir: Path, out_dir: Path, cfg: Mapping, note, formats,
+                      dpi) -> tuple[str, list[Path], list[Path]]:
+    """The fair comparison, the ablation and the claims of the paper (summary.md sections, their CSV
+    files and figures). Each part that fails says so and the report goes on."""
+    markdown, tables, figures = "", [], []
+    try:
+        from .fair import fair_markdown, plot_performance_profile, time_to_target_table
+        fair = time_to_target_table(long, table, selection)
+        fair.drop(columns="setting").to_csv(out_dir / "fair.csv", index=False)
+        tables.append(out_dir / "fair.csv")
+        markdown += "\n" + fair_markdown(fair)
+        written = plot_performance_profile(fair, out_dir / "performance_profile", note, formats, dpi)
+        if not written:
+            _say("performance profile skipped: no problem run under the specification")
+        figures += written
+    except Exception as err:  # noqa: BLE001 - one part must not stop the report
+        _say(f"fair comparison failed: {type(err).__name__}: {err}")
+    try:
+        from .ablation import ablation_markdown, ablation_table, plot_ablation
+        ablation = ablation_table(long, runs)
+        if not ablation.empty:
+            ablation.to_csv(out_dir / "ablation.csv", index=False)
+            tables.append(out_dir / "ablation.csv")
+            figures += plot_ablation(ablation, out_dir / "ablation", note, formats, dpi)
+        markdown += "\n" + ablation_markdown(ablation)
+    except Exception as err:  # noqa: BLE001
+        _say(f"ablation failed: {type(err).__name__}: {err}")
+    try:
+        from .claims import claims_markdown, claims_table
+        folders = [str(results_dir), *(str(f) for f in (cfg.get("claims_from") or []))]
+        claims = claims_table(folders)
+        claims.to_csv(out_dir / "claims.csv", index=False)
+        tables.append(out_dir / "claims.csv")
+        markdown += "\n" + claims_markdown(claims)
+        for _, r in claims.iterrows():
+            _say(f"claim {r['id']}: {r['verdict']}")
+    except Exception as err:  # noqa: BLE001
+        _say(f"claims table failed: {type(err).__name__}: {err}")
+    return markdown, tables, figures
 
 
 def _reference_row(problem, problem_curves: dict, runs: pd.DataFrame):

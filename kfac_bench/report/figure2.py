@@ -2,8 +2,8 @@
 
 Per problem (a row of four panels, as in the paper): training loss vs epoch, training loss vs time,
 validation loss vs epoch, validation loss vs time. One line per method; where the best
-configuration has several seeds, the line is the mean over seeds and the band spans their minimum
-and maximum (the time axis is the mean cumulative training time, evaluation excluded). Epoch 0 is
+configuration has several seeds, the line is the median over seeds and the band spans their minimum
+and maximum (the time axis is the median cumulative training time, evaluation excluded). Epoch 0 is
 the initial network; its loss is the same for every method and far above the rest, so the y axis
 stops a little above the highest loss after the first epoch (the lines start off the top), which
 keeps the differences between the methods readable. The y axes are logarithmic.
@@ -70,9 +70,13 @@ def _draw_row(axes, curves: dict[str, pd.DataFrame], logy: bool, reference=None)
             label = method_label(method) + (f" ({n} seeds)" if n > 1 else "")
             color = COLORS.get(method)
             style = "-" if reference is not None else STYLES.get(method, "-")
-            ax.plot(curve[xcol], curve[f"{which}_mean"], style, color=color, lw=1.5, label=label)
+            # the median over seeds (robust to one odd seed; equal to the run itself for one seed), on
+            # the median cumulative time; curves of tables written before medians existed: the mean
+            stat = "median" if f"{which}_median" in curve else "mean"
+            x = curve["time_median"] if xcol == "time_mean" and "time_median" in curve else curve[xcol]
+            ax.plot(x, curve[f"{which}_{stat}"], style, color=color, lw=1.5, label=label)
             if n > 1:
-                ax.fill_between(curve[xcol], curve[f"{which}_min"], curve[f"{which}_max"], color=color,
+                ax.fill_between(x, curve[f"{which}_min"], curve[f"{which}_max"], color=color,
                                 alpha=0.2, lw=0)
         theirs = reference.curves if reference is not None and xcol == "epoch" and which in AUTHORS_COLUMN else {}
         for method in sorted(theirs, key=method_rank):

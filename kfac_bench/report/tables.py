@@ -90,7 +90,7 @@ def _varied_hyperparameters(group: pd.DataFrame) -> list[str]:
 
 
 def mean_curve(long: pd.DataFrame, run_dirs: list[str]) -> pd.DataFrame:
-    """Mean, min and max over seeds, per epoch, of the losses and the cumulative training time.
+    """Mean, median, min and max over seeds, per epoch, of the losses and the cumulative training time.
     Only the epochs every seed has are kept. ``train_*`` is the loss of the training set at the end
     of the epoch, ``running_*`` the mean of the epoch's mini-batch losses (``train_loss_running``;
     NaN at epoch 0 and for runs written before the column existed)."""
@@ -103,10 +103,12 @@ def mean_curve(long: pd.DataFrame, run_dirs: list[str]) -> pd.DataFrame:
     parts = parts[parts["epoch"].astype(int).isin(common)]
     agg = parts.groupby(parts["epoch"].astype(int)).agg(
         train_mean=("train_loss", "mean"), train_min=("train_loss", "min"), train_max=("train_loss", "max"),
+        train_median=("train_loss", "median"),
         val_mean=("val_loss", "mean"), val_min=("val_loss", "min"), val_max=("val_loss", "max"),
+        val_median=("val_loss", "median"),
         running_mean=("train_loss_running", "mean"), running_min=("train_loss_running", "min"),
-        running_max=("train_loss_running", "max"),
-        time_mean=("time_s", "mean"), n_seeds=("run_dir", "nunique"))
+        running_max=("train_loss_running", "max"), running_median=("train_loss_running", "median"),
+        time_mean=("time_s", "mean"), time_median=("time_s", "median"), n_seeds=("run_dir", "nunique"))
     return agg.reset_index().rename(columns={"index": "epoch"})
 
 

@@ -1,0 +1,163 @@
+"""The fair comparison: time to the common target per seed, and an AlgoPerf-style performance profile.
+
+For every problem and method, the best configuration (:func:`.tables.select_best`) and ALL its
+seeds: each seed's epochs and seconds to the problem's common target loss (the definition of
+:data:`.tables.TARGET_DEFINITION`, the same target as summary.md), then the median, minimum and
+maximum over the seeds. A seed that never gets to the target counts as infinite.
+
+Performance profile (Dolan & Moré 2002, as AlgoPerf uses it): with ``t[p, m]`` method m's median
+time to the target on problem p, ``r[p, m] = t[p, m] / min_m' t[p, m']`` and, for each method,
+``rho_m(tau) = fraction of problems with r[p, m] <= tau``, drawn as a step curve for tau in
+[1, :data:`PROFILE_TAU_MAX`]; a method that never reaches the target (or has no finished run) on a
+problem has r = infinity there. One panel for seconds, one for epochs. Only the problems run under
+the specification (``authors_code=[]``) enter the profile: a problem run with the authors' code is
+a different algorithm, not a competitor on the same footing.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .ablation import SPECIFICATION, setting_class
+from .tables import mean_curve, method_label, method_rank, reach, wrap_title
+
+PROFILE_TAU_MAX = 4.0
+FAIR_COLUMNS = ["problem", "dataset", "dataset_source", "method", "setting_class", "seeds", "target_loss",
+                "seeds_reaching", "epochs_to_target_median", "epochs_to_target_min", "epochs_to_target_max",
+                "seconds_to_target_median", "seconds_to_target_min", "seconds_to_target_max"]
+
+
+def _problem_label(problem: str, source) -> str:
+    return f"{problem} (generated stand-in)" if source == "generated" else str(problem)
+
+
+def time_to_target_table(long: pd.DataFrame, table: pd.DataFrame, selection: pd.DataFrame) -> pd.DataFrame:
+    """Per (problem, method): the seeds' epochs and seconds to the common target (median, min, max)."""
+    seeds = {(r["setting"], r["method"]): list(r["seed_run_dirs"] or []) for _, r in selection.iterrows()}
+    rows = []
+    for _, r in table.iterrows():
+        run_dirs = seeds.get((r["setting"], r["method"]), [])
+        target = float(r["target_loss"]) if r["target_loss"] == r["target_loss"] else math.nan
+        epochs, seconds = [], []
+        for run_dir in run_dirs:
+            e, s = reach(mean_curve(long, [run_dir]), target)
+            epochs.append(e if e == e else math.inf)
+            seconds.append(s if s == s else math.inf)
+        row = {"problem": _problem_label(r["problem"], r["dataset_source"]), "dataset": r["dataset"],
+               "dataset_source": r["dataset_source"], "method": r["method"],
+               "setting_class": setting_class(r["setting"], r["method"]), "seeds": len(run_dirs),
+               "target_loss": target, "seeds_reaching": int(sum(math.isfinite(e) for e in epochs)),
+               "setting": r["setting"]}
+        for name, values in (("epochs", epochs), ("seconds", seconds)):
+            arr = np.array(values, dtype=float)
+            row[f"{name}_to_target_median"] = float(np.median(arr)) if arr.size else math.inf
+            row[f"{name}_to_target_min"] = float(arr.min()) if arr.size else math.inf
+            row[f"{name}_to_target_max"] = float(arr.max()) if arr.size else math.inf
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*FAIR_COLUMNS, "setting"])
+
+
+def performance_ratios(times: pd.DataFrame) -> pd.DataFrame:
+    """``times``: problems x methods (inf or NaN = never reached). Ratios to each problem's best;
+    a problem that no method solves gives inf for all."""
+    times = times.astype(float).fillna(math.inf)
+    best = times.min(axis=1)
+    ratios = times.div(best.where(np.isfinite(best) & (best > 0)), axis=0)
+    # a best time of 0 (reached at epoch 0) makes every method that also reached it at 0 ratio 1
+    zero = best == 0
+    if zero.any():
+        ratios.loc[zero] = np.where(times.loc[zero] == 0, 1.0, math.inf)
+    return ratios.fillna(math.inf)
+
+
+def profile_fraction(ratios: pd.DataFrame, method: str, tau: float) -> float:
+    """rho_method(tau): the fraction of problems on which ``method`` is within a factor tau of the best."""
+    if method not in ratios or ratios.empty:
+        return 0.0
+    return float((ratios[method] <= tau * (1 + 1e-12)).mean())
+
+
+def fair_markdown(fair: pd.DataFrame) -> str:
+    lines = ["# Fair comparison: time to the common target over the seeds of the best configuration", "",
+             "Per problem and method: the best configuration's seeds, each seed's first epoch whose end-of-epoch "
+             "training loss is <= the problem's common target (summary.md's target) and its cumulative training "
+             "seconds; median [min–max] over the seeds; ∞ = a seed never got there. The performance profile "
+             "(performance_profile.png) reads the medians.", ""]
+    if fair is None or fair.empty:
+        return "\n".join(lines + ["No finished runs.", ""])
+    head = ["problem", "method", "setting", "seeds (reaching)", "target", "epochs to target", "seconds to target"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * 4) + "|"]
+    for _, r in fair.iterrows():
+        cells = [r["problem"], method_label(r["method"]), r["setting_class"], f"{r['seeds']} ({r['seeds_reaching']})",
+                 _g(r["target_loss"]),
+                 f"{_g(r['epochs_to_target_median'])} [{_g(r['epochs_to_target_min'])}–{_g(r['epochs_to_target_max'])}]",
+                 f"{_g(r['seconds_to_target_median'], 1)} [{_g(r['seconds_to_target_min'], 1)}–"
+                 f"{_g(r['seconds_to_target_max'], 1)}]"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines + [""])
+
+
+def _g(v, digits=None) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if isinstance(v, float) and math.isinf(v):
+        return "∞"
+    return f"{v:.{digits}f}" if digits is not None else f"{v:.5g}"
+
+
+def profile_inputs(fair: pd.DataFrame, column: str) -> pd.DataFrame:
+    """problems x methods of ``column`` (the medians), specification problems only."""
+    spec = fair[fair["setting_class"] == SPECIFICATION]
+    if spec.empty:
+        return pd.DataFrame()
+    table = spec.pivot_table(index="problem", columns="method", values=column, aggfunc="first")
+    return table.reindex(columns=sorted(table.columns, key=method_rank))
+
+
+def plot_performance_profile(fair: pd.DataFrame, out_stem, note: str | None = None, formats=("png",),
+                             dpi: int = 150) -> list[Path]:
+    """performance_profile.<fmt>: seconds and epochs panels (see the module docstring)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from .figure2 import COLORS, STYLES
+    panels = [("seconds_to_target_median", "time to target in seconds"),
+              ("epochs_to_target_median", "time to target in epochs")]
+    inputs = [(profile_inputs(fair, col), name) for col, name in panels]
+    if all(t.empty for t, _ in inputs):
+        return []
+    fig = Figure(figsize=(11, 4.6), constrained_layout=True)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2, squeeze=False)[0]
+    taus = np.linspace(1.0, PROFILE_TAU_MAX, 601)
+    for ax, (times, name) in zip(axes, inputs):
+        if times.empty:
+            ax.set_visible(False)
+            continue
+        ratios = performance_ratios(times)
+        for method in ratios.columns:
+            rho = [profile_fraction(ratios, method, t) for t in taus]
+            ax.step(taus, rho, where="post", color=COLORS.get(method), ls=STYLES.get(method, "-"), lw=1.6,
+                    label=method_label(method))
+        ax.set_xlim(1.0, PROFILE_TAU_MAX)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("τ (time / best method's time on the problem)")
+        ax.set_ylabel("fraction of problems within τ of the best")
+        problems_ = ", ".join(str(p) for p in times.index)
+        ax.set_title(wrap_title(f"{name} · {len(times)} problems: {problems_}", 70), fontsize=8)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    title = ("Performance profile: time to the common target loss (median over seeds, specification runs; "
+             "never reached = ∞)") + (f" · {note}" if note else "")
+    fig.suptitle(wrap_title(title, 110), fontsize=10)
+    out_stem = Path(out_stem)
+    out_stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in formats:
+        path = out_stem.with_name(f"{out_stem.name}.{fmt}")
+        fig.savefig(path, dpi=dpi)
+        paths.append(path)
+    return paths

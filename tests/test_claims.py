@@ -1,0 +1,325 @@
+"""The report's verdict side: the claims table (every verdict value reachable, thresholds at their
+edges so that a flipped comparison fails), the ablation chain, the seeds' time to target and the
+performance profile. Tiny fake run folders and fisher tables; nothing is trained."""
+import csv
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from kfac_bench.report import claims as C
+from kfac_bench.report.ablation import (AUTHORS_CODE, PARTIAL, SPECIFICATION, STEP_ALL, ablation_table,
+                                        order_steps, relevant_behaviours, setting_class)
+from kfac_bench.report.fair import performance_ratios, profile_fraction, time_to_target_table
+from kfac_bench.report.results import METRIC_COLUMNS, load_results, runs_table
+from kfac_bench.report.tables import select_best, summary_table
+
+FAST = {"formats": ["png"], "dpi": 30}
+METHODS = ("sgd", "adam", "kfac", "kpsvd", "deflation", "lanczos", "kfac_corrected")
+
+
+def make_run(root: Path, dataset: str, method: str, name: str, train, *, times=None, authors_code=None, seed=0,
+             hp=None, source="genuine", running=None, hyper_extra=None):
+    """A finished run folder (config.yaml, metrics.csv, summary.json) with the given per-epoch losses."""
+    hp = dict(hp or {"lr": 0.1})
+    hp.update(hyper_extra or {})
+    epochs = len(train) - 1
+    times = times or [1.0 * e for e in range(len(train))]
+    folder = root / "runs" / dataset / method / name
+    folder.mkdir(parents=True)
+    config = {"seed": seed, "trainer": {"epochs": epochs, "progress": False},
+              "dataset": {"name": dataset, "source": source, "n_train": 500, "n_val": 100, "batch_size": 100},
+              "optimizer": {"name": method, **hp}}
+    if authors_code is not None:
+        config["authors_code"] = authors_code
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    with open(folder / "metrics.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(METRIC_COLUMNS)
+        for e, (loss, t) in enumerate(zip(train, times)):
+            r = "nan" if e == 0 else (running[e] if running else loss + 0.001)
+            w.writerow([e, 10 * e, t, loss, loss + 0.01, r, 0.01])
+    (folder / "summary.json").write_text(json.dumps({
+        "status": "ok", "dataset": dataset, "dataset_source": source, "optimizer": method,
+        "hyperparameters": {"name": method, **hp}, "seed": seed, "epochs_requested": epochs,
+        "epochs_completed": epochs, "final_train_loss": train[-1], "final_val_loss": train[-1] + 0.01,
+        "total_time_s": times[-1], "command": f"kfac-bench run dataset={dataset} optimizer={method} TEST"}))
+    return folder
+
+
+def flat(value, epochs=4):
+    """A curve ending at ``value`` (epoch 0 at 1.0, then straight to ``value`` at epoch 1)."""
+    return [1.0] + [value] * epochs
+
+
+def curve(rows):
+    """A claims curve from (epoch, loss, time) rows."""
+    return pd.DataFrame(rows, columns=["epoch", "loss", "time"])
+
+
+def problem(losses: dict, seconds: dict | None = None, label="p", cls=SPECIFICATION, epochs=4, hyper=None):
+    """A Problem whose methods have constant losses after epoch 0 and linear time."""
+    seconds = seconds or {}
+    curves = {m: curve([(e, 1.0 if e == 0 else v, e * seconds.get(m, 1.0)) for e in range(epochs + 1)])
+              for m, v in losses.items()}
+    return C.Problem(label, "folder", cls, curves, hyper or {m: {} for m in losses})
+
+
+FAST_SPEC = {"sgd": 1.0, "adam": 1.0, "kfac": 0.5, "kpsvd": 0.5, "deflation": 0.3, "lanczos": 0.3,
+             "kfac_corrected": 0.3}
+
+
+# ------------------------------------------------------------------------------ matched points
+def test_matched_points_and_interpolation():
+    a = curve([(0, 1.0, 0.0), (1, 0.5, 2.0), (2, 0.25, 4.0), (3, 0.2, 6.0)])
+    b = curve([(0, 1.0, 0.0), (1, 0.6, 1.0), (2, 0.3, 2.0)])
+    assert C.matched_epochs([a, b]) == [1, 2]
+    assert C.matched_epochs([a]) == [2, 3]                 # ceil(3/2) = 2
+    assert C.matched_times([a, b]) == [1.0, 2.0]          # T = the smaller total time
+    assert C.loss_at_time(a, 1.0) == pytest.approx(0.75)  # halfway between epoch 0 (t=0) and 1 (t=2)
+    assert math.isnan(C.loss_at_time(b, 3.0))             # beyond the run
+
+
+# ----------------------------------------------------------------------------- Figure 2 rules
+def test_faster_than_baselines_edges():
+    inside = {**FAST_SPEC, "deflation": 0.949}            # R = 0.949 <= 0.95
+    assert C.rule_faster_than_baselines(problem(inside), "epoch").holds is True
+    outside = {**FAST_SPEC, "deflation": 0.951}           # R = 0.951 > 0.95
+    assert C.rule_faster_than_baselines(problem(outside), "epoch").holds is False
+    # the minimum of SGD and Adam is the reference: Adam at 0.5 makes KFAC's 0.5 no faster
+    assert C.rule_faster_than_baselines(problem({**FAST_SPEC, "adam": 0.5}), "epoch").holds is False
+    # per second: the curvature methods 10x slower per epoch; at T/2, T of the pair they are behind
+    # (baselines at 0.6: a curvature method 10x slower is still near its epoch-0 loss at T = 4 s)
+    slow = {m: 10.0 for m in C.CURVATURE_METHODS}
+    baselines_06 = {**FAST_SPEC, "sgd": 0.6, "adam": 0.6}
+    assert C.rule_faster_than_baselines(problem(baselines_06), "epoch").holds is True
+    assert C.rule_faster_than_baselines(problem(baselines_06, slow), "time").holds is False
+    assert C.rule_faster_than_baselines(problem(baselines_06), "time").holds is True
+    missing = problem({m: v for m, v in FAST_SPEC.items() if m != "lanczos"})
+    out = C.rule_faster_than_baselines(missing, "epoch")
+    assert out.holds is None and "Lanczos" in out.numbers
+
+
+def test_same_and_much_faster_edges():
+    base = {"kfac": 0.5, "kpsvd": 0.5 * 1.049, "deflation": 0.5 * 0.79, "lanczos": 0.5 * 0.79,
+            "kfac_corrected": 0.5 * 0.79}
+    assert C.rule_same_as_kfac(problem(base)).holds is True
+    assert C.rule_same_as_kfac(problem({**base, "kpsvd": 0.5 * 1.051})).holds is False
+    assert C.rule_same_as_kfac(problem({**base, "kpsvd": 0.5 * 0.949})).holds is False
+    assert C.rule_much_faster_than_kfac(problem(base), "epoch").holds is True
+    assert C.rule_much_faster_than_kfac(problem({**base, "lanczos": 0.5 * 0.81}), "epoch").holds is False
+    # per second: KFAC-corrected 2x slower per epoch, its loss at the pair's times is KFAC's early one
+    timed = problem(base, {"kfac_corrected": 2.0})
+    assert C.rule_much_faster_than_kfac(timed, "time").holds is True   # constant losses after epoch 1
+    assert "per second" in C.rule_same_as_kfac(problem(base)).numbers
+
+
+def test_same_order_cost_edges():
+    losses = {m: 0.5 for m in C.CURVATURE_METHODS}
+    assert C.rule_same_order_cost(problem(losses, {"deflation": 2.9})).holds is True
+    out = C.rule_same_order_cost(problem(losses, {"deflation": 3.1}))
+    assert out.holds is False and "×3.10" in out.numbers
+
+
+def test_higher_rank_rule_and_ranks_above_two():
+    assert C.kronecker_rank("kfac") == 1 and C.kronecker_rank("deflation") == 2
+    assert C.kronecker_rank("lanczos_k", {"k": 3}) == 3
+    losses = {"kfac": 0.5, "kpsvd": 0.6, "deflation": 0.5 * 0.949, "lanczos": 0.9, "kfac_corrected": 0.9}
+    assert C.rule_higher_rank_better(problem(losses)).holds is True          # best 2 vs best 1 (KFAC)
+    assert C.rule_higher_rank_better(problem({**losses, "deflation": 0.5 * 0.951})).holds is False
+    three = problem({**losses, "lanczos_k": 0.4}, hyper={**{m: {} for m in losses}, "lanczos_k": {"k": 3}})
+    out = C.rule_higher_rank_better(three)
+    assert "rank 3 0.4" in out.numbers and "decreases with rank: yes" in out.numbers
+    assert C.rule_higher_rank_better(problem({"kfac": 0.5, "sgd": 0.9})).holds is None
+
+
+def test_every_combined_verdict_is_reachable():
+    yes, no, unmeasured = C.Outcome(True, "a: ok"), C.Outcome(False, "b: bad"), C.Outcome(None, "c: missing")
+    assert C.combine([yes, unmeasured], [no])[0] == C.HOLDS
+    assert C.combine([yes, no], [yes])[0] == C.HOLDS_WITH_AUTHORS_CODE
+    verdict, numbers = C.combine([no], [no, yes])
+    assert verdict == C.DOES_NOT_HOLD and "authors' code too" in numbers
+    verdict, numbers = C.combine([no], [unmeasured])
+    assert verdict == C.DOES_NOT_HOLD and "authors' code not measured" in numbers
+    verdict, numbers = C.combine([unmeasured], [yes])
+    assert verdict == C.NOT_MEASURED and "--profile fair" in numbers
+
+
+# ----------------------------------------------------------------------------- Figure 1 rules
+def fisher_table(errors: dict[str, list[float]], spectrum: dict[str, list[float]] | None = None):
+    rows = []
+    spectrum = spectrum or errors
+    for method, values in errors.items():
+        for i, v in enumerate(values):
+            rows.append({"iteration": i + 1, "layer": 5, "method": method, "epoch": 1,
+                         "error_frobenius": v, "error_spectrum": spectrum[method][i]})
+    return pd.DataFrame(rows)
+
+
+def study(table, dataset="mnist", epochs=1.0):
+    return C.FisherStudy(dataset, dataset, "x/fisher_errors.csv", table, epochs)
+
+
+def test_fisher_rules_edges():
+    n = 10
+    good = {"kfac": [1.0] * n, "kpsvd": [0.5] * n, "deflation": [0.1] * n, "lanczos": [0.1 + 1e-6] * n,
+            "kfac_corrected": [0.3] * n}
+    assert C.rule_below_kfac(study(fisher_table(good))).holds is True
+    tie = {**good, "kpsvd": [1.0] + [0.5] * (n - 1)}          # equal to KFAC once: not below
+    assert C.rule_below_kfac(study(fisher_table(tie))).holds is False
+    # Lanczos within BEST_TIE_RTOL of Deflation still leaves Deflation the lowest
+    assert C.rule_deflation_best(study(fisher_table(good))).holds is True
+    nine = {**good, "kpsvd": [0.05] + [0.5] * (n - 1)}        # Deflation lowest on 9 of 10 = BEST_FRACTION
+    assert C.rule_deflation_best(study(fisher_table(nine))).holds is True
+    eight = {**good, "kpsvd": [0.05, 0.05] + [0.5] * (n - 2)}
+    assert C.rule_deflation_best(study(fisher_table(eight))).holds is False
+
+
+def test_kfac_peak_verdicts():
+    def peaked(peak):
+        return fisher_table({"kfac": [1.0, peak, 2.0], "deflation": [0.1] * 3})
+    assert C.rule_kfac_peak(study(peaked(6.5 * 1.24)))[0] == C.HOLDS
+    assert C.rule_kfac_peak(study(peaked(6.5 * 0.76)))[0] == C.HOLDS
+    assert C.rule_kfac_peak(study(peaked(6.5 * 1.26), epochs=26))[0] == C.DOES_NOT_HOLD
+    verdict, numbers = C.rule_kfac_peak(study(peaked(1.0), epochs=1))
+    assert verdict == C.NOT_TESTABLE and "1 epochs of Adam" in numbers and "26 epochs" in numbers
+    table = C.claims_table([], problems=[], studies=[study(peaked(1.0), dataset="curves")])
+    assert table.set_index("id").loc["F1c", "verdict"] == C.NOT_MEASURED   # no MNIST study
+
+
+# ------------------------------------------------------------------------ folders to verdicts
+def write_problem(root: Path, losses: dict, authors_code=None, dataset="curves", source="generated", seconds=None):
+    for m, v in losses.items():
+        name = "spec" if authors_code is None else "authors"
+        make_run(root, dataset, m, name, flat(v), authors_code=authors_code, source=source,
+                 times=[e * (seconds or {}).get(m, 1.0) for e in range(5)])
+
+
+def test_claims_table_from_folders_and_report(tmp_path):
+    from kfac_bench.report import build_report
+    fair, authors = tmp_path / "fair", tmp_path / "authors"
+    # specification: Deflation no faster than the baselines; authors' code: every method faster
+    write_problem(fair, {**FAST_SPEC, "deflation": 1.2}, authors_code=[])
+    write_problem(authors, FAST_SPEC, authors_code="all", dataset="mnist", source="genuine")
+    fisher = fair / "fisher" / "mnist" / "default"
+    fisher.mkdir(parents=True)
+    fisher_table({"kfac": [1.0, 6.0], "kpsvd": [0.5, 0.5], "deflation": [0.1, 0.1], "lanczos": [0.1, 0.1],
+                  "kfac_corrected": [0.3, 0.3]}).to_csv(fisher / "fisher_errors.csv", index=False)
+    (fisher / "summary.json").write_text(json.dumps({"dataset": "mnist", "dataset_source": "genuine", "epochs": 1}))
+    damaged = fair / "fisher" / "curves" / "damaged"     # one bad study: said and skipped
+    damaged.mkdir(parents=True)
+    (damaged / "fisher_errors.csv").write_text("not,a\nfisher,table\n")
+
+    table = C.claims_table([fair, authors]).set_index("id")
+    assert set(table["verdict"]) <= set(C.VERDICTS)
+    assert table.loc["F2a", "verdict"] == C.HOLDS_WITH_AUTHORS_CODE
+    assert "(generated stand-in)" in table.loc["F2a", "numbers"]
+    assert table.loc["F2c", "verdict"] == C.HOLDS
+    assert table.loc["F1a", "verdict"] == C.HOLDS and table.loc["F1b", "verdict"] == C.HOLDS
+    assert table.loc["F1c", "verdict"] == C.HOLDS                       # 6.0 within 25 % of 6.5
+    assert "FASTER_MARGIN = 0.05" in table.loc["F2a", "rule"]
+    assert "TEST" in table.loc["F2a", "source"]                         # the runs' recorded command
+    # without the authors' folder: fails, and the authors' code was not measured
+    alone = C.claims_table([fair]).set_index("id")
+    assert alone.loc["F2a", "verdict"] == C.DOES_NOT_HOLD
+    assert "authors' code not measured" in alone.loc["F2a", "numbers"]
+    # no runs at all: not measured, with what produces them
+    empty = C.claims_table([tmp_path / "nothing"]).set_index("id")
+    assert (empty["verdict"] == C.NOT_MEASURED).all()
+    assert "--profile fair" in empty.loc["T1", "numbers"]
+
+    out = build_report({"results_dir": str(fair), "claims_from": [str(authors)], "authors_overlay": False, **FAST})
+    report = Path(out["output_dir"])
+    rows = {r["id"]: r for r in csv.DictReader(open(report / "claims.csv"))}
+    assert rows["F2a"]["verdict"] == C.HOLDS_WITH_AUTHORS_CODE
+    md = (report / "summary.md").read_text()
+    assert "# Claims of the paper" in md and C.HOLDS_WITH_AUTHORS_CODE in md
+    assert (report / "fair.csv").exists() and (report / "performance_profile.png").stat().st_size > 0
+    assert "Fair comparison" in md
+    markdown = C.claims_markdown(C.claims_table([fair]), note="PROFILE NOTE")
+    assert "PROFILE NOTE" in markdown and markdown.count("| F2a |") == 2
+
+
+# ---------------------------------------------------------------------------------- ablation
+def test_setting_classes():
+    every = relevant_behaviours("kfac")
+    assert "frozen_curvature" in every and "nesterov_sgd" not in every
+    assert "nesterov_sgd" in relevant_behaviours("sgd") and "frozen_curvature" not in relevant_behaviours("sgd")
+    key = lambda v: json.dumps({"dataset.name": "mnist", "authors_code": v})  # noqa: E731
+    assert setting_class(json.dumps({"dataset.name": "mnist"}), "kfac") == SPECIFICATION
+    assert setting_class(key([]), "kfac") == SPECIFICATION
+    assert setting_class(key("all"), "kfac") == AUTHORS_CODE
+    assert setting_class(key(list(every)), "kfac") == AUTHORS_CODE
+    assert setting_class(key(list(every)[1:]), "kfac") == PARTIAL
+    # a behaviour that does not act on SGD leaves it at the specification
+    assert setting_class(key(["frozen_curvature"]), "sgd") == SPECIFICATION
+
+
+def test_order_steps_chain_and_combinations():
+    a, b, c = "a", "b", "c"
+    chain, extra = order_steps([frozenset(), frozenset({a, b, c}), frozenset({b, c}), frozenset({a, c}),
+                                frozenset({c})])
+    assert chain == [frozenset({a, b, c}), frozenset({a, c}), frozenset({c}), frozenset()]
+    assert extra == [frozenset({b, c})]
+
+
+def test_ablation_table_orders_and_differences(tmp_path):
+    root = tmp_path / "r"
+    every = list(relevant_behaviours("kfac"))
+    minus_frozen = [b for b in every if b != "frozen_curvature"]
+    minus_damping = [b for b in every if b != "authors_damping"]
+    hp = {"lr": 0.1, "damping": 0.01}
+    make_run(root, "mnist", "kfac", "all", [1.0, 0.6, 0.5, 0.4, 0.3, 0.2], authors_code="all", hp=hp)
+    make_run(root, "mnist", "kfac", "all_s1", [1.0, 0.6, 0.5, 0.4, 0.3, 0.4], authors_code="all", hp=hp, seed=1)
+    make_run(root, "mnist", "kfac", "nofrozen", [1.0, 0.5, 0.4, 0.3, 0.2, 0.15], authors_code=minus_frozen, hp=hp)
+    make_run(root, "mnist", "kfac", "spec", [1.0, 0.4, 0.3, 0.2, 0.1, 0.1], authors_code=[], hp=hp)
+    make_run(root, "mnist", "kfac", "nodamping", [1.0, 0.7, 0.6, 0.5, 0.4, 0.35], authors_code=minus_damping, hp=hp)
+    # another lr: its single setting is no ablation
+    make_run(root, "mnist", "kfac", "other", [1.0, 0.4, 0.3, 0.2, 0.1, 0.1], authors_code=[], hp={"lr": 0.3})
+    long = load_results(root)
+    table = ablation_table(long, runs_table(long))
+    assert list(table["kind"]) == ["chain", "chain", "chain", "combination"]
+    assert table["step"].iloc[0] == STEP_ALL and table["seeds"].iloc[0] == 2
+    assert table["step"].iloc[1] == "− frozen_curvature"
+    assert table["step"].iloc[2].endswith("(specification)") and table["behaviours"].iloc[2] == "[]"
+    assert table["step"].iloc[3] == "combination: all − authors_damping"
+    # epoch 5 is the last: median of the two seeds of `all` = 0.3
+    assert table["train_loss_epoch5"].tolist() == pytest.approx([0.3, 0.15, 0.1, 0.35])
+    assert table["delta_train_loss_epoch5"].tolist()[1:] == pytest.approx([-0.15, -0.05, 0.05])
+    assert math.isnan(table["delta_train_loss_epoch5"].iloc[0])
+    assert table["train_loss_last"].tolist() == pytest.approx([0.3, 0.15, 0.1, 0.35])
+    assert table["last_epoch"].iloc[0] == 5
+
+
+# ------------------------------------------------------------------------ fair / profile
+def test_performance_profile_hand_example():
+    # problem P1: A 10 s, B 20 s, C never; problem P2: A 40 s, B 20 s, C 30 s
+    times = pd.DataFrame({"A": [10.0, 40.0], "B": [20.0, 20.0], "C": [math.inf, 30.0]}, index=["P1", "P2"])
+    ratios = performance_ratios(times)
+    assert ratios.loc["P1"].tolist() == [1.0, 2.0, math.inf] and ratios.loc["P2"].tolist() == [2.0, 1.0, 1.5]
+    assert profile_fraction(ratios, "A", 1.0) == 0.5 and profile_fraction(ratios, "A", 2.0) == 1.0
+    assert profile_fraction(ratios, "B", 1.0) == 0.5 and profile_fraction(ratios, "B", 1.99) == 0.5
+    assert profile_fraction(ratios, "B", 2.0) == 1.0
+    assert profile_fraction(ratios, "C", 1.49) == 0.0 and profile_fraction(ratios, "C", 4.0) == 0.5
+
+
+def test_time_to_target_over_seeds(tmp_path):
+    root = tmp_path / "r"
+    make_run(root, "curves", "sgd", "s0", [1.0, 0.6, 0.5], source="generated")
+    make_run(root, "curves", "sgd", "s1", [1.0, 0.7, 0.5], seed=1, source="generated")
+    make_run(root, "curves", "sgd", "s2", [1.0, 0.7, 0.7], seed=2, source="generated")   # never reaches
+    make_run(root, "curves", "kfac", "k0", [1.0, 0.4, 0.3], source="generated", times=[0, 3, 6])
+    long = load_results(root)
+    runs = runs_table(long)
+    selection = select_best(runs)
+    table, _ = summary_table(long, runs, selection, {s: "curves" for s in runs["setting"]})
+    fair = time_to_target_table(long, table, selection).set_index("method")
+    target = (0.5 + 0.5 + 0.7) / 3      # the worst mean final: SGD's
+    assert fair.loc["sgd", "target_loss"] == pytest.approx(target)
+    assert fair.loc["sgd", "seeds"] == 3 and fair.loc["sgd", "seeds_reaching"] == 2
+    assert fair.loc["sgd", "epochs_to_target_median"] == 2 and math.isinf(fair.loc["sgd", "epochs_to_target_max"])
+    assert fair.loc["kfac", "epochs_to_target_median"] == 1 and fair.loc["kfac", "seconds_to_target_median"] == 3
+    assert fair.loc["kfac", "problem"] == "curves (generated stand-in)"
