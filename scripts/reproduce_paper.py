@@ -216,7 +216,7 @@ def settings_runs(profile: dict, method: str) -> list[tuple[str, str]]:
     specification), skipping steps that turn nothing off for this method; then the ``combinations``
     (behaviours turned off from the preset together, for the interactions worth a run of their own).
     Only the behaviours that act on the method count (:func:`kfac_bench.optim.authors_code.applicable`)."""
-    from kfac_bench.optim.authors_code import applicable, behaviour_names
+    from kfac_bench.optim.authors_code import applicable, authors_setting, behaviour_names
     spec = profile.get("settings") or {}
     acting = applicable(method)
 
@@ -224,8 +224,13 @@ def settings_runs(profile: dict, method: str) -> list[tuple[str, str]]:
         return "[" + ",".join(names) + "]"
 
     start = spec.get("start", "all")
-    current = [n for n in behaviour_names(start) if n in acting]
-    out = [("authors' code" if start == "all" else value(current), start if start == "all" else value(current))]
+    if start == "authors":   # the authors' code as their published curves were made (authors_setting)
+        current = authors_setting(method)
+        out = [("authors' code", "all" if current == acting else value(current))]
+    else:
+        current = [n for n in behaviour_names(start) if n in acting]
+        out = [("authors' code (all)" if start == "all" else value(current),
+                start if start == "all" else value(current))]
     for step in spec.get("remove") or []:
         names = current if step == "rest" else [n for n in behaviour_names(step) if n in current]
         if not names:

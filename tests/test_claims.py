@@ -192,9 +192,12 @@ def test_kfac_peak_verdicts():
 
 # ------------------------------------------------------------------------ folders to verdicts
 def write_problem(root: Path, losses: dict, authors_code=None, dataset="curves", source="generated", seconds=None):
+    from kfac_bench.optim.authors_code import authors_setting
     for m, v in losses.items():
         name = "spec" if authors_code is None else "authors"
-        make_run(root, dataset, m, name, flat(v), authors_code=authors_code, source=source,
+        # "the authors' code" of SGD and Adam leaves out first_order_weight_decay (authors_setting)
+        code = authors_setting(m) if authors_code == "all" and m in ("sgd", "adam") else authors_code
+        make_run(root, dataset, m, name, flat(v), authors_code=code, source=source,
                  times=[e * (seconds or {}).get(m, 1.0) for e in range(5)])
 
 
@@ -323,3 +326,17 @@ def test_time_to_target_over_seeds(tmp_path):
     assert fair.loc["sgd", "epochs_to_target_median"] == 2 and math.isinf(fair.loc["sgd", "epochs_to_target_max"])
     assert fair.loc["kfac", "epochs_to_target_median"] == 1 and fair.loc["kfac", "seconds_to_target_median"] == 3
     assert fair.loc["kfac", "problem"] == "curves (generated stand-in)"
+
+
+def test_the_authors_setting_of_the_baselines_leaves_out_their_weight_decay():
+    """SGD/Adam with every behaviour (first_order_weight_decay included) do not train, while the
+    authors' published baselines do: such a run is an ablation step, not "the authors' code"."""
+    from kfac_bench.optim.authors_code import applicable, authors_setting
+    from kfac_bench.report import ablation as A
+    key = lambda v: json.dumps({"authors_code": v})  # noqa: E731
+    assert A.setting_class(key("all"), "kfac") == A.AUTHORS_CODE
+    assert A.setting_class(key(applicable("kfac")), "kfac") == A.AUTHORS_CODE
+    assert A.setting_class(key("all"), "sgd") == A.PARTIAL
+    assert A.setting_class(key(authors_setting("sgd")), "sgd") == A.AUTHORS_CODE
+    assert "first_order_weight_decay" not in authors_setting("adam") and authors_setting("adam")
+    assert A.setting_class(key([]), "adam") == A.SPECIFICATION

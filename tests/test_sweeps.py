@@ -146,7 +146,12 @@ def test_authors_and_ablation_profiles_plan_one_run_per_setting(tmp_path):
     proc = reproduce("--profile", "authors", "--dry-run", "--results-dir", str(tmp_path / "r"), tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr
     runs = [line for line in proc.stdout.splitlines() if "$ kfac-bench run " in line]
-    assert len(runs) == 7 and all("authors_code=all trainer.epochs=10" in line for line in runs)
+    assert len(runs) == 7
+    # the curvature methods with every behaviour; SGD and Adam without first_order_weight_decay (with
+    # it they do not train, and the authors' published baselines do)
+    assert sum("authors_code=all trainer.epochs=10" in line for line in runs) == 5
+    assert "optimizer=sgd 'authors_code=[nesterov_sgd,reseeded_init]' trainer.epochs=10" in proc.stdout
+    assert "optimizer=adam 'authors_code=[reseeded_init]' trainer.epochs=10" in proc.stdout
     assert "fisher dataset=mnist" in proc.stdout
     proc = reproduce("--profile", "ablation", "--dry-run", "--results-dir", str(tmp_path / "r"), tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -162,7 +167,7 @@ def test_ablation_steps_turn_the_preset_off_cumulatively_down_to_the_specificati
     profile = rp.load_profile("ablation")
     chain = rp.settings_runs(profile, "deflation")
     acting = applicable("deflation")
-    assert chain[0] == ("authors' code", "all")
+    assert chain[0] == ("authors' code (all)", "all")
     assert [label for label, _ in chain[1:]] == ["- frozen_curvature", "- authors_damping", "- leading_second_term",
                                                 "specification"]
     assert chain[1][1] == "[" + ",".join(n for n in acting if n != "frozen_curvature") + "]"
@@ -171,9 +176,9 @@ def test_ablation_steps_turn_the_preset_off_cumulatively_down_to_the_specificati
     assert chain[-1][1] == "[]"
     # a step that turns nothing off for a method is skipped: KFAC has no second term
     assert [label for label, _ in rp.settings_runs(profile, "kfac")] == [
-        "authors' code", "- frozen_curvature", "- authors_damping", "specification"]
+        "authors' code (all)", "- frozen_curvature", "- authors_damping", "specification"]
     assert [label for label, _ in rp.settings_runs(profile, "sgd")] == [
-        "authors' code", "- first_order_weight_decay", "specification"]
+        "authors' code (all)", "- first_order_weight_decay", "specification"]
     # combinations: turned off from the preset together, once
     combo = {**profile, "settings": {**profile["settings"], "combinations": [["frozen_curvature"],
                                                                              ["authors_damping"]]}}

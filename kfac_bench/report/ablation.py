@@ -32,7 +32,6 @@ import pandas as pd
 from .results import problems
 from .tables import mean_curve, method_label, method_rank, wrap_title
 
-FIRST_ORDER_METHODS = ("sgd", "adam")
 # the epochs the ablation table reports (plus the last epoch of the runs when it is not one of them)
 ABLATION_EPOCHS = (5, 10)
 SPECIFICATION = "specification"
@@ -42,26 +41,32 @@ STEP_ALL = "authors' code (all)"
 
 
 @lru_cache(maxsize=1)
-def _behaviours() -> dict:
-    """kfac_bench.optim.authors_code.BEHAVIOURS (imported late: it pulls in torch)."""
+def _authors_code():
+    """kfac_bench.optim.authors_code (imported late: it pulls in torch); None if it cannot be imported."""
     try:
-        from ..optim.authors_code import BEHAVIOURS
+        from ..optim import authors_code
     except Exception:  # noqa: BLE001 - without it, 'all' is only recognised by name
-        return {}
-    return dict(BEHAVIOURS)
+        return None
+    return authors_code
+
+
+def _behaviours() -> dict:
+    module = _authors_code()
+    return dict(module.BEHAVIOURS) if module else {}
 
 
 def relevant_behaviours(method: str) -> tuple[str, ...]:
     """The behaviours that change something for ``method``: what ``authors_code=all`` means for it."""
-    out = []
-    for name, b in _behaviours().items():
-        if method in FIRST_ORDER_METHODS:
-            acts = bool(b.first_order.get(method)) or bool(b.model)
-        else:
-            acts = bool(b.curvature) or bool(b.model)
-        if acts:
-            out.append(name)
-    return tuple(out)
+    module = _authors_code()
+    return tuple(module.applicable(method)) if module else ()
+
+
+def authors_behaviours(method: str) -> frozenset:
+    """The behaviours of the setting called "the authors' code" for ``method``
+    (:func:`kfac_bench.optim.authors_code.authors_setting`: all that act on it but those their
+    published curves rule out, i.e. SGD and Adam without first_order_weight_decay)."""
+    module = _authors_code()
+    return frozenset(module.authors_setting(method)) if module else frozenset()
 
 
 def behaviour_set(value, method: str) -> frozenset:
@@ -96,16 +101,17 @@ def authors_code_value(setting: str | None):
 
 
 def setting_class(setting: str | None, method: str) -> str:
-    """``specification`` (authors_code == []), ``authors' code`` (every behaviour that acts on the
-    method: ``all`` or a list that holds them all) or ``partial`` (an ablation step)."""
+    """``specification`` (authors_code == []), ``authors' code`` (exactly the behaviours of
+    :func:`authors_behaviours`: ``all`` for a curvature method, SGD and Adam without
+    first_order_weight_decay) or ``partial`` (an ablation step, or SGD/Adam with every behaviour)."""
     value = authors_code_value(setting)
     found = behaviour_set(value, method)
     if not found:
         return SPECIFICATION
-    if value == "all":
-        return AUTHORS_CODE
-    relevant = set(relevant_behaviours(method))
-    return AUTHORS_CODE if relevant and relevant <= found else PARTIAL
+    authors = authors_behaviours(method)
+    if not authors:                      # the behaviours table cannot be read: 'all' by name only
+        return AUTHORS_CODE if value == "all" else PARTIAL
+    return AUTHORS_CODE if found == authors else PARTIAL
 
 
 def with_base(runs: pd.DataFrame) -> pd.DataFrame:

@@ -10,7 +10,9 @@ Inputs: the training runs and fisher studies under one or more results folders (
 
 * **specification**: runs with ``authors_code == []``;
 * **authors' code**: runs whose ``authors_code`` switches on every behaviour that acts on the
-  method (``all``, or a list holding them all; :func:`.ablation.setting_class`).
+  method except those the authors' published curves rule out: ``all`` for the curvature methods,
+  SGD and Adam without ``first_order_weight_decay`` (with it they do not train, while the published
+  baselines do; :func:`kfac_bench.optim.authors_code.authors_setting`, :func:`.ablation.setting_class`).
 
 Partial settings (ablation steps) are not used here. For each (problem, method, setting) the best
 configuration by final training loss (:func:`.tables.select_best`) and the median over its seeds
