@@ -13,7 +13,7 @@ per problem and method by final training loss (:mod:`.tables`), and writes into 
   the problems run under the specification (:mod:`.fair`);
 * ``ablation.csv`` + ``ablation.{png,pdf}`` + a section: runs that differ only by their
   ``authors_code``, ordered from the authors' code to the specification (:mod:`.ablation`);
-* ``claims.csv`` + the section "Claims of the paper": a verdict per claim of the paper from rules
+* ``claims.csv``, ``claims.md`` + the section "Claims of the paper": a verdict per claim of the paper from rules
   in :mod:`.claims`, on ``results_dir`` and the folders of ``claims_from``;
 * ``runs.csv``: every run found, one row each, with its status (ok / diverged / failed /
   incomplete) and configuration;
@@ -234,6 +234,9 @@ def _verdict_sections(long, runs, selection, table, results_dir: Path, out_dir: 
         claims.to_csv(out_dir / "claims.csv", index=False)
         tables.append(out_dir / "claims.csv")
         markdown += "\n" + claims_markdown(claims)
+        # on its own too: the reproduction script copies it into the README's verdict block
+        (out_dir / "claims.md").write_text(claims_markdown(claims, heading="").strip() + "\n")
+        tables.append(out_dir / "claims.md")
         for _, r in claims.iterrows():
             _say(f"claim {r['id']}: {r['verdict']}")
     except Exception as err:  # noqa: BLE001

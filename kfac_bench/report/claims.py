@@ -575,12 +575,13 @@ def _cell(text) -> str:
 def claims_markdown(table: pd.DataFrame, note: str | None = None, heading: str = "# Claims of the paper") -> str:
     """The verdict table as Markdown (summary.md's section; the reproduction script's README block):
     the verdicts at a glance, then every row in full."""
-    lines = [heading, ""]
+    lines = [heading, ""] if heading else []
     if note:
         lines += [f"**{note}**", ""]
     lines += ["Each verdict comes from the rule in its row (thresholds: module-level constants of "
               "`kfac_bench/report/claims.py`); 'specification' = runs with `authors_code=[]`, 'authors\' code' = "
-              "`authors_code=all`. Generated stand-in data are labelled '(generated stand-in)'.", "",
+              "`authors_code=all` for the curvature methods, SGD and Adam without `first_order_weight_decay` "
+              "(`authors_setting`). Generated stand-in data are labelled '(generated stand-in)'.", "",
               "| id | claim | verdict |", "|---|---|---|"]
     lines += [f"| {r['id']} | {_cell(r['claim'])} | **{r['verdict']}** |" for _, r in table.iterrows()]
     lines += ["", "| id | claim | verdict | numbers | rule | source |", "|---|---|---|---|---|---|"]
