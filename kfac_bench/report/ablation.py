@@ -74,6 +74,8 @@ def behaviour_set(value, method: str) -> frozenset:
     :func:`relevant_behaviours`; unknown names from older runs are kept as they are)."""
     if value in (None, "", "none", [], ()):
         return frozenset()
+    if value == "authors":   # results.canonical_authors_code: exactly the authors' setting
+        return authors_behaviours(method) or frozenset({"authors"})
     if value == "all":
         return frozenset(relevant_behaviours(method)) or frozenset({"all"})
     names = [value] if isinstance(value, str) else list(value)
@@ -110,7 +112,7 @@ def setting_class(setting: str | None, method: str) -> str:
         return SPECIFICATION
     authors = authors_behaviours(method)
     if not authors:                      # the behaviours table cannot be read: 'all' by name only
-        return AUTHORS_CODE if value == "all" else PARTIAL
+        return AUTHORS_CODE if value in ("all", "authors") else PARTIAL
     return AUTHORS_CODE if found == authors else PARTIAL
 
 

@@ -130,6 +130,8 @@ def read_run(folder: Path) -> tuple[dict, pd.DataFrame | None]:
                      if (k.startswith("dataset.") or k in SETTING_KEYS)}
     if config is not None and not setting_items.get("authors_code"):
         setting_items.pop("authors_code", None)   # [] = the specification, as in runs from before the option
+    elif "authors_code" in setting_items:
+        setting_items["authors_code"] = canonical_authors_code(setting_items["authors_code"], method)
     hyper = {k[len("optimizer."):]: v for k, v in config_items.items() if k.startswith("optimizer.")
              and k != "optimizer.name"}
     last = metrics.iloc[-1] if metrics is not None and len(metrics) else None
@@ -206,8 +208,30 @@ def problems(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["dataset", "setting", "label"])
 
 
+def canonical_authors_code(value, method):
+    """``"authors"`` when a run's behaviours are exactly what "the authors' code" means for its method
+    (:func:`kfac_bench.optim.authors_code.authors_setting`: ``all`` for a curvature method, SGD and
+    Adam without first_order_weight_decay), so that those runs share one setting -- one problem in
+    the figures and tables -- whatever list they were given as; other values unchanged."""
+    if value in (None, "", "none", [], ()):
+        return value
+    try:
+        from ..optim import authors_code
+    except Exception:  # noqa: BLE001 - without the behaviours table, values stay as given
+        return value
+    acting = authors_code.applicable(method) if method else []
+    if not acting:
+        return value
+    names = acting if value == "all" else ([value] if isinstance(value, str) else list(value))
+    found = {n for n in names if n in acting or n not in authors_code.BEHAVIOURS}
+    return "authors" if found == set(authors_code.authors_setting(method)) else value
+
+
 def _entry_label(key: str, value) -> str:
     if key == "authors_code":
-        return "specification" if not value else (
-            "authors' code" if value == "all" else "authors' code: " + "+".join(map(str, value)))
+        if not value:
+            return "specification"
+        if value == "authors":
+            return "authors' code"
+        return "authors' code (all)" if value == "all" else "authors' code: " + "+".join(map(str, value))
     return f"{key.split('.', 1)[-1]}={value}"
