@@ -312,10 +312,16 @@ class KroneckerSumInverse:
     conjugate gradients preconditioned by ``leading``. With no term beyond those (``k <= 2``) the
     solve *is* the closed form.
 
-    Stopping rule: ``||b - M x|| <= tol ||b||`` (the recursive residual), ``tol`` = ``cg_tol``, or
-    ``100 eps`` of the dtype when None (float32 1.2e-5, float64 2.2e-14), at most ``max_iter``
-    iterations. An iteration costs ``M``'s products (4 for ``M_2``, 2 per further term) plus the
-    preconditioner's 4, and one host sync for the test.
+    CG runs in the eigen-trick coordinates ``Y = (K1 (x) K2)^{-1} vec(X)``, where ``M_2`` is the
+    diagonal ``Delta = max(1 + s2 s1^T, floor)`` and the further terms are
+    ``(K1^T C_i K1) (x) (K2^T D_i K2)`` (formed once per inverse): preconditioned CG with ``M_2^{-1}``
+    is CG on ``(K1 (x) K2)^T M (K1 (x) K2)`` with the Jacobi preconditioner ``Delta^{-1}``. A solve
+    costs the closed form's 4 matrix products (into and out of the coordinates) plus ``2 (k - 2)``
+    per iteration -- at ``k = 3`` and two iterations, twice the rank-2 solve.
+
+    Stopping rule: ``||r|| <= tol ||K^T b||`` for the residual ``r`` in those coordinates, ``tol`` =
+    ``cg_tol``, or ``100 eps`` of the dtype when None (float32 1.2e-5, float64 2.2e-14), at most
+    ``max_iter`` iterations (one host sync per iteration for the test).
 
     The higher terms are indefinite and ``M`` can be (the best Kronecker rank-3 sum of a PSD block
     is in general not PSD). Where CG meets a direction of non-positive curvature it stops and
@@ -324,7 +330,7 @@ class KroneckerSumInverse:
     ``negative_curvature``: the PSD safeguard of rank ``k``.
     """
 
-    leading: object                      # KroneckerInverse or TwoTermKroneckerInverse
+    leading: object                            # KroneckerInverse (k = 1) or TwoTermKroneckerInverse
     extra_terms: list[tuple[Tensor, Tensor]]   # the undamped terms 3..k
     tol: float | None = None
     max_iter: int = CG_MAX_ITER
@@ -339,49 +345,65 @@ class KroneckerSumInverse:
         leading = leading_damped_inverse(KroneckerSum(approx.terms[:2]), damping, psd_floor, convention)
         return cls(leading, list(approx.terms[2:]), cg_tol, int(cg_max_iter))
 
+    def __post_init__(self):
+        if self.extra_terms:
+            k1, k2 = self.leading.k1, self.leading.k2
+            # the further terms in the eigen-trick coordinates: (K1^T C K1) (x) (K2^T D K2)
+            self._rotated = [(k1.mT @ c @ k1, k2.mT @ d @ k2) for c, d in self.extra_terms]
+            self._diag = 1.0 / self.leading.inv_diag
+
     @property
     def clamped(self) -> int:
         return getattr(self.leading, "clamped", 0)
 
     def matvec(self, x: Tensor) -> Tensor:
-        """``M vec(X)`` as ``M_2 vec(X) + sum_i D_i X C_i^T``."""
+        """``M vec(X)`` as ``M_2 vec(X) + sum_i D_i X C_i^T`` (tests; the solve does not use it)."""
         out = self.leading.apply(x)
         for c, d in self.extra_terms:
             out = out + d @ x @ c.mT
         return out
 
+    def _rotated_matvec(self, y: Tensor) -> Tensor:
+        out = self._diag * y
+        for c, d in self._rotated:
+            out = out + d @ y @ c.mT
+        return out
+
     def solve(self, b: Tensor) -> Tensor:
-        z = self.leading.solve(b)
         if not self.extra_terms:
             self.iterations = 0
-            return z
+            return self.leading.solve(b)
+        k1, k2, inv_diag = self.leading.k1, self.leading.k2, self.leading.inv_diag
+        rhs = k2.mT @ b @ k1
         tol = self.tol if self.tol is not None else 100.0 * torch.finfo(b.dtype).eps
-        b_norm = float(torch.linalg.norm(b))
-        x = torch.zeros_like(b)
-        if not b_norm > 0:
-            return x
-        r, p = b, z
+        rhs_norm = float(torch.linalg.norm(rhs))
+        y = torch.zeros_like(rhs)
+        if not rhs_norm > 0:
+            return k2 @ y @ k1.mT
+        r = rhs
+        z = r * inv_diag
+        p = z
         rz = float(torch.sum(r * z))
         it = 0
         for it in range(1, self.max_iter + 1):
-            mp = self.matvec(p)
+            mp = self._rotated_matvec(p)
             curvature = float(torch.sum(p * mp))
             if not curvature > 0:
                 self.negative_curvature += 1
                 if it == 1:
-                    x = z   # the preconditioner's answer: the closed-form solve of the first terms
+                    y = z   # the preconditioner's answer: the closed-form solve of the first two terms
                 break
             step = rz / curvature
-            x = x + step * p
+            y = y + step * p
             r = r - step * mp
-            if float(torch.linalg.norm(r)) <= tol * b_norm:
+            if float(torch.linalg.norm(r)) <= tol * rhs_norm:
                 break
-            z = self.leading.solve(r)
+            z = r * inv_diag
             rz_new = float(torch.sum(r * z))
             p = z + (rz_new / rz) * p
             rz = rz_new
         self.iterations = it
-        return x
+        return k2 @ y @ k1.mT
 
     def dense_matrix(self) -> Tensor:
         """``M`` (tiny problems and tests only)."""
@@ -412,18 +434,17 @@ class KroneckerSumInverse:
         return next(iter(self.leading.state().values())).device
 
     def bare_products(self, x: Tensor):
-        """The products of one CG iteration (``M``'s 4 + 2 per further term, the preconditioner's
-        4), into preallocated outputs; a solve of ``j`` iterations costs about ``j`` times this
-        (see the bench's ``solve_ms``)."""
+        """The matrix products of a solve with one CG iteration: the 4 into and out of the
+        eigen-trick coordinates and the ``2 (k - 2)`` of the further terms, into preallocated
+        outputs; each further iteration adds ``2 (k - 2)`` (the bench's ``solve_ms`` includes them)."""
         pre = self.leading.bare_products(x)
         if not self.extra_terms:
             return pre
-        pairs = [(c.mT, d) for c, d in self.extra_terms]
+        pairs = [(c.mT, d) for c, d in self._rotated]
         b1, b2 = torch.empty_like(x), torch.empty_like(x)
 
         def products():
-            pre()   # the preconditioner
-            pre()   # M_2: the same four products with the inverse transposes
+            pre()
             for ct, d in pairs:
                 torch.mm(d, x, out=b1)
                 torch.mm(b1, ct, out=b2)
