@@ -12,7 +12,7 @@ and the tuned settings are read from the method's config (:meth:`Method.tuned`).
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # Options every Kronecker-factored optimizer accepts (kfac_bench.optim.KroneckerFactoredOptimizer);
 # an entry adds the options of its own approximation (solver settings, the rank).
