@@ -18,12 +18,15 @@ methods at the paper's batch sizes (the dataset configs' ``batch_size``) and ``T
   ``factors`` (a steady-state update inside the step: the operator ``rho F_old + (1 - rho) F_batch``,
   warm-started) and, on one further steady-state operator, ``factors_warm_refit`` against
   ``factors_cold`` (the same operator, every solver started from the identity). Per-layer fit and
-  inverse times inside the step come from wrapping ``method.fit`` and ``damped_inverse`` for the
-  duration of an update step.
+  inverse times inside the step come from the optimizer's public timing hook
+  (``add_timing_callback``); the bench asks for an update with ``request_curvature_update()`` and
+  reads the layers' curvature through ``opt.blocks`` -- never an optimizer's private attribute.
 * **the floor**: the bare matrix products a preconditioning step needs, with the cached inverses'
-  own tensors (same shapes, dtype, device) and the layer's real gradient: rank-1 methods 2 products
-  per layer ``G^-1 X A^-1``, rank-2 methods 4 products ``K2 ((K2^T X K1) o D) K1^T`` (the Hadamard
-  product with ``D`` is not a matrix product and is left out of the floor), timed right after every
+  own tensors (same shapes, dtype, device) and the layer's real gradient, as each inverse states
+  them (``bare_products``): rank-1 methods 2 products per layer ``G^-1 X A^-1``, rank-2 methods 4
+  products ``K2 ((K2^T X K1) o D) K1^T`` (the Hadamard product with ``D`` is not a matrix product
+  and is left out of the floor), Kronecker rank ``k > 2`` one conjugate-gradient iteration (the
+  preconditioner's 4 and ``2 k`` for the damped sum; a solve takes several), timed right after every
   step with that step's gradients. ``floor_ratio`` = median over steps of the step's
   preconditioning phase / its bare products. ``solve`` is the optimizer's own ``inverse.solve`` in
   a tight loop: ``precondition / solve`` is what the step adds around the solves (gradient
@@ -47,7 +50,12 @@ shape (the auto-encoder target is the input); timing does not depend on the pixe
 iteration counts may differ somewhat from real data. ``bench.data=dataset`` uses the first
 batches of the real training split (``kfac_bench.data.load_dataset``).
 
-Outputs in ``out_dir``: ``bench.csv`` and ``bench.md`` (one row per dataset and method),
+Methods: ``bench.methods`` names entries of :mod:`kfac_bench.registry` (``all``: every one); a
+method whose Kronecker rank is an option (``lanczos_k``) is timed at each rank of ``bench.ranks``
+(null: its config's rank), one row per rank (column ``rank``). ``ratio_kfac`` is the amortised step
+over KFAC's (when KFAC is benched).
+
+Outputs in ``out_dir``: ``bench.csv`` and ``bench.md`` (one row per dataset, method and rank),
 ``bench_layers.csv`` (per-layer profile of every Kronecker method), ``bench.json`` (the settings
 and the environment). All times are milliseconds.
 """
@@ -65,7 +73,6 @@ import random
 import statistics
 import sys
 import time
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -74,18 +81,18 @@ import torch
 from omegaconf import OmegaConf
 
 from .configs import config_dir
-from .curvature.inverse import KroneckerInverse, TwoTermKroneckerInverse
 from .curvature.stats import collect_statistics, get_likelihood
 from .models import build_autoencoder
-from .optim.factory import FIRST_ORDER, build_optimizer, optimizer_names
-from .optim.kronecker_optimizer import KroneckerFactoredOptimizer
+from .optim.factory import build_optimizer
+from .registry import first_order_method_names, get_method, method_names
 from .utils import atomic_write_text, git_commit, select_device, synchronize
 
 log = logging.getLogger("kfac_bench.bench")
 
 DEFAULTS: dict = {
     "datasets": ["curves", "mnist", "faces"],
-    "methods": ["sgd", "adam", "kfac", "kpsvd", "deflation", "lanczos", "kfac_corrected"],
+    "methods": "all",         # registry names, or all (kfac_bench.registry)
+    "ranks": None,            # ranks of a variable-rank method (lanczos_k); None: its config's
     "steps": 4,               # slots per round: every method takes one step per slot
     "rounds": 3,              # rounds (order rotated every round; medians over all of them)
     "T1": 100,
@@ -104,8 +111,8 @@ DEFAULTS: dict = {
 }
 
 COLUMNS = [
-    "dataset", "method", "batch_size", "data", "device",
-    "step_ms", "ratio_sgd", "regular_step_ms", "update_step_ms",
+    "dataset", "method", "rank", "batch_size", "data", "device",
+    "step_ms", "ratio_sgd", "ratio_kfac", "regular_step_ms", "update_step_ms",
     "stats_ms", "factors_ms", "factors_source", "iters", "factors_first_ms", "iters_first",
     "factors_warm_refit_ms", "iters_warm_refit", "factors_cold_ms", "iters_cold", "inverse_ms",
     "curvature_amortised_ms", "curvature_share",
@@ -129,17 +136,25 @@ def _bench_settings(cfg: dict) -> dict:
     targets = {**bench["targets"], **(user.pop("targets", None) or {})}
     bench.update(user)
     bench["targets"] = targets
-    known = optimizer_names()
-    methods = list(bench["methods"])
+    known = method_names()
+    methods = known if bench["methods"] == "all" else list(bench["methods"])
     for m in methods:
         if m not in known:
-            raise ValueError(f"bench.methods: unknown method {m!r}; choose among {known}")
+            raise ValueError(f"bench.methods: unknown method {m!r}; choose among {known} (or all)")
     if len(set(methods)) != len(methods):
         raise ValueError(f"bench.methods lists a method twice: {methods}")
     if "sgd" not in methods:
         log.info("bench: adding sgd, the baseline of every ratio")
         methods.insert(0, "sgd")
     bench["methods"] = methods
+    ranks = bench["ranks"]
+    if ranks is not None:
+        ranks = [ranks] if isinstance(ranks, int) and not isinstance(ranks, bool) else list(ranks)
+        if not ranks or any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in ranks):
+            raise ValueError(f"bench.ranks must be null or a list of integers >= 1, got {bench['ranks']!r}")
+        if len(set(ranks)) != len(ranks):
+            raise ValueError(f"bench.ranks lists a rank twice: {ranks}")
+        bench["ranks"] = ranks
     for key, low in (("steps", 2), ("rounds", 1), ("T1", 1), ("T2", 1), ("n_batches", 1), ("update_rounds", 1)):
         v = bench[key]
         if not isinstance(v, int) or isinstance(v, bool) or v < low:
@@ -172,16 +187,29 @@ def _dataset_config(entry) -> dict:
     return ds
 
 
-def _optimizer_config(method: str, bench: dict) -> dict:
-    """conf/optimizer/<method>.yaml with the bench's lr, damping, T1, T2 and overrides."""
+def _bench_entries(bench: dict) -> list[tuple[str, int | None]]:
+    """(method, rank) pairs to time: one per method, one per ``bench.ranks`` entry for a method
+    whose rank is an option (rank None: the config's)."""
+    entries = []
+    for m in bench["methods"]:
+        variable = get_method(m).rank_option is not None
+        entries += [(m, r) for r in bench["ranks"]] if variable and bench["ranks"] else [(m, None)]
+    return entries
+
+
+def _optimizer_config(method: str, bench: dict, rank: int | None = None) -> dict:
+    """conf/optimizer/<method>.yaml with the bench's lr, damping, T1, T2, rank and overrides."""
     path = config_dir() / "optimizer" / f"{method}.yaml"
+    entry = get_method(method)
     node = OmegaConf.load(path) if path.is_file() else OmegaConf.create({"name": method})
     node.lr = bench["lr"]
-    if method not in FIRST_ORDER:
+    if entry.is_curvature:
         node.damping = bench["damping"]
         node.T1, node.T2 = bench["T1"], bench["T2"]
     for k, v in (bench["optimizer_overrides"] or {}).get(method, {}).items():
         node[k] = v
+    if rank is not None:
+        node[entry.rank_option] = rank
     if "tuned" in node:
         del node["tuned"]
     return OmegaConf.to_container(node, resolve=True)
@@ -246,82 +274,60 @@ def _iters_text(iterations: dict | None) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted((iterations or {}).items()))
 
 
-@contextmanager
-def _layer_profile(opt: KroneckerFactoredOptimizer, sync):
-    """Per-layer wall times of ``method.fit`` and ``damped_inverse`` inside a real ``step``.
-
-    Wraps the optimizer's approximation instance and the module-level ``damped_inverse`` the
-    optimizer calls, and restores both on exit. Only used on the first curvature update.
-    """
-    from .optim import kronecker_optimizer as ko
-    rec: dict[str, list] = {"fit": [], "inverse": []}
-
-    def timed(kind, fn):
-        def wrapper(*args, **kwargs):
-            sync()
-            t0 = time.perf_counter()
-            out = fn(*args, **kwargs)
-            sync()
-            rec[kind].append(time.perf_counter() - t0)
-            return out
-        return wrapper
-
-    method_fit = opt.method.fit
-    original_inverse = getattr(ko, "damped_inverse", None)
-    opt.method.fit = timed("fit", method_fit)
-    if original_inverse is not None:
-        ko.damped_inverse = timed("inverse", original_inverse)
-    try:
-        yield rec
-    finally:
-        vars(opt.method).pop("fit", None)
-        if original_inverse is not None:
-            ko.damped_inverse = original_inverse
-
-
 # ------------------------------------------------------------------------------ one method
 class _Method:
     """One method's model, optimizer and measurements on one dataset."""
 
-    def __init__(self, name: str, ds: dict, bench: dict, device, seed: int):
+    def __init__(self, name: str, ds: dict, bench: dict, device, seed: int, rank: int | None = None):
         self.name = name
+        entry = get_method(name)
+        config = _optimizer_config(name, bench, rank)
+        self.rank = entry.rank_of(config)
         self.likelihood = get_likelihood(ds["likelihood"])
         self.model = build_autoencoder(ds, seed).to(device)
-        self.opt = build_optimizer(_optimizer_config(name, bench), self.model, self.likelihood.name, seed,
-                                   record_timings=True)
-        self.kron = isinstance(self.opt, KroneckerFactoredOptimizer)
+        self.opt = build_optimizer(config, self.model, self.likelihood.name, seed, record_timings=True)
+        self.kron = entry.is_curvature
+        # per-layer fit / inverse seconds of the step under way, from the optimizer's timing hook
+        self.layer_times: dict[str, dict[int, float]] = {"fit": {}, "layer_inverse": {}}
+        if self.kron:
+            self.opt.add_timing_callback(self.on_timing)
         self.steps: list[dict] = []             # per timed step: total and phase seconds
         self.updates: list[dict] = []           # per curvature update: per-layer fit/inverse seconds
         self.solve: dict[int, list[float]] = {}  # layer -> seconds per solve (tight loop)
         self.bare: dict[int, list[float]] = {}   # layer -> seconds of bare products
         self.refit: list[dict] = []
 
+    @property
+    def key(self) -> str:
+        return self.name if self.rank is None or get_method(self.name).rank_option is None \
+            else f"{self.name}[{self.rank}]"
+
+    def on_timing(self, phase: str, layer: int | None, seconds: float) -> None:
+        if layer is not None and phase in self.layer_times:
+            self.layer_times[phase][layer] = seconds
+
     def force_update(self) -> None:
-        """Make the next step a statistics + inverse update (both schedules due)."""
-        if not self.kron:
-            return
-        period = math.lcm(self.opt.T1, self.opt.T2)
-        if self.opt.steps % period:
-            self.opt.steps += period - self.opt.steps % period
+        """Make the next step a statistics + inverse update, through the optimizer's public request."""
+        if self.kron:
+            self.opt.request_curvature_update()
 
     # -- a training step ------------------------------------------------------------------
     def step(self, x, sync, slot) -> None:
         opt = self.opt
-        due = self.kron and (opt.steps % opt.T1 == 0 or opt.steps % opt.T2 == 0)
         before = dict(opt.timer.totals) if self.kron else {}
-        ctx = _layer_profile(opt, sync) if due else _null_ctx()
-        with ctx as rec:
-            sync()
-            t0 = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
-            loss = self.likelihood.batch_loss(self.model(x), x)
-            loss.backward()
-            if self.kron:
-                opt.step(targets=x)
-            else:
-                opt.step()
-            sync()
-            total = time.perf_counter() - t0
+        self.layer_times = {"fit": {}, "layer_inverse": {}}
+        sync()
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = self.likelihood.batch_loss(self.model(x), x)
+        loss.backward()
+        if self.kron:
+            opt.step(targets=x)
+        else:
+            opt.step()
+        sync()
+        total = time.perf_counter() - t0
+        rec = {"fit": self.layer_times["fit"], "inverse": self.layer_times["layer_inverse"]}
         record = {"total": total, "slot": slot}
         if self.kron:
             record.update({k: v - before.get(k, 0.0) for k, v in opt.timer.totals.items()
@@ -338,11 +344,11 @@ class _Method:
     # -- preconditioning: tight-loop solves and their bare products ---------------------------
     def _layer_inputs(self):
         """(layer index, cached inverse, the layer's gradient [W | b]) of every preconditioned layer."""
-        for i, (layer, curv) in enumerate(zip(self.opt.layers, self.opt._curv)):
-            inv, x = curv["inverse"], self.opt.layer_gradient(layer)
-            if inv is None or x is None:
+        for i, (layer, block) in enumerate(zip(self.opt.layers, self.opt.blocks)):
+            x = self.opt.layer_gradient(layer)
+            if block.inverse is None or x is None:
                 continue
-            yield i, inv, x
+            yield i, block, x
 
     def time_bare(self, sync, target_s: float) -> None:
         """Right after a step: the bare products of that step's preconditioning, per layer, with the
@@ -350,8 +356,8 @@ class _Method:
         if not self.kron or "precondition" not in self.steps[-1]:
             return
         total = 0.0
-        for i, inv, x in self._layer_inputs():
-            t = _time_call(_bare_products(inv, x), sync, target_s)
+        for i, block, x in self._layer_inputs():
+            t = _time_call(block.bare_products(x), sync, target_s)
             self.bare.setdefault(i, []).append(t)
             total += t
         self.steps[-1]["bare"] = total
@@ -360,8 +366,8 @@ class _Method:
         """The optimizer's own ``inverse.solve`` per layer in a tight loop (once per round)."""
         if not self.kron:
             return
-        for i, inv, x in self._layer_inputs():
-            self.solve.setdefault(i, []).append(_time_call(lambda: inv.solve(x), sync, target_s))
+        for i, block, x in self._layer_inputs():
+            self.solve.setdefault(i, []).append(_time_call(lambda: block.solve(x), sync, target_s))
 
     # -- factor estimation, warm and cold, on one steady-state operator -----------------------
     def refit_factors(self, x, sync, seed: int) -> None:
@@ -373,15 +379,14 @@ class _Method:
         gen = torch.Generator(device=x.device).manual_seed(seed + 7)
         blocks = collect_statistics(self.model, opt.layers, x, opt.likelihood, gen, None, opt.reduction)
         self.refit = []
-        for curv, block in zip(opt._curv, blocks):
-            rho = opt.averaging_weight(curv["updates"] + 1)
+        for curvature, batch in zip(opt.blocks, blocks):
+            rho = opt.averaging_weight(curvature.updates + 1)
             row = {}
-            for kind, warm in (("warm", dict(curv["warm"])), ("cold", {})):
-                with _cold_start(opt.method) if kind == "cold" else _null_ctx():
-                    sync()
-                    t0 = time.perf_counter()
-                    fit = opt.method.fit(block, curv["approx"], rho, warm)
-                    sync()
+            for kind in ("warm", "cold"):
+                sync()
+                t0 = time.perf_counter()
+                fit = curvature.trial_fit(batch, rho, warm_start=kind == "warm")
+                sync()
                 row[kind] = (time.perf_counter() - t0, dict(fit.iterations), bool(fit.converged))
             self.refit.append(row)
 
@@ -438,21 +443,17 @@ class _Method:
         rows = []
         first = next((u for u in self.updates if u["first"]), None)
         later = [u for u in self.updates if not u["first"]]
-        with_inverse = [i for i, c in enumerate(self.opt._curv) if c["approx"] is not None]
         inverse_times: dict[int, list[float]] = {}
         for u in self.updates:
-            if len(u["inverse"]) == len(with_inverse):
-                for i, t in zip(with_inverse, u["inverse"]):
-                    inverse_times.setdefault(i, []).append(t)
+            for i, t in u["inverse"].items():
+                inverse_times.setdefault(i, []).append(t)
         for i, layer in enumerate(self.opt.layers):
-            curv = self.opt._curv[i]
-            rank = curv["approx"].rank if curv["approx"] is not None else 0
             row = {"method": self.name, "layer": i, "d_out": layer.out_features,
-                   "d_in_plus_1": layer.in_features + (layer.bias is not None), "rank": rank}
-            if first is not None and i < len(first["fit"]):
+                   "d_in_plus_1": layer.in_features + (layer.bias is not None), "rank": self.opt.blocks[i].rank}
+            if first is not None and i in first["fit"]:
                 row["factors_first_ms"] = 1e3 * first["fit"][i]
                 row["iters_first"] = _iters_text(first["iterations"][i])
-            steady = [u for u in later if i < len(u["fit"])]
+            steady = [u for u in later if i in u["fit"]]
             if steady:
                 row["factors_ms"] = 1e3 * _median([u["fit"][i] for u in steady])
                 row["iters"] = _iters_text(steady[-1]["iterations"][i])
@@ -470,50 +471,8 @@ class _Method:
         return rows
 
 
-@contextmanager
-def _null_ctx():
-    yield None
-
-
-@contextmanager
-def _cold_start(method):
-    """A genuinely cold solver start (``warm_start=False``): besides ``warm={}``, the solvers must not
-    start from the previous approximation's factor either; they start from the identity."""
-    before = method.warm_start
-    method.warm_start = False
-    try:
-        yield
-    finally:
-        method.warm_start = before
-
-
 def _is_update(step: dict) -> bool:
     return any(k in step for k in ("statistics", "factors", "inverse"))
-
-
-def _bare_products(inv, x):
-    """The matrix products of one preconditioning solve and nothing else, into preallocated
-    outputs (no allocation, no Hadamard product)."""
-    if isinstance(inv, KroneckerInverse):
-        g_inv, a_inv = inv.g_inv, inv.a_inv
-        b1, b2 = torch.empty_like(x), torch.empty_like(x)
-
-        def products():
-            torch.mm(g_inv, x, out=b1)
-            torch.mm(b1, a_inv, out=b2)
-        return products
-    if isinstance(inv, TwoTermKroneckerInverse):
-        k1, k2 = inv.k1, inv.k2
-        k1t, k2t = k1.mT, k2.mT
-        b1, b2, b3, b4 = (torch.empty_like(x) for _ in range(4))
-
-        def products():
-            torch.mm(k2t, x, out=b1)
-            torch.mm(b1, k1, out=b2)
-            torch.mm(k2, b2, out=b3)
-            torch.mm(b3, k1t, out=b4)
-        return products
-    raise TypeError(f"unknown inverse type {type(inv).__name__}")
 
 
 # ------------------------------------------------------------------------------ one dataset
@@ -536,7 +495,7 @@ def _bench_dataset(ds: dict, bench: dict, cfg: dict, device) -> tuple[list[dict]
     seed = int(cfg.get("seed", 0))
     sync = _syncer(device)
     batches, data_label = _batches(ds, bench, cfg.get("data_dir", "data"), device, seed)
-    methods = [_Method(m, ds, bench, device, seed) for m in bench["methods"]]
+    methods = [_Method(m, ds, bench, device, seed, rank) for m, rank in _bench_entries(bench)]
     target_s = float(bench["product_target_ms"]) / 1e3
     # Warm-up, untimed: one forward/backward of every model (allocator, autograd), no update.
     for m in methods:
@@ -575,13 +534,17 @@ def _bench_dataset(ds: dict, bench: dict, cfg: dict, device) -> tuple[list[dict]
         # Paired with SGD slot by slot, plus the amortised curvature work against SGD's median step.
         s["ratio_sgd"] = _median(paired) + s.get("curvature_amortised_ms", 0.0) / sgd_ms
         s["_paired"] = {st["slot"]: st["total"] for st in m.steps if not _is_update(st)}
-        rows.append({"dataset": ds["name"], "method": m.name, "batch_size": int(ds["batch_size"]),
+        rows.append({"dataset": ds["name"], "method": m.name, "rank": m.rank, "batch_size": int(ds["batch_size"]),
                      "data": data_label, "device": str(device), **s})
         for lr_ in m.layer_rows():
             layer_rows.append({"dataset": ds["name"], **lr_})
         if m.kron:
+            m.opt.remove_timing_callback(m.on_timing)
             m.opt.close()
-    by_name = {row["method"]: row for row in rows}
+    by_name = {m.key: row for m, row in zip(methods, rows)}
+    if "kfac" in by_name:
+        for row in rows:
+            row["ratio_kfac"] = row["step_ms"] / by_name["kfac"]["step_ms"]
     if "lanczos" in by_name and "deflation" in by_name:
         lz, de = by_name["lanczos"], by_name["deflation"]
         common = sorted(set(lz["_paired"]) & set(de["_paired"]))
@@ -602,7 +565,7 @@ def _bench_dataset(ds: dict, bench: dict, cfg: dict, device) -> tuple[list[dict]
 
 
 def _evaluate_targets(df: pd.DataFrame, targets: dict) -> pd.DataFrame:
-    kron = ~df["method"].isin(FIRST_ORDER)
+    kron = ~df["method"].isin(first_order_method_names())
     df["floor_ok"] = None
     df["curvature_ok"] = None
     df["lanczos_ok"] = None
@@ -647,7 +610,7 @@ def _clean(v):
     return v
 
 
-SUMMARY_COLUMNS = ["dataset", "method", "step_ms", "ratio_sgd", "regular_step_ms", "stats_ms",
+SUMMARY_COLUMNS = ["dataset", "method", "rank", "step_ms", "ratio_sgd", "ratio_kfac", "regular_step_ms", "stats_ms",
                    "factors_ms", "iters", "factors_cold_ms", "iters_cold", "inverse_ms",
                    "curvature_share", "precondition_ms", "bare_ms", "floor_ratio", "floor_ok",
                    "curvature_ok", "lanczos_ok"]
@@ -655,7 +618,7 @@ SUMMARY_COLUMNS = ["dataset", "method", "step_ms", "ratio_sgd", "regular_step_ms
 
 def _targets_text(df: pd.DataFrame, targets: dict) -> str:
     lines = []
-    kron = df[~df["method"].isin(FIRST_ORDER)]
+    kron = df[~df["method"].isin(first_order_method_names())]
     for _, row in kron.iterrows():
         misses = []
         if row["floor_ok"] is False:

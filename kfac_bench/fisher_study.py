@@ -12,6 +12,12 @@ only (no moving average):
 3. :func:`kfac_bench.curvature.metrics.fisher_error` measures Error 1 and Error 2 through the
    ``m x m`` Gram route (``F`` is never formed; the cost table is in that module).
 
+Error against Kronecker rank (the paper's conclusion, "increasing the rank does improve the quality
+of approximation"): with ``fisher.ranks = K`` (default 5; 0 switches it off) the same blocks are also
+fitted by ``lanczos_k`` at every rank ``k = 1..K`` (one warm dict per rank and layer), with Error 1,
+Error 2 and the optimum ``sqrt(sum_{i>k} sigma_i^2) / ||F||_F`` from the exact singular values of
+``Z(F)`` (``fisher.optimal``), into ``fisher_rank_errors.csv``.
+
 The statistics are taken at the parameters *before* the update of iteration ``k`` (1-based), on
 the mini-batch of iteration ``k``; then Adam steps. When ``fisher.max_points`` cuts the schedule,
 training stops after the last evaluation point (nothing after it is measured).
@@ -21,7 +27,7 @@ Outputs in the run folder:
 * ``fisher_errors.csv``: one row per (evaluation point, layer, method): ``iteration, epoch, layer,
   method, error_frobenius, error_spectrum, error_frobenius_optimal`` (Error 1 of the best Kronecker
   approximation of the method's rank, from the exact singular values of ``Z(F)``; NaN for ranks
-  other than 1 and 2 or with ``fisher.optimal=false``), ``seconds`` (the method's fit),
+  with ``fisher.optimal=false``), ``seconds`` (the method's fit),
   ``iterations`` (solver operator-application pairs, all solvers of the method together),
   ``iterations_power_1 / _power_2 / _lanczos``, ``converged``, ``sigma1, sigma2`` (singular values
   the method's solvers found for its first and second SVD-based term: KPSVD sigma1; Deflation and
@@ -31,7 +37,11 @@ Outputs in the run folder:
   Gram work shared by the methods at this point), ``stats_seconds``, ``point_seconds`` (the whole
   evaluation point), ``fisher_norm``, ``approx_norm``, ``train_loss`` (the batch loss), ``m``,
   ``d_a``, ``d_g``;
-* ``figure1.png`` / ``figure1.pdf`` (:func:`kfac_bench.report.figure1.plot_figure1`);
+* ``fisher_rank_errors.csv``: one row per (evaluation point, layer, rank): ``iteration, epoch,
+  layer, rank, method, error_frobenius, error_spectrum, error_frobenius_optimal, seconds,
+  iterations, converged, metric_seconds, train_loss``;
+* ``figure1.png`` / ``figure1.pdf`` (:func:`kfac_bench.report.figure1.plot_figure1`) and
+  ``figure1_rank.png`` / ``.pdf`` (:func:`kfac_bench.report.rank.plot_error_vs_rank`);
 * ``summary.json`` (provenance, per-method means, median seconds per evaluation point, the paper's
   claim checked) and ``config.yaml``.
 """
@@ -52,6 +62,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .curvature import APPROXIMATIONS, collect_statistics, get_likelihood, make_approximation
+from .registry import METHODS, paper_method_names
 from .curvature.metrics import DENSE_MAX, SPECTRUM_POWERS, SPECTRUM_RTOL, FisherReference, fisher_error
 from .data import load_dataset
 from .models import build_autoencoder
@@ -65,8 +76,10 @@ COLUMNS = REQUIRED_COLUMNS[:3] + ["epoch"] + REQUIRED_COLUMNS[3:] + [
     "iterations_lanczos", "converged", "sigma1", "sigma2", "metric_seconds", "spectrum_seconds",
     "spectrum_solver", "spectrum_iterations", "spectrum_converged", "reference_seconds",
     "stats_seconds", "point_seconds", "fisher_norm", "approx_norm", "train_loss", "m", "d_a", "d_g"]
+RANK_COLUMNS = ["iteration", "epoch", "layer", "rank", "method", "error_frobenius", "error_spectrum",
+                "error_frobenius_optimal", "seconds", "iterations", "converged", "metric_seconds", "train_loss"]
+RANK_METHOD = "lanczos_k"   # the registry's method of any Kronecker rank
 TIE_RTOL = 1e-4  # means within this relative margin of the lowest count as the best
-BEST_RANK2 = {"deflation", "lanczos"}  # the same target (best Kronecker rank 2): they share a warm basis
 
 
 def _positive_int(value, field: str, example: str) -> int:
@@ -115,7 +128,8 @@ def _validate(cfg: Mapping) -> dict:
     fisher = cfg.get("fisher")
     if not isinstance(fisher, Mapping):
         raise ValueError("the fisher config group is missing (conf/fisher.yaml)")
-    methods = list(fisher.get("methods") or [])
+    methods = fisher.get("methods") or []
+    methods = paper_method_names(curvature_only=True) if methods == "paper" else list(methods)
     if not methods:
         raise ValueError("fisher.methods is empty; e.g. fisher.methods=[kfac,kpsvd,deflation,lanczos,kfac_corrected]")
     unknown = [m for m in methods if m not in APPROXIMATIONS]
@@ -137,15 +151,49 @@ def _validate(cfg: Mapping) -> dict:
     if solver not in ("auto", "dense", "subspace"):
         raise ValueError(f"fisher.spectrum_solver must be auto, dense or subspace, got {solver!r}")
     get_likelihood(cfg["dataset"].get("likelihood"))
+    ranks = fisher.get("ranks", 5)
+    ranks = 0 if ranks is None else ranks
+    if isinstance(ranks, bool) or not isinstance(ranks, int) or ranks < 0:
+        raise ValueError(f"fisher.ranks must be an integer >= 0 (the largest Kronecker rank; 0 = none), got {ranks!r}")
     return dict(methods=list(dict.fromkeys(methods)), every=every, points=points, max_points=max_points,
-                epochs=epochs, batch_size=batch, lr=lr, solver=solver)
+                epochs=epochs, batch_size=batch, lr=lr, solver=solver, ranks=ranks)
 
+
+
+def _write_rank_csv(out_dir: Path, rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=RANK_COLUMNS)
+    atomic_write_text(out_dir / "fisher_rank_errors.csv", df.to_csv(index=False))
+    return df
 
 
 def _write_csv(out_dir: Path, rows: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=COLUMNS)
     atomic_write_text(out_dir / "fisher_errors.csv", df.to_csv(index=False))
     return df
+
+
+def summarize_ranks(rank_df: pd.DataFrame) -> dict:
+    """Per rank: means of Error 1, Error 2, the optimum and the fit seconds (string keys, JSON)."""
+    out = {}
+    for rank, sub in rank_df.groupby("rank"):
+        out[str(int(rank))] = {
+            "error_frobenius_mean": float(sub["error_frobenius"].mean()),
+            "error_spectrum_mean": float(sub["error_spectrum"].mean()),
+            "error_frobenius_optimal_mean": float(sub["error_frobenius_optimal"].mean()),
+            "seconds_median": float(sub["seconds"].median()),
+            "iterations_median": float(sub["iterations"].median()),
+        }
+    return out
+
+
+def rank_table(summary_ranks: dict) -> str:
+    """The error-vs-rank table (markdown)."""
+    lines = ["| rank | Error 1 mean | optimum mean | Error 2 mean | fit s (median) | Lanczos it (median) |",
+             "|---|---|---|---|---|---|"]
+    for rank, v in summary_ranks.items():
+        lines.append(f"| {rank} | {v['error_frobenius_mean']:.6f} | {v['error_frobenius_optimal_mean']:.6f} | "
+                     f"{v['error_spectrum_mean']:.6f} | {v['seconds_median']:.4f} | {v['iterations_median']:.0f} |")
+    return "\n".join(lines)
 
 
 def summarize(df: pd.DataFrame) -> dict:
@@ -223,6 +271,8 @@ def run_fisher_study(cfg: Mapping, out_dir: str | Path) -> pd.DataFrame:
                        krylov_dim=int(fisher.get("krylov_dim", 6)), max_restarts=int(fisher.get("max_restarts", 100)))
     approximations = {name: make_approximation(name, **solver_opts) for name in opts["methods"]}
     fit_warm = {(name, layer): {} for name in approximations for layer in layers}
+    rank_approximations = {k: make_approximation(RANK_METHOD, k=k, **solver_opts) for k in range(1, opts["ranks"] + 1)}
+    rank_warm = {(k, layer): {} for k in rank_approximations for layer in layers}
     spectrum = bool(fisher.get("spectrum", True))
     spectrum_max_n = fisher.get("spectrum_max_n")
     spectrum_opts = dict(solver=opts["solver"], rtol=float(fisher.get("spectrum_rtol", SPECTRUM_RTOL)),
@@ -254,6 +304,7 @@ def run_fisher_study(cfg: Mapping, out_dir: str | Path) -> pd.DataFrame:
                         "not computed (NaN) there", layer, n, spectrum_max_n)
 
     rows: list[dict] = []
+    rank_rows: list[dict] = []
     point_times: list[float] = []
     iteration, done = 0, False
     bar = tqdm(total=last, desc="fisher", disable=not (cfg.get("trainer") or {}).get("progress", True),
@@ -272,15 +323,18 @@ def run_fisher_study(cfg: Mapping, out_dir: str | Path) -> pd.DataFrame:
                 raise ValueError(f"non-finite training loss at iteration {iteration}; lower adam.lr")
             loss.backward()
             if iteration in todo:
-                point_rows = _evaluate_point(model, linears, layers, x, likelihood, sampler, reduction,
-                                             approximations, fit_warm, spectrum,
-                                             spectrum_max_n, spectrum_opts, optimal, device)
+                point_rows, point_rank_rows = _evaluate_point(
+                    model, linears, layers, x, likelihood, sampler, reduction, approximations, fit_warm,
+                    spectrum, spectrum_max_n, spectrum_opts, optimal, device, rank_approximations, rank_warm)
                 seconds = point_rows[0]["point_seconds"]
                 point_times.append(seconds)
-                for r in point_rows:
+                for r in point_rows + point_rank_rows:
                     r.update(iteration=iteration, epoch=epoch, train_loss=loss_value)
                 rows += point_rows
+                rank_rows += point_rank_rows
                 df = _write_csv(out_dir, rows)
+                if rank_rows:
+                    _write_rank_csv(out_dir, rank_rows)
                 bar.set_postfix(point_s=f"{seconds:.1f}")
             adam.step()
             bar.update(1)
@@ -296,6 +350,11 @@ def run_fisher_study(cfg: Mapping, out_dir: str | Path) -> pd.DataFrame:
     from .report.figure1 import plot_figure1
     figures = plot_figure1(df, out_dir / "figure1", title)
     summary = summarize(df)
+    if rank_rows:
+        from .report.rank import plot_error_vs_rank
+        rank_df = _write_rank_csv(out_dir, rank_rows)
+        summary["ranks"] = summarize_ranks(rank_df)
+        figures += plot_error_vs_rank(rank_df, out_dir / "figure1_rank", title + " -- error vs Kronecker rank")
     summary.update({
         "dataset": data.name, "dataset_source": data.source, "dataset_description": data.description,
         "dataset_details": data.details, "dataset_generator_version": data.details.get("generator_version"),
@@ -312,6 +371,9 @@ def run_fisher_study(cfg: Mapping, out_dir: str | Path) -> pd.DataFrame:
     log.info("Figure 1 study done: %d evaluation points, median %.2f s per point (%.1f s in all); %s\n%s",
              summary.get("points", 0), summary.get("median_seconds_per_point", float("nan")), total_s,
              ", ".join(str(p) for p in figures), _summary_table(summary))
+    if "ranks" in summary:
+        log.info("Error vs Kronecker rank (%s, means over %d points; optimum = sqrt(sum_{i>k} sigma_i^2)/||F||):\n%s",
+                 RANK_METHOD, summary.get("points", 0), rank_table(summary["ranks"]))
     for col, name in (("error_frobenius", "Error 1"), ("error_spectrum", "Error 2")):
         claim = summary["paper_claim"].get(col, {})
         log.info("%s: lowest mean %s; every mean below KFAC's: %s; fraction of points below KFAC: %s", name,
@@ -322,27 +384,33 @@ def run_fisher_study(cfg: Mapping, out_dir: str | Path) -> pd.DataFrame:
 
 
 def _evaluate_point(model, linears, layers, x, likelihood, sampler, reduction, approximations, fit_warm,
-                    spectrum, spectrum_max_n, spectrum_opts, optimal, device) -> list[dict]:
-    """All methods and metrics at one evaluation point; rows without iteration/epoch/loss.
+                    spectrum, spectrum_max_n, spectrum_opts, optimal, device, rank_approximations=None,
+                    rank_warm=None) -> tuple[list[dict], list[dict]]:
+    """All methods and metrics at one evaluation point, and the error-vs-rank rows; rows without
+    iteration/epoch/loss.
 
-    Warm starts of the rank-2 eigensolver: Deflation and Lanczos both compute the best Kronecker
-    rank-2 approximation, so their ``F_hat`` agree to solver tolerance and the second one reuses
-    the first one's Ritz basis: when both solvers converged, one Rayleigh-Ritz step on it is exact to
-    second order in their difference and is all the second one costs. Everything else starts cold from the
-    Kronecker eigenvectors of its first term: a new mini-batch moves the top eigenvectors so much
-    that the previous point's basis cost more steps than a cold start (MNIST layer 5: 5 vs 3).
+    Warm starts of the spectrum eigensolver: methods whose approximation is the best Kronecker
+    approximation of their rank (the registry's ``best_of_rank``: Deflation and Lanczos at rank 2)
+    agree to solver tolerance, so the second one reuses the first one's Ritz basis: when both solvers
+    converged, one Rayleigh-Ritz step on it is exact to second order in their difference and is all
+    the second one costs. Everything else starts cold from the Kronecker eigenvectors of its first
+    term: a new mini-batch moves the top eigenvectors so much that the previous point's basis cost
+    more steps than a cold start (MNIST layer 5: 5 vs 3). The error-vs-rank fits are another matrix
+    at every rank; each starts from the previous rank's basis (not trusted: refined to ``rtol``).
     """
+    rank_approximations = rank_approximations or {}
     synchronize(device)
     t_point = time.perf_counter()
     blocks = collect_statistics(model, [linears[i - 1] for i in layers], x, likelihood, generator=sampler,
                                 reduction=reduction)
     synchronize(device)
     stats_s = time.perf_counter() - t_point
-    rows = []
+    rows, rank_rows = [], []
+    sigmas_needed = max([2] + [approx.rank for approx in approximations.values()] + list(rank_approximations))
     for layer, block in zip(layers, blocks):
-        best_rank2_basis: dict = {}
-        best_rank2_converged = True
-        ref = FisherReference.from_block(block, zigzag_sigmas=optimal)
+        best_basis: dict[int, dict] = {}       # rank -> the shared basis of the best-of-rank methods
+        best_converged: dict[int, bool] = {}
+        ref = FisherReference.from_block(block, zigzag_sigmas=sigmas_needed if optimal else False)
         n = block.shape_a * block.shape_g
         for name, approx in approximations.items():
             synchronize(device)
@@ -353,25 +421,26 @@ def _evaluate_point(model, linears, layers, x, likelihood, sampler, reduction, a
             rank = fit.approximation.rank
             do_spectrum = spectrum and (rank == 1 or spectrum_max_n is None or n <= int(spectrum_max_n))
             t0 = time.perf_counter()
-            same_target = name in BEST_RANK2
+            same_target = METHODS[name].best_of_rank and rank >= 2
+            basis = best_basis.setdefault(rank, {})
             err = fisher_error(ref, fit.approximation, spectrum=do_spectrum,
-                               warm=best_rank2_basis if same_target else None,
-                               trust_warm=same_target and best_rank2_converged and fit.converged, **spectrum_opts)
+                               warm=basis if same_target else None,
+                               trust_warm=same_target and best_converged.get(rank, True) and fit.converged,
+                               **spectrum_opts)
             if same_target:
-                best_rank2_converged = best_rank2_converged and bool(fit.converged) and bool(err["spectrum_converged"])
+                best_converged[rank] = (best_converged.get(rank, True) and bool(fit.converged)
+                                        and bool(err["spectrum_converged"]))
             synchronize(device)
             metric_s = time.perf_counter() - t0
-            sigmas = list(fit.sigmas)
-            if name == "kfac_corrected":
-                sigma1, sigma2 = float("nan"), (sigmas[0] if sigmas else float("nan"))
-            else:
-                sigma1 = sigmas[0] if len(sigmas) > 0 else float("nan")
-                sigma2 = sigmas[1] if len(sigmas) > 1 else float("nan")
+            # the solvers' singular values belong to the last terms (KFAC-corrected: its correction)
+            sigmas = [float("nan")] * (rank - len(fit.sigmas)) + list(fit.sigmas)
+            sigma1 = sigmas[0] if len(sigmas) > 0 else float("nan")
+            sigma2 = sigmas[1] if len(sigmas) > 1 else float("nan")
             its = fit.iterations
             rows.append({
                 "layer": layer, "method": name,
                 "error_frobenius": err["error_frobenius"], "error_spectrum": err["error_spectrum"],
-                "error_frobenius_optimal": ref.optimal_error(rank) if optimal and rank in (1, 2) else float("nan"),
+                "error_frobenius_optimal": ref.optimal_error(rank) if optimal else float("nan"),
                 "seconds": fit_s, "iterations": int(sum(its.values())) if its else 0,
                 "iterations_power_1": its.get("power_1", float("nan")),
                 "iterations_power_2": its.get("power_2", float("nan")),
@@ -383,8 +452,26 @@ def _evaluate_point(model, linears, layers, x, likelihood, sampler, reduction, a
                 "stats_seconds": stats_s, "fisher_norm": err["fisher_norm"], "approx_norm": err["approx_norm"],
                 "m": block.m, "d_a": block.shape_a, "d_g": block.shape_g,
             })
+        rank_basis: dict = {}
+        for k, approx in rank_approximations.items():
+            synchronize(device)
+            t0 = time.perf_counter()
+            fit = approx.fit(block, warm=rank_warm[(k, layer)])
+            synchronize(device)
+            fit_s = time.perf_counter() - t0
+            do_spectrum = spectrum and (k == 1 or spectrum_max_n is None or n <= int(spectrum_max_n))
+            t0 = time.perf_counter()
+            err = fisher_error(ref, fit.approximation, spectrum=do_spectrum, warm=rank_basis, **spectrum_opts)
+            synchronize(device)
+            rank_rows.append({
+                "layer": layer, "rank": k, "method": RANK_METHOD,
+                "error_frobenius": err["error_frobenius"], "error_spectrum": err["error_spectrum"],
+                "error_frobenius_optimal": ref.optimal_error(k) if optimal else float("nan"),
+                "seconds": fit_s, "iterations": int(sum(fit.iterations.values())), "converged": bool(fit.converged),
+                "metric_seconds": time.perf_counter() - t0,
+            })
     synchronize(device)
     point_s = time.perf_counter() - t_point
     for r in rows:
         r["point_seconds"] = point_s
-    return rows
+    return rows, rank_rows

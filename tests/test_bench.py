@@ -93,10 +93,45 @@ def test_files_are_written(tiny_run):
     assert (out / "bench.json").is_file()
 
 
-def test_instrumentation_is_removed_after_the_run(tiny_run):
-    from kfac_bench.curvature import inverse
-    from kfac_bench.optim import kronecker_optimizer
-    assert kronecker_optimizer.damped_inverse is inverse.damped_inverse
+def test_bench_uses_no_private_attribute_of_an_optimizer():
+    """The bench talks to optimizers through their public interface: no ``._name`` read on an
+    optimizer, its blocks or its approximation, and no method replaced or counter moved."""
+    import re
+    source = (REPO / "kfac_bench" / "bench.py").read_text()
+    assert not re.findall(r"\bopt\w*\._\w+", source)
+    assert not re.findall(r"\.(?:method|blocks?|inverse)\._\w+", source)
+    assert not re.search(r"\.steps\s*\+?=", source)
+    assert not re.search(r"\.fit\s*=|damped_inverse\s*=", source)
+
+
+def test_timing_callbacks_are_removed_after_the_run(tmp_path):
+    from kfac_bench.optim.kronecker_optimizer import PhaseTimer
+    seen = []
+    real_init = PhaseTimer.__init__
+
+    def spy(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        seen.append(self)
+    PhaseTimer.__init__ = spy
+    try:
+        run_bench(tiny_cfg(datasets=TINY[1:], methods=["kfac", "lanczos_k"], rounds=1, update_rounds=1,
+                           refit=False), tmp_path)
+    finally:
+        PhaseTimer.__init__ = real_init
+    assert seen and all(not timer.callbacks for timer in seen)
+
+
+def test_variable_rank_method_is_timed_at_every_requested_rank(tmp_path):
+    df = run_bench(tiny_cfg(datasets=TINY[:1], methods=["kfac", "lanczos", "lanczos_k"], ranks=[1, 2, 3],
+                            rounds=1, update_rounds=1, refit=False), tmp_path)
+    assert list(zip(df["method"], df["rank"].fillna(0).astype(int))) == [
+        ("sgd", 0), ("kfac", 1), ("lanczos", 2), ("lanczos_k", 1), ("lanczos_k", 2), ("lanczos_k", 3)]
+    kron = df[df["method"] != "sgd"]
+    for col in ("step_ms", "ratio_kfac", "solve_ms", "bare_ms", "inverse_ms"):
+        assert (kron[col] > 0).all() and kron[col].map(math.isfinite).all(), col
+    assert float(df.loc[df["method"] == "kfac", "ratio_kfac"].iloc[0]) == 1.0
+    layers = pd.read_csv(tmp_path / "bench_layers.csv")
+    assert set(layers.loc[layers["method"] == "lanczos_k", "rank"]) == {1, 2, 3}
 
 
 def test_sgd_baseline_is_added(tmp_path):

@@ -190,9 +190,14 @@ def test_damped_solve_matches_dense_solve(name, damping):
     inv = damped_inverse(approx, damping, psd_floor=1e-12)
     x = torch.randn(4, 4, generator=torch.Generator().manual_seed(8), dtype=DT)
     dense = _damped_dense(approx, damping)
+    positive_definite = float(torch.linalg.eigvalsh(dense).min()) > 0
     if approx.rank == 2:
-        assert inv.clamped == 0 or float(torch.linalg.eigvalsh(dense).min()) < 0
-    if getattr(inv, "clamped", 0) == 0:
+        assert inv.clamped == 0 or not positive_definite
+    if approx.rank > 2 and not positive_definite:
+        # an indefinite rank-k sum (the rule here: m = 11 examples) has no damped solve to match; the
+        # truncated CG stops at negative curvature with a finite answer (test_rank_k.py has the PD cases)
+        assert torch.isfinite(inv.solve(x)).all() and inv.negative_curvature >= 1
+    elif getattr(inv, "clamped", 0) == 0:
         expected = torch.linalg.solve(dense, vec(x))
         got = vec(inv.solve(x))
         # backward error at machine level, forward error within what the conditioning allows

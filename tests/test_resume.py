@@ -40,7 +40,7 @@ def metrics(run_dir: Path) -> list[dict]:
 
 # KPSVD and KFAC-corrected share their state handling with Deflation and KFAC (same optimizer class,
 # same power-SVD warm starts); Adam's state is torch's own
-@pytest.mark.parametrize("method", ["sgd", "kfac", "deflation", "lanczos"])
+@pytest.mark.parametrize("method", ["sgd", "kfac", "deflation", "lanczos", "lanczos_k"])
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, method, caplog):
     from kfac_bench.train import run_training
     straight = run_training(config(tmp_path, method, 3), tmp_path / "straight")

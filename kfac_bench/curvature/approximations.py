@@ -1,9 +1,11 @@
-"""The five Kronecker-factored approximations of a layer's Fisher block.
+"""The Kronecker-factored approximations of a layer's Fisher block (the paper's five and Lanczos of
+any Kronecker rank).
 
 Each one is a strategy that turns a batch of statistics (a :class:`SampledFisherBlock`), the
 previous approximation and a moving-average weight ``rho`` into a :class:`KroneckerSum`. Everything
-else -- schedules, damping, inversion, preconditioning, error metrics -- is shared. A sixth method is
-one more subclass here plus one config file.
+else -- schedules, preconditioning, error metrics -- is shared; each class names its damped inverse
+(:meth:`Approximation.damped_inverse`). A new method is one more subclass here, one entry in
+:mod:`kfac_bench.registry` and one config file.
 
 Moving averages (a decision; docs/design.md §4): KFAC averages its factors, as in the paper (section 2.2).
 Averaging singular-vector factors separately is ill-posed -- a joint sign flip of ``(u, v)`` leaves
@@ -21,8 +23,10 @@ import torch
 from torch import Tensor
 
 from .gram import GramZigzagOperator
+from .inverse import CG_MAX_ITER, KroneckerInverse, KroneckerSumInverse, TwoTermKroneckerInverse, leading_damped_inverse
 from .kronecker import KroneckerSum, SampledFisherBlock, ZigzagOperator
 from .svd import SingularTriplets, lanczos_svd, power_svd, rounding_floor
+from ..registry import curvature_method_names, get_method
 
 ROUTES = ("auto", "direct", "gram")
 SECOND_TERMS = ("deflated", "leading")
@@ -106,6 +110,7 @@ class Approximation:
 
     name = "base"
     rank = 1
+    inverse_class = KroneckerInverse   # what :meth:`damped_inverse` returns (and rebuilds from a state)
 
     def __init__(self, tol: float = 1e-6, max_iter: int = 1000, route: str = "auto", warm_start: bool = True,
                  second_term: str = "deflated", **_: object):
@@ -132,6 +137,17 @@ class Approximation:
 
     def operator(self, batch, previous, rho):
         return averaged_operator(batch, previous, rho, self.route)
+
+    # The damped inverse belongs to the approximation: callers never branch on its rank or type.
+    def damped_inverse(self, approx: KroneckerSum, damping: float, psd_floor: float = 0.1,
+                       convention: str = "paper"):
+        """The cached damped inverse of ``approx`` (a result of :meth:`fit`), an object with
+        ``solve``, ``bare_products``, ``state`` (see :mod:`kfac_bench.curvature.inverse`)."""
+        return leading_damped_inverse(approx, damping, psd_floor, convention)
+
+    def inverse_from_state(self, state: dict):
+        """The inverse :meth:`damped_inverse` returned, rebuilt from its ``state()``."""
+        return self.inverse_class.from_state(state)
 
     def _start(self, previous: KroneckerSum | None, rho: float, warm: dict | None, k: int, dim: int):
         """Warm start of the (k+1)-th right vector (paper section 4): the previous approximation's k-th
@@ -201,6 +217,7 @@ class Deflation(Approximation):
 
     name = "deflation"
     rank = 2
+    inverse_class = TwoTermKroneckerInverse
 
     def fit(self, batch, previous=None, rho=0.0, warm=None) -> FitResult:
         op = self.operator(batch, previous, rho)
@@ -218,11 +235,13 @@ class Deflation(Approximation):
 
 
 class Lanczos(Approximation):
-    """Section 3.2.2: the two leading singular triplets at once, by restarted Lanczos
-    bidiagonalisation (thick restart, Krylov dimension ``krylov_dim``)."""
+    """Section 3.2.2: the ``rank`` leading singular triplets at once, by restarted Lanczos
+    bidiagonalisation (thick restart, Krylov dimension ``krylov_dim``). The paper's method has
+    ``rank = 2``; :class:`LanczosK` makes the rank an option."""
 
     name = "lanczos"
     rank = 2
+    inverse_class = TwoTermKroneckerInverse
 
     def __init__(self, tol: float = 1e-6, max_iter: int = 1000, route: str = "auto",
                  krylov_dim: int = 6, max_restarts: int = 100, **kw: object):
@@ -233,19 +252,61 @@ class Lanczos(Approximation):
     def fit(self, batch, previous=None, rho=0.0, warm=None) -> FitResult:
         op = self.operator(batch, previous, rho)
         dim = op.shape_g
-        starts = [self._start(previous, rho, warm, k, dim) for k in (0, 1)]
+        rank = self.rank
+        starts = [self._start(previous, rho, warm, k, dim) for k in range(rank)]
         starts = [x for x in starts if x is not None]
-        # Warm start from both previous directions (paper 3.2.2: "linear combination of singular
-        # vectors"); the two have comparable norms (sqrt(sigma_k) v_k or unit vectors).
+        # Warm start from all previous directions (paper 3.2.2: "linear combination of singular
+        # vectors"); they have comparable norms (sqrt(sigma_k) v_k or unit vectors).
         q0 = op.start_vector(*starts) if starts else op.start_vector(_identity(dim, batch.g))
-        t = lanczos_svd(op, q0, rank=2, krylov_dim=self.krylov_dim, tol=self.tol,
+        t = lanczos_svd(op, q0, rank=rank, krylov_dim=self.krylov_dim, tol=self.tol,
                         max_restarts=self.max_restarts, zero_rtol=rounding_floor(batch.g.dtype))
         us = [op.left_matrix(u) for u in t.left]
         vs = [op.right_matrix(v) for v in t.right]
         if warm is not None:
-            warm["v1"], warm["v2"] = vs[0].detach(), vs[1].detach()
-        terms = [factors_from_triplet(t.sigmas[i], us[i], vs[i]) for i in range(2)]
-        return FitResult(KroneckerSum(terms), {"lanczos": t.iterations}, t.sigmas, t.converged, t.zero[1])
+            for k, v in enumerate(vs):
+                warm[f"v{k + 1}"] = v.detach()
+        terms = [factors_from_triplet(t.sigmas[i], us[i], vs[i]) for i in range(rank)]
+        return FitResult(KroneckerSum(terms), {"lanczos": t.iterations}, t.sigmas, t.converged,
+                         any(t.zero[1:]))
+
+
+class LanczosK(Lanczos):
+    """Kronecker rank ``k`` (any ``k >= 1``; the paper's conclusion: "increasing the rank does improve
+    the quality of approximation"): the top-``k`` triplets of ``Z(F)`` by the restarted Lanczos
+    bidiagonalisation of :class:`Lanczos`, on the same implicit operators (direct or Gram route) and
+    with the same Fisher-space moving average. ``k = 2`` is :class:`Lanczos`; ``k = 1`` is KPSVD's
+    target (the best Kronecker product) reached by Lanczos instead of power iterations.
+
+    Krylov dimension ``max(krylov_dim, 2 k + 2)``: the paper's 6 at ``k = 2``, and room for the
+    ``k`` kept Ritz vectors plus as many new ones after a thick restart.
+
+    Damped inverse: :class:`kfac_bench.curvature.inverse.KroneckerSumInverse`, conjugate gradients
+    on the damped sum preconditioned by the closed-form solve of its first two terms (``cg_tol``,
+    ``cg_max_iter``); for ``k <= 2`` it is that closed form.
+    """
+
+    name = "lanczos_k"
+    inverse_class = KroneckerSumInverse
+
+    def __init__(self, tol: float = 1e-6, max_iter: int = 1000, route: str = "auto",
+                 krylov_dim: int = 6, max_restarts: int = 100, k: int = 3, cg_tol: float | None = None,
+                 cg_max_iter: int = CG_MAX_ITER, **kw: object):
+        if isinstance(k, bool) or int(k) != k or k < 1:
+            raise ValueError(f"the Kronecker rank k must be an integer >= 1, got {k!r}")
+        if cg_tol is not None and not cg_tol > 0:
+            raise ValueError(f"cg_tol must be positive or None, got {cg_tol!r}")
+        if isinstance(cg_max_iter, bool) or int(cg_max_iter) != cg_max_iter or cg_max_iter < 1:
+            raise ValueError(f"cg_max_iter must be an integer >= 1, got {cg_max_iter!r}")
+        self.rank = int(k)
+        super().__init__(tol, max_iter, route, max(int(krylov_dim), 2 * self.rank + 2), max_restarts, **kw)
+        self.cg_tol = None if cg_tol is None else float(cg_tol)
+        self.cg_max_iter = int(cg_max_iter)
+
+    def damped_inverse(self, approx, damping, psd_floor=0.1, convention="paper"):
+        return KroneckerSumInverse.build(approx, damping, psd_floor, convention, self.cg_tol, self.cg_max_iter)
+
+    def inverse_from_state(self, state):
+        return KroneckerSumInverse.from_state(state, self.cg_tol, self.cg_max_iter)
 
 
 class KFACCorrected(Approximation):
@@ -253,6 +314,7 @@ class KFACCorrected(Approximation):
 
     name = "kfac_corrected"
     rank = 2
+    inverse_class = TwoTermKroneckerInverse
 
     def fit(self, batch, previous=None, rho=0.0, warm=None) -> FitResult:
         kfac = KroneckerSum([KFAC.averaged_factors(batch, previous, rho)])
@@ -269,14 +331,14 @@ class KFACCorrected(Approximation):
                          t.converged, t.zero)
 
 
+# Read from the registry (kfac_bench/registry.py), the one list of methods; resolved here, after
+# the classes exist, so the registry's "module:Class" paths of this module find them.
 APPROXIMATIONS: dict[str, type[Approximation]] = {
-    cls.name: cls for cls in (KFAC, KPSVD, Deflation, Lanczos, KFACCorrected)
+    name: get_method(name).approximation_class() for name in curvature_method_names()
 }
 
 
 def make_approximation(name: str, **options: object) -> Approximation:
-    try:
-        cls = APPROXIMATIONS[name]
-    except KeyError:
-        raise ValueError(f"unknown approximation {name!r}; choose one of {sorted(APPROXIMATIONS)}") from None
-    return cls(**options)
+    if name not in APPROXIMATIONS:
+        raise ValueError(f"unknown approximation {name!r}; choose one of {list(APPROXIMATIONS)}")
+    return APPROXIMATIONS[name](**options)

@@ -1,4 +1,9 @@
-"""Damped inverses of one- and two-term Kronecker sums (sections 2.2 and 3.4).
+"""Damped inverses of Kronecker sums: closed forms for one and two terms (sections 2.2 and 3.4),
+conjugate gradients preconditioned by the two-term closed form for more (:class:`KroneckerSumInverse`).
+
+Every inverse object has the same interface: ``solve(X)``, ``bare_products(X)`` (a callable doing
+the solve's matrix products and nothing else, for the benchmark's floor), ``state()`` and the class
+method ``from_state(state)`` (checkpoints), ``dense_inverse()`` (tests).
 
 Damping (decisions, documented in the README):
 
@@ -26,6 +31,7 @@ non-finite result raises :class:`CurvatureError` so the caller can keep its prev
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -122,11 +128,35 @@ class KroneckerInverse:
         """``(A_d (x) G_d)^{-1} vec(X)`` as ``G_d^{-1} X A_d^{-1}`` (2 matrix products)."""
         return self.g_inv @ x @ self.a_inv
 
+    @cached_property
+    def _factors(self) -> tuple[Tensor, Tensor]:
+        return torch.linalg.inv(self.a_inv), torch.linalg.inv(self.g_inv)
+
+    def apply(self, x: Tensor) -> Tensor:
+        """``(A_d (x) G_d) vec(X) = G_d X A_d^T`` (the matrix this object inverts)."""
+        a_d, g_d = self._factors
+        return g_d @ x @ a_d.mT
+
     def dense_inverse(self) -> Tensor:
         return torch.kron(self.a_inv, self.g_inv)
 
+    def bare_products(self, x: Tensor):
+        """A callable doing the solve's matrix products and nothing else, into preallocated outputs
+        (the floor a preconditioning step is measured against)."""
+        g_inv, a_inv = self.g_inv, self.a_inv
+        b1, b2 = torch.empty_like(x), torch.empty_like(x)
+
+        def products():
+            torch.mm(g_inv, x, out=b1)
+            torch.mm(b1, a_inv, out=b2)
+        return products
+
     def state(self) -> dict:
         return {"a_inv": self.a_inv, "g_inv": self.g_inv}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "KroneckerInverse":
+        return cls(state["a_inv"], state["g_inv"])
 
 
 @dataclass
@@ -142,12 +172,41 @@ class TwoTermKroneckerInverse:
         """``K2 ((K2^T X K1) * inv_diag) K1^T`` (4 matrix products)."""
         return self.k2 @ ((self.k2.mT @ x @ self.k1) * self.inv_diag) @ self.k1.mT
 
+    @cached_property
+    def _inverse_transposes(self) -> tuple[Tensor, Tensor, Tensor]:
+        return torch.linalg.inv(self.k1).mT, torch.linalg.inv(self.k2).mT, 1.0 / self.inv_diag
+
+    def apply(self, x: Tensor) -> Tensor:
+        """The matrix this object inverts, applied: ``(K1 (x) K2)^{-T} diag(1 / inv_diag)
+        (K1 (x) K2)^{-1} vec(X)`` -- with the PSD floor, so it is positive definite; without a
+        clamped direction it is ``A_d (x) G_d + C (x) D`` (4 products, after one inverse of each K)."""
+        l1, l2, diag = self._inverse_transposes
+        return l2 @ ((l2.mT @ x @ l1) * diag) @ l1.mT
+
     def dense_inverse(self) -> Tensor:
         k = torch.kron(self.k1, self.k2)
         return k @ torch.diag(vec_cols(self.inv_diag)) @ k.mT
 
+    def bare_products(self, x: Tensor):
+        """The solve's 4 matrix products into preallocated outputs (no allocation, no Hadamard
+        product with ``inv_diag``)."""
+        k1, k2 = self.k1, self.k2
+        k1t, k2t = k1.mT, k2.mT
+        b1, b2, b3, b4 = (torch.empty_like(x) for _ in range(4))
+
+        def products():
+            torch.mm(k2t, x, out=b1)
+            torch.mm(b1, k1, out=b2)
+            torch.mm(k2, b2, out=b3)
+            torch.mm(b3, k1t, out=b4)
+        return products
+
     def state(self) -> dict:
         return {"k1": self.k1, "k2": self.k2, "inv_diag": self.inv_diag}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "TwoTermKroneckerInverse":
+        return cls(state["k1"], state["k2"], state["inv_diag"], 0)
 
 
 def vec_cols(x: Tensor) -> Tensor:
@@ -155,11 +214,22 @@ def vec_cols(x: Tensor) -> Tensor:
 
 
 DAMPING_CONVENTIONS = ("paper", "authors")
+CG_MAX_ITER = 50   # conjugate-gradient iteration cap of KroneckerSumInverse
 
 
 def damped_inverse(approx: KroneckerSum, damping: float, psd_floor: float = 0.1,
-                   convention: str = "paper"):
-    """The cached damped inverse of a one- or two-term :class:`KroneckerSum`.
+                   convention: str = "paper", cg_tol: float | None = None, cg_max_iter: int = CG_MAX_ITER):
+    """The cached damped inverse of a :class:`KroneckerSum` of any rank: the closed form of
+    :func:`leading_damped_inverse` for one or two terms, :class:`KroneckerSumInverse` (conjugate
+    gradients preconditioned by the closed form of the first two terms) for more."""
+    if approx.rank <= 2:
+        return leading_damped_inverse(approx, damping, psd_floor, convention)
+    return KroneckerSumInverse.build(approx, damping, psd_floor, convention, cg_tol, cg_max_iter)
+
+
+def leading_damped_inverse(approx: KroneckerSum, damping: float, psd_floor: float = 0.1,
+                           convention: str = "paper"):
+    """The closed-form damped inverse of a one- or two-term :class:`KroneckerSum`.
 
     ``convention="paper"`` is the damping of the module docstring (the specification).
     ``convention="authors"`` emulates the authors' code (see :func:`authors_damped_inverse`);
@@ -179,7 +249,8 @@ def damped_inverse(approx: KroneckerSum, damping: float, psd_floor: float = 0.1,
     if approx.rank == 1:
         return KroneckerInverse(_spd_inverse(a_d, tiny), _spd_inverse(g_d, tiny))
     if approx.rank != 2:
-        raise ValueError(f"damped_inverse supports 1 or 2 Kronecker terms, got {approx.rank}")
+        raise ValueError(f"the closed-form damped inverse takes 1 or 2 Kronecker terms, got {approx.rank} "
+                         f"(damped_inverse / KroneckerSumInverse take any number)")
     c, d = approx.terms[1]
     s1, k1 = _whitened_eigh(a_d, c, tiny)
     s2, k2 = _whitened_eigh(g_d, d, tiny)
@@ -232,8 +303,173 @@ def authors_damped_inverse(approx: KroneckerSum, damping: float):
     return TwoTermKroneckerInverse(a_h @ e1, g_h @ e2, inv_diag, 0)
 
 
+@dataclass
+class KroneckerSumInverse:
+    """``M^{-1}`` for a damped Kronecker sum of any rank ``k``: ``M = M_2 + sum_{i>=3} C_i (x) D_i``,
+    where ``M_2`` is the matrix the closed-form inverse of the first one or two terms inverts
+    (``leading``: the damped first term and the eigen trick, *with* its PSD floor, so ``M_2`` is
+    positive definite and is ``A_d (x) G_d + C_2 (x) D_2`` where nothing is clamped), by
+    conjugate gradients preconditioned by ``leading``. With no term beyond those (``k <= 2``) the
+    solve *is* the closed form.
+
+    CG runs in the eigen-trick coordinates ``Y = (K1 (x) K2)^{-1} vec(X)``, where ``M_2`` is the
+    diagonal ``Delta = max(1 + s2 s1^T, floor)`` and the further terms are
+    ``(K1^T C_i K1) (x) (K2^T D_i K2)`` (formed once per inverse): preconditioned CG with ``M_2^{-1}``
+    is CG on ``(K1 (x) K2)^T M (K1 (x) K2)`` with the Jacobi preconditioner ``Delta^{-1}``. A solve
+    costs the closed form's 4 matrix products (into and out of the coordinates) plus ``2 (k - 2)``
+    per iteration -- at ``k = 3`` and two iterations, twice the rank-2 solve.
+
+    Stopping rule: ``||r|| <= tol ||K^T b||`` for the residual ``r`` in those coordinates, ``tol`` =
+    ``cg_tol``, or ``100 eps`` of the dtype when None (float32 1.2e-5, float64 2.2e-14), at most
+    ``max_iter`` iterations (one host sync per iteration for the test).
+
+    The higher terms are indefinite and ``M`` can be (the best Kronecker rank-3 sum of a PSD block
+    is in general not PSD). Where CG meets a direction of non-positive curvature it stops and
+    returns its current iterate -- the preconditioned right-hand side, i.e. the rank-2 solve, if that
+    happens at the first iteration (truncated CG, Steihaug 1983) -- and counts it in
+    ``negative_curvature``: the PSD safeguard of rank ``k``.
+    """
+
+    leading: object                            # KroneckerInverse (k = 1) or TwoTermKroneckerInverse
+    extra_terms: list[tuple[Tensor, Tensor]]   # the undamped terms 3..k
+    tol: float | None = None
+    max_iter: int = CG_MAX_ITER
+    iterations: int = 0                  # of the last solve
+    negative_curvature: int = 0          # solves stopped by a non-positive curvature direction
+
+    @classmethod
+    def build(cls, approx: KroneckerSum, damping: float, psd_floor: float = 0.1, convention: str = "paper",
+              cg_tol: float | None = None, cg_max_iter: int = CG_MAX_ITER) -> "KroneckerSumInverse":
+        if not approx.is_finite():
+            raise CurvatureError("non-finite Kronecker factors")
+        leading = leading_damped_inverse(KroneckerSum(approx.terms[:2]), damping, psd_floor, convention)
+        return cls(leading, list(approx.terms[2:]), cg_tol, int(cg_max_iter))
+
+    def __post_init__(self):
+        if self.extra_terms:
+            k1, k2 = self.leading.k1, self.leading.k2
+            # the further terms in the eigen-trick coordinates: (K1^T C K1) (x) (K2^T D K2)
+            self._rotated = [(k1.mT @ c @ k1, k2.mT @ d @ k2) for c, d in self.extra_terms]
+            self._diag = 1.0 / self.leading.inv_diag
+
+    @property
+    def clamped(self) -> int:
+        return getattr(self.leading, "clamped", 0)
+
+    def matvec(self, x: Tensor) -> Tensor:
+        """``M vec(X)`` as ``M_2 vec(X) + sum_i D_i X C_i^T`` (tests; the solve does not use it)."""
+        out = self.leading.apply(x)
+        for c, d in self.extra_terms:
+            out = out + d @ x @ c.mT
+        return out
+
+    def _rotated_matvec(self, y: Tensor) -> Tensor:
+        out = self._diag * y
+        for c, d in self._rotated:
+            out = out + d @ y @ c.mT
+        return out
+
+    def solve(self, b: Tensor) -> Tensor:
+        if not self.extra_terms:
+            self.iterations = 0
+            return self.leading.solve(b)
+        k1, k2, inv_diag = self.leading.k1, self.leading.k2, self.leading.inv_diag
+        rhs = k2.mT @ b @ k1
+        tol = self.tol if self.tol is not None else 100.0 * torch.finfo(b.dtype).eps
+        rhs_norm = float(torch.linalg.norm(rhs))
+        y = torch.zeros_like(rhs)
+        if not rhs_norm > 0:
+            return k2 @ y @ k1.mT
+        r = rhs
+        z = r * inv_diag
+        p = z
+        rz = float(torch.sum(r * z))
+        it = 0
+        for it in range(1, self.max_iter + 1):
+            mp = self._rotated_matvec(p)
+            curvature = float(torch.sum(p * mp))
+            if not curvature > 0:
+                self.negative_curvature += 1
+                if it == 1:
+                    y = z   # the preconditioner's answer: the closed-form solve of the first two terms
+                break
+            step = rz / curvature
+            y = y + step * p
+            r = r - step * mp
+            if float(torch.linalg.norm(r)) <= tol * rhs_norm:
+                break
+            z = r * inv_diag
+            rz_new = float(torch.sum(r * z))
+            p = z + (rz_new / rz) * p
+            rz = rz_new
+        self.iterations = it
+        return k2 @ y @ k1.mT
+
+    def dense_matrix(self) -> Tensor:
+        """``M`` (tiny problems and tests only)."""
+        n_g, n_a = self.leading_shape
+        eye = torch.eye(n_g * n_a, dtype=self.dtype, device=self.device)
+        cols = [vec_cols(self.matvec(eye[:, j].reshape(n_a, n_g).mT)) for j in range(n_g * n_a)]
+        return torch.stack(cols, dim=1)
+
+    def dense_inverse(self) -> Tensor:
+        """``M^{-1}`` (tiny problems and tests only)."""
+        if not self.extra_terms:
+            return self.leading.dense_inverse()
+        return torch.linalg.inv(self.dense_matrix())
+
+    @property
+    def leading_shape(self) -> tuple[int, int]:
+        lead = self.leading.state()
+        if "k1" in lead:
+            return lead["k2"].shape[0], lead["k1"].shape[0]
+        return lead["g_inv"].shape[0], lead["a_inv"].shape[0]
+
+    @property
+    def dtype(self):
+        return next(iter(self.leading.state().values())).dtype
+
+    @property
+    def device(self):
+        return next(iter(self.leading.state().values())).device
+
+    def bare_products(self, x: Tensor):
+        """The matrix products of a solve with one CG iteration: the 4 into and out of the
+        eigen-trick coordinates and the ``2 (k - 2)`` of the further terms, into preallocated
+        outputs; each further iteration adds ``2 (k - 2)`` (the bench's ``solve_ms`` includes them)."""
+        pre = self.leading.bare_products(x)
+        if not self.extra_terms:
+            return pre
+        pairs = [(c.mT, d) for c, d in self._rotated]
+        b1, b2 = torch.empty_like(x), torch.empty_like(x)
+
+        def products():
+            pre()
+            for ct, d in pairs:
+                torch.mm(d, x, out=b1)
+                torch.mm(b1, ct, out=b2)
+        return products
+
+    def state(self) -> dict:
+        out = {f"leading.{k}": v for k, v in self.leading.state().items()}
+        for i, (c, d) in enumerate(self.extra_terms):
+            out[f"term{i + 3}.c"], out[f"term{i + 3}.d"] = c, d
+        return out
+
+    @classmethod
+    def from_state(cls, state: dict, cg_tol: float | None = None, cg_max_iter: int = CG_MAX_ITER):
+        lead = {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith("leading.")}
+        leading = (KroneckerInverse if "a_inv" in lead else TwoTermKroneckerInverse).from_state(lead)
+        n_extra = sum(1 for k in state if k.startswith("term") and k.endswith(".c"))
+        extra = [(state[f"term{i}.c"], state[f"term{i}.d"]) for i in range(3, 3 + n_extra)]
+        return cls(leading, extra, cg_tol, int(cg_max_iter))
+
+
 def inverse_from_state(state: dict):
-    """Rebuild a cached inverse from :meth:`state` (used by ``load_state_dict``)."""
+    """Rebuild a cached closed-form inverse from its :meth:`state` (checkpoints written before the
+    inverse classes had ``from_state``; new code calls the class's own ``from_state``)."""
     if "a_inv" in state:
-        return KroneckerInverse(state["a_inv"], state["g_inv"])
-    return TwoTermKroneckerInverse(state["k1"], state["k2"], state["inv_diag"], 0)
+        return KroneckerInverse.from_state(state)
+    if "k1" in state:
+        return TwoTermKroneckerInverse.from_state(state)
+    return KroneckerSumInverse.from_state(state)

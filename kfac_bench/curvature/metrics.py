@@ -229,32 +229,37 @@ def zigzag_singular_values(block: SampledFisherBlock, k: int | None = None) -> T
 class FisherReference:
     """What the errors need of the exact block, computed once per batch and layer (float64):
     ``spec(F)`` (its ``min(m, n)`` possibly non-zero eigenvalues), ``||F||_F^2`` and optionally the
-    two leading singular values of ``Z(F)``. ``seconds`` is the time this took."""
+    leading singular values of ``Z(F)`` (``zigzag_sigmas``: True for two, or a count). ``seconds`` is the time this took."""
 
     block: SampledFisherBlock            # float64 copy
     eigenvalues: Tensor                  # decreasing, length min(m, n)
     frobenius_sq: float
     n: int
-    zigzag_sigmas: Tensor | None = None  # exact sigma_1, sigma_2 of Z(F), when asked for
+    zigzag_sigmas: Tensor | None = None  # exact leading singular values of Z(F), when asked for
     seconds: float = 0.0
+    zigzag_count: int = 0                # how many were asked for (fewer exist when Z(F) is smaller)
 
     @classmethod
-    def from_block(cls, block: SampledFisherBlock, zigzag_sigmas: bool = False) -> "FisherReference":
+    def from_block(cls, block: SampledFisherBlock, zigzag_sigmas: bool | int = False) -> "FisherReference":
         t0 = time.perf_counter()
         b64 = block.to(DT)
         n = b64.shape_a * b64.shape_g
         gram = fisher_gram(b64)
         ref = cls(b64, _gram_spectrum(gram, n), float(torch.sum(gram ** 2)), n)
-        if zigzag_sigmas:
-            ref.zigzag_sigmas = zigzag_singular_values(b64, 2)
+        if zigzag_sigmas:   # True: the two leading ones; an integer: that many
+            ref.zigzag_count = 2 if zigzag_sigmas is True else int(zigzag_sigmas)
+            ref.zigzag_sigmas = zigzag_singular_values(b64, ref.zigzag_count)
         _sync(gram)
         ref.seconds = time.perf_counter() - t0
         return ref
 
     def optimal_error(self, rank: int) -> float:
-        """Error 1 of the best Kronecker rank-``rank`` approximation (Theorem 3.1)."""
+        """Error 1 of the best Kronecker rank-``rank`` approximation (Theorem 3.1),
+        ``sqrt(sum_{i > rank} sigma_i^2) / ||F||_F``."""
         if self.zigzag_sigmas is None:
             raise ValueError("built without zigzag_sigmas=True")
+        if rank > self.zigzag_count:
+            raise ValueError(f"built with {self.zigzag_count} zigzag singular values, fewer than rank {rank}")
         tail = self.frobenius_sq - float(torch.sum(self.zigzag_sigmas[:rank] ** 2))
         return math.sqrt(max(tail, 0.0) / self.frobenius_sq) if self.frobenius_sq > 0 else float("nan")
 

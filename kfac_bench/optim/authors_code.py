@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .kronecker_optimizer import OPTIMIZERS
+from ..registry import METHODS
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def expand(optimizer_cfg: Mapping, spec) -> dict:
     cfg = dict(optimizer_cfg)
     name = cfg.get("name")
     for behaviour in (BEHAVIOURS[n] for n in behaviour_names(spec)):
-        if name in OPTIMIZERS:
+        if name in METHODS and METHODS[name].is_curvature:
             cfg.update(behaviour.curvature)
         else:
             cfg.update(behaviour.first_order.get(name, {}))

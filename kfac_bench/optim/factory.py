@@ -8,21 +8,19 @@ from torch import nn
 
 from ..curvature.approximations import ROUTES, SECOND_TERMS
 from ..curvature.inverse import DAMPING_CONVENTIONS
-from .kronecker_optimizer import AVERAGINGS, CURVATURE_SCHEDULES, KL_CLIP_TERMS, OPTIMIZERS, STATS_SAMPLINGS
+from ..registry import first_order_method_names, get_method, method_names
+from .kronecker_optimizer import AVERAGINGS, CURVATURE_SCHEDULES, KL_CLIP_TERMS, STATS_SAMPLINGS
 
 OPTION_CHOICES = {"curvature_schedule": CURVATURE_SCHEDULES, "damping_convention": DAMPING_CONVENTIONS,
                   "second_term": SECOND_TERMS, "stats_sampling": STATS_SAMPLINGS, "averaging": AVERAGINGS,
                   "kl_clip_terms": KL_CLIP_TERMS}
 
-FIRST_ORDER = ("sgd", "adam")
-CURVATURE_KEYS = ("damping", "T1", "T2", "alpha", "kl_clip", "momentum", "weight_decay", "fisher",
-                  "reduction", "stats_fraction", "psd_floor", "tol", "max_iter", "krylov_dim",
-                  "max_restarts", "curvature_schedule", "damping_convention", "second_term", "stats_sampling",
-                  "averaging", "gaussian_target_std", "kl_clip_terms", "route")
+# from the registry (kfac_bench/registry.py), the one list of methods and of their options
+FIRST_ORDER = tuple(first_order_method_names())
 
 
 def optimizer_names() -> list[str]:
-    return list(FIRST_ORDER) + list(OPTIMIZERS)
+    return method_names()
 
 
 def validate_optimizer_config(cfg: Mapping) -> None:
@@ -37,7 +35,8 @@ def validate_optimizer_config(cfg: Mapping) -> None:
             raise ValueError(f"optimizer.{key} must be a positive number, got {v!r} (e.g. optimizer.{key}=0.01)")
 
     positive("lr")
-    if name in OPTIMIZERS:
+    entry = get_method(name)
+    if entry.is_curvature:
         positive("damping")
         for key in ("T1", "T2"):
             v = cfg.get(key, 100)
@@ -49,7 +48,11 @@ def validate_optimizer_config(cfg: Mapping) -> None:
         kl = cfg.get("kl_clip")
         if kl is not None and not (isinstance(kl, (int, float)) and kl > 0):
             raise ValueError(f"optimizer.kl_clip must be positive or null, got {kl!r}")
-    if name in OPTIMIZERS:
+        if entry.rank_option is not None:
+            rank = cfg.get(entry.rank_option, entry.rank)
+            if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+                raise ValueError(f"optimizer.{entry.rank_option} (the Kronecker rank of {name}) must be an integer "
+                                 f">= 1, got {rank!r} (e.g. optimizer.{entry.rank_option}=3)")
         for key, choices in OPTION_CHOICES.items():
             value = cfg.get(key)
             if value is not None and value not in choices:
@@ -79,6 +82,8 @@ def build_optimizer(cfg: Mapping, model: nn.Module, likelihood: str, seed: int =
         betas = tuple(cfg.get("betas", (0.9, 0.999)))
         return torch.optim.Adam(model.parameters(), lr=cfg["lr"], betas=betas,
                                 weight_decay=cfg.get("weight_decay", 0.0))
-    options = {k: cfg[k] for k in CURVATURE_KEYS if k in cfg and cfg[k] is not None or k == "kl_clip" and k in cfg}
-    return OPTIMIZERS[name](model, lr=cfg["lr"], likelihood=likelihood, seed=seed,
-                            record_timings=record_timings, **options)
+    # None means "the default" except for kl_clip, where it switches clipping off
+    options = {k: cfg[k] for k in get_method(name).options
+               if k in cfg and cfg[k] is not None or k == "kl_clip" and k in cfg}
+    return get_method(name).optimizer_class()(model, lr=cfg["lr"], likelihood=likelihood, seed=seed,
+                                              record_timings=record_timings, **options)

@@ -1,6 +1,9 @@
-"""The ``torch.optim`` front of the five Kronecker-factored methods.
+"""The ``torch.optim`` front of the Kronecker-factored methods.
 
-One class does the work; the five public ones only name their approximation. A user's loop stays::
+One class does the work; the public ones only name their approximation (the methods and their
+options are listed once, in :mod:`kfac_bench.registry`). Each ``nn.Linear`` layer's curvature is a
+:class:`kfac_bench.curvature.block.CurvatureBlock` (``opt.blocks``), which owns the fit, the damped
+inverse, the solve and the checkpoint state; the optimizer only schedules them. A user's loop stays::
 
     opt = Lanczos(model, lr=3e-3, damping=1e-3, likelihood="bernoulli")
     for x, y in batches:
@@ -59,15 +62,16 @@ import contextlib
 import math
 import time
 import warnings
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from ..curvature.approximations import ROUTES, Approximation, FitResult, make_approximation
-from ..curvature.inverse import DAMPING_CONVENTIONS, CurvatureError, damped_inverse, inverse_from_state
-from ..curvature.kronecker import KroneckerSum
+from ..curvature.block import AVERAGINGS, CurvatureBlock, average_factors
+from ..curvature.inverse import DAMPING_CONVENTIONS, CurvatureError
 from ..curvature.stats import collect_statistics, get_likelihood
+from ..registry import curvature_method_names, get_method
 
 
 # Options that emulate the authors' code (default: the paper's specification). Each is documented
@@ -75,7 +79,6 @@ from ..curvature.stats import collect_statistics, get_likelihood
 # together.
 CURVATURE_SCHEDULES = ("periodic", "frozen_after_first")
 STATS_SAMPLINGS = ("prefix", "with_replacement")
-AVERAGINGS = ("fisher", "factors")
 KL_CLIP_TERMS = ("layer", "tensor")
 
 
@@ -84,18 +87,26 @@ def _check(name: str, ok: bool, rule: str, value) -> None:
         raise ValueError(f"{name} must be {rule}, got {value!r}")
 
 
-class _Timer:
-    """Accumulates wall time per phase when enabled (synchronising CUDA so times are real)."""
+class TimingCallback(Protocol):
+    def __call__(self, phase: str, layer: int | None, seconds: float) -> None: ...
+
+
+class PhaseTimer:
+    """Wall time per phase when enabled (synchronising CUDA so times are real): totals and counts of
+    the optimizer-wide phases ``statistics``, ``factors``, ``inverse``, ``precondition``, and every
+    measurement -- those and the per-layer ``fit`` and ``layer_inverse`` -- passed to the registered
+    callbacks as ``callback(phase, layer, seconds)`` (``layer`` None for optimizer-wide phases)."""
 
     def __init__(self, enabled: bool, device: torch.device):
         self.enabled = enabled
         self.cuda = device.type == "cuda"
         self.totals: dict[str, float] = {}
         self.counts: dict[str, int] = {}
+        self.callbacks: list[TimingCallback] = []
 
     @contextlib.contextmanager
-    def __call__(self, phase: str):
-        if not self.enabled:
+    def __call__(self, phase: str, layer: int | None = None):
+        if not (self.enabled or self.callbacks) or (layer is not None and not self.callbacks):
             yield
             return
         if self.cuda:
@@ -104,13 +115,18 @@ class _Timer:
         yield
         if self.cuda:
             torch.cuda.synchronize()
-        self.totals[phase] = self.totals.get(phase, 0.0) + time.perf_counter() - t0
-        self.counts[phase] = self.counts.get(phase, 0) + 1
+        seconds = time.perf_counter() - t0
+        if layer is None:
+            self.totals[phase] = self.totals.get(phase, 0.0) + seconds
+            self.counts[phase] = self.counts.get(phase, 0) + 1
+        for callback in self.callbacks:
+            callback(phase, layer, seconds)
 
 
 class KroneckerFactoredOptimizer(torch.optim.Optimizer):
     """Natural-gradient optimizer with a Kronecker-factored approximation of each Linear layer's
-    Fisher block. ``approximation`` is one of ``kfac, kpsvd, deflation, lanczos, kfac_corrected``.
+    Fisher block. ``approximation`` is a curvature method of :mod:`kfac_bench.registry`;
+    ``method_options`` are that method's own options (e.g. ``k`` of ``lanczos_k``).
     """
 
     approximation_name: str | None = None
@@ -147,8 +163,16 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
         averaging: str = "fisher",
         gaussian_target_std: float | None = None,
         kl_clip_terms: str = "layer",
+        **method_options,
     ):
         name = approximation or self.approximation_name
+        entry = get_method(name)
+        if not entry.is_curvature:
+            raise ValueError(f"{name!r} is a first-order method; choose one of {curvature_method_names()}")
+        unknown = sorted(set(method_options) - set(entry.extra_options))
+        if unknown:
+            raise TypeError(f"{name} takes no option(s) {unknown}"
+                            + (f"; its own options are {list(entry.extra_options)}" if entry.extra_options else ""))
         _check("lr", lr > 0, "positive", lr)
         _check("damping", damping > 0, "positive", damping)
         _check("T1", int(T1) == T1 and T1 >= 1, "an integer >= 1", T1)
@@ -175,7 +199,7 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
         self.likelihood = get_likelihood(likelihood)
         self.method: Approximation = make_approximation(
             name, tol=tol, max_iter=max_iter, krylov_dim=krylov_dim, max_restarts=max_restarts,
-            second_term=second_term, route=route)
+            second_term=second_term, route=route, **method_options)
         self.curvature_schedule = curvature_schedule
         self.damping_convention = damping_convention
         self.stats_sampling = stats_sampling
@@ -195,15 +219,36 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
         device = self.layers[0].weight.device
         self._generator = torch.Generator(device=device)
         self._generator.manual_seed(int(seed))
-        self.timer = _Timer(record_timings, device)
+        self.timer = PhaseTimer(record_timings, device)
         self.steps = 0
         self.last_fit: list[FitResult] = []
         self.skipped_updates = 0
-        self._curv = [dict(approx=None, inverse=None, warm={}, updates=0) for _ in self.layers]
+        self.blocks: list[CurvatureBlock] = [CurvatureBlock(self.method) for _ in self.layers]
+        self._update_requested = False
         self._last_input: Tensor | None = None
         self._hook = model.register_forward_pre_hook(self._remember_input)
         layer_params = {id(p) for layer in self.layers for p in layer.parameters(recurse=False)}
         self._other_params = [p for p in model.parameters() if id(p) not in layer_params]
+
+    @property
+    def _curv(self) -> list[CurvatureBlock]:
+        # The per-layer state under its former name; each block also reads as the former dict.
+        return self.blocks
+
+    # ----------------------------------------------------------------------------- public hooks
+    def add_timing_callback(self, callback: TimingCallback) -> None:
+        """Call ``callback(phase, layer, seconds)`` after every timed phase of ``step`` (see
+        :class:`PhaseTimer`); for profilers and the benchmark."""
+        self.timer.callbacks.append(callback)
+
+    def remove_timing_callback(self, callback: TimingCallback) -> None:
+        self.timer.callbacks.remove(callback)
+
+    def request_curvature_update(self) -> None:
+        """Make the next ``step()`` collect statistics, refit every approximation and recompute the
+        inverses, whatever the schedule (the step counter, hence the schedule after it, is
+        unchanged)."""
+        self._update_requested = True
 
     # ----------------------------------------------------------------------------------- hooks
     def _remember_input(self, module, args):
@@ -236,21 +281,14 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
                                         self.reduction, self.gaussian_target_std)
         fits = []
         with self.timer("factors"):
-            for curv, block in zip(self._curv, blocks):
-                curv["updates"] += 1
-                rho = self.averaging_weight(curv["updates"])
-                if self.averaging == "factors":
-                    fit = self.method.fit(block, None, 0.0, curv["warm"])
-                    fit.approximation = self._average_factors(curv["approx"], fit.approximation, rho)
-                else:
-                    fit = self.method.fit(block, curv["approx"], rho, curv["warm"])
-                if fit.approximation.is_finite():
-                    curv["approx"] = fit.approximation
-                else:
+            for i, (curvature, batch) in enumerate(zip(self.blocks, blocks)):
+                with self.timer("fit", layer=i):
+                    fit, accepted = curvature.update(batch, self.averaging_weight(curvature.updates + 1),
+                                                     self.averaging)
+                if not accepted:
                     self.skipped_updates += 1
-                    curv["updates"] -= 1
                     warnings.warn(f"non-finite {self.method.name} factors for a layer of shape "
-                                  f"{block.shape_g}x{block.shape_a}: update skipped, previous kept")
+                                  f"{batch.shape_g}x{batch.shape_a}: update skipped, previous kept")
                 fits.append(fit)
         self.last_fit = fits
 
@@ -264,29 +302,25 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
             return 0.0 if k <= 2 else min(1.0 - 1.0 / (k - 1), self.alpha)
         return min(1.0 - 1.0 / k, self.alpha)
 
-    @staticmethod
-    def _average_factors(previous: KroneckerSum | None, new: KroneckerSum, rho: float) -> KroneckerSum:
-        """``averaging="factors"`` (the authors' code, e.g. ``optimizers/deflation.py`` lines
-        276-282): every Kronecker factor averaged on its own, ``rho * old + (1 - rho) * new``
-        (ill-posed for singular-vector factors, see :mod:`kfac_bench.curvature.approximations`;
-        kept only to reproduce their runs)."""
-        if previous is None or rho == 0.0 or previous.rank != new.rank:
-            return new
-        return KroneckerSum([(rho * a0 + (1 - rho) * a1, rho * g0 + (1 - rho) * g1)
-                             for (a0, g0), (a1, g1) in zip(previous.terms, new.terms)])
+    # ``averaging="factors"`` (the authors' code): kfac_bench.curvature.block.average_factors
+    _average_factors = staticmethod(average_factors)
 
     def curvature_due(self) -> bool:
         """Whether the next ``step()`` collects statistics and refits the approximation."""
-        if self.curvature_schedule == "frozen_after_first" and any(c["updates"] for c in self._curv):
+        if self._update_requested:
+            return True
+        if self.curvature_schedule == "frozen_after_first" and any(b.updates for b in self.blocks):
             return False
         return self.steps % self.T1 == 0
 
     def inverse_due(self) -> bool:
         """Whether the next ``step()`` recomputes the damped inverses (a layer with an
         approximation but no inverse yet always gets one)."""
-        if any(c["inverse"] is None and c["approx"] is not None for c in self._curv):
+        if self._update_requested:
             return True
-        if self.curvature_schedule == "frozen_after_first" and any(c["inverse"] is not None for c in self._curv):
+        if any(b.inverse is None and b.approximation is not None for b in self.blocks):
+            return True
+        if self.curvature_schedule == "frozen_after_first" and any(b.inverse is not None for b in self.blocks):
             return False
         return self.steps % self.T2 == 0
 
@@ -303,12 +337,12 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
     def update_inverses(self) -> None:
         with self.timer("inverse"):
             damping = self.param_groups[0]["damping"]
-            for curv in self._curv:
-                if curv["approx"] is None:
+            for i, block in enumerate(self.blocks):
+                if block.approximation is None:
                     continue
                 try:
-                    curv["inverse"] = damped_inverse(curv["approx"], damping, self.psd_floor,
-                                                     self.damping_convention)
+                    with self.timer("layer_inverse", layer=i):
+                        block.invert(damping, self.psd_floor, self.damping_convention)
                 except CurvatureError as err:
                     self.skipped_updates += 1
                     warnings.warn(f"damped inverse failed ({err}); previous inverse kept")
@@ -324,16 +358,17 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
             self.update_curvature(targets=targets)
         if self.inverse_due():
             self.update_inverses()
+        self._update_requested = False
         group = self.param_groups[0]
         with self.timer("precondition"):
             directions, grads = [], []
-            for layer, curv in zip(self.layers, self._curv):
+            for layer, block in zip(self.layers, self.blocks):
                 grad = self.layer_gradient(layer)
                 if grad is None:
                     directions.append(None)
                     grads.append(None)
                     continue
-                direction = grad if curv["inverse"] is None else curv["inverse"].solve(grad)
+                direction = block.solve(grad)
                 directions.append(direction)
                 grads.append(grad)
             nu = 1.0
@@ -390,15 +425,7 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
             "steps": self.steps,
             "skipped_updates": self.skipped_updates,
             "generator": self._generator.get_state(),
-            "layers": [
-                {
-                    "terms": None if c["approx"] is None else [[a, g] for a, g in c["approx"].terms],
-                    "inverse": None if c["inverse"] is None else c["inverse"].state(),
-                    "warm": dict(c["warm"]),
-                    "updates": c["updates"],
-                }
-                for c in self._curv
-            ],
+            "layers": [block.state() for block in self.blocks],
         }
         return sd
 
@@ -416,14 +443,8 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
         self.skipped_updates = int(curvature.get("skipped_updates", 0))
         self._generator.set_state(curvature["generator"].cpu() if torch.is_tensor(curvature["generator"])
                                   else curvature["generator"])
-        for layer, c, saved in zip(self.layers, self._curv, curvature["layers"]):
-            dev = dict(device=layer.weight.device, dtype=layer.weight.dtype)
-            c["approx"] = None if saved["terms"] is None else KroneckerSum(
-                [(a.to(**dev).clone(), g.to(**dev).clone()) for a, g in saved["terms"]])
-            c["inverse"] = None if saved["inverse"] is None else inverse_from_state(
-                {k: v.to(**dev).clone() for k, v in saved["inverse"].items()})
-            c["warm"] = {k: v.to(**dev).clone() for k, v in saved["warm"].items()}
-            c["updates"] = int(saved["updates"])
+        for layer, block, saved in zip(self.layers, self.blocks, curvature["layers"]):
+            block.load_state(saved, device=layer.weight.device, dtype=layer.weight.dtype)
 
     def close(self) -> None:
         """Remove the forward pre-hook from the model."""
@@ -460,4 +481,12 @@ class KFACCorrected(KroneckerFactoredOptimizer):
     approximation_name = "kfac_corrected"
 
 
-OPTIMIZERS = {cls.approximation_name: cls for cls in (KFAC, KPSVD, Deflation, Lanczos, KFACCorrected)}
+class LanczosK(KroneckerFactoredOptimizer):
+    """Kronecker rank ``k`` (option ``k``, default 3) by restarted Lanczos bidiagonalisation; damped
+    solve by preconditioned conjugate gradients (options ``cg_tol``, ``cg_max_iter``)."""
+
+    approximation_name = "lanczos_k"
+
+
+# Read from the registry (kfac_bench/registry.py), the one list of methods.
+OPTIMIZERS = {name: get_method(name).optimizer_class() for name in curvature_method_names()}

@@ -109,6 +109,8 @@ def _fisher_figures(results_dir: Path, out_dir: Path, note: str | None, formats,
                 continue
             paths += [Path(p) for p in written or []]
             _say(f"Figure 1 ({dataset}) from {path}")
+            from .rank import rank_figure_for_study   # error vs Kronecker rank and cost, when measured
+            paths += rank_figure_for_study(folder, out_dir / f"{stem}_rank", title, results_dir, formats=formats, dpi=dpi)
     return paths
 
 

@@ -21,11 +21,11 @@ import math
 import numpy as np
 import pandas as pd
 
+from ..registry import METHODS, method_names
 from .results import SWEPT
 
-METHOD_ORDER = ["sgd", "adam", "kfac", "kpsvd", "deflation", "lanczos", "kfac_corrected"]
-METHOD_LABELS = {"sgd": "SGD", "adam": "Adam", "kfac": "KFAC", "kpsvd": "KPSVD", "deflation": "Deflation",
-                 "lanczos": "Lanczos", "kfac_corrected": "KFAC-corrected"}
+METHOD_ORDER = method_names()                                   # kfac_bench/registry.py
+METHOD_LABELS = {m.name: m.label for m in METHODS.values()}
 DATASET_ORDER = ["curves", "mnist", "faces"]
 # the paper's problem sizes (appendix D) and the authors' 200 epochs: what "reduced" is measured against
 PAPER_SETTING = {"curves": {"n_train": 16000, "n_val": 4000}, "mnist": {"n_train": 50000, "n_val": 10000},

@@ -1,0 +1,146 @@
+"""The one list of methods: every optimizer, configuration, study, benchmark and report reads it.
+
+An entry names a method (the ``optimizer.name`` of its config, ``conf/optimizer/<name>.yaml``), its
+label in tables and figures, its Kronecker rank (``None`` for the first-order baselines), where its
+optimizer and approximation classes live, and the options its optimizer accepts. Adding a method is
+one entry here, one approximation class and one config file.
+
+Importing this module imports nothing heavy (no torch, no OmegaConf): listing names is free. The
+classes are resolved on demand (:meth:`Method.optimizer_class`, :meth:`Method.approximation_class`)
+and the tuned settings are read from the method's config (:meth:`Method.tuned`).
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+# Options every Kronecker-factored optimizer accepts (kfac_bench.optim.KroneckerFactoredOptimizer);
+# an entry adds the options of its own approximation (solver settings, the rank).
+CURVATURE_OPTIONS = ("damping", "T1", "T2", "alpha", "kl_clip", "momentum", "weight_decay", "fisher",
+                     "reduction", "stats_fraction", "psd_floor", "route", "curvature_schedule",
+                     "damping_convention", "second_term", "stats_sampling", "averaging", "gaussian_target_std",
+                     "kl_clip_terms", "tol", "max_iter", "krylov_dim", "max_restarts")
+
+
+@dataclass(frozen=True)
+class Method:
+    """One method of the benchmark."""
+
+    name: str
+    label: str
+    rank: int | None                 # Kronecker rank of the approximation; None: a first-order method
+    optimizer: str                   # "module:Class" (first-order: torch's)
+    approximation: str | None = None  # "module:Class" of kfac_bench.curvature (curvature methods)
+    # approximation options beyond CURVATURE_OPTIONS (e.g. the rank of lanczos_k)
+    extra_options: tuple[str, ...] = ()
+    # the rank is an option (``rank_option``) and ``rank`` is its default
+    rank_option: str | None = None
+    # the approximation is the best Kronecker approximation of its rank (Theorem 3.1), so methods of
+    # one rank with this flag share a target (the Figure 1 study shares their spectrum work)
+    best_of_rank: bool = False
+    in_paper: bool = True            # one of the paper's methods (Figure 1 and 2 defaults)
+    summary: str = ""
+    paper: str = ""                  # where the paper defines it
+
+    @property
+    def is_curvature(self) -> bool:
+        return self.rank is not None
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The config keys the method's optimizer accepts besides ``lr`` (curvature methods)."""
+        return CURVATURE_OPTIONS + self.extra_options if self.is_curvature else ()
+
+    def optimizer_class(self):
+        return _resolve(self.optimizer)
+
+    def approximation_class(self):
+        if self.approximation is None:
+            raise ValueError(f"{self.name} is a first-order method: it has no Kronecker approximation")
+        return _resolve(self.approximation)
+
+    def rank_of(self, options: dict | None = None) -> int | None:
+        """The Kronecker rank of a configured instance (``options``: its config or keyword options)."""
+        if self.rank_option is not None and options and options.get(self.rank_option) is not None:
+            return int(options[self.rank_option])
+        return self.rank
+
+    def tuned(self, dataset: str | None = None) -> dict:
+        """The ``tuned:`` settings of ``conf/optimizer/<name>.yaml`` (all datasets, or one)."""
+        from omegaconf import OmegaConf
+
+        from .configs import config_dir
+        path = config_dir() / "optimizer" / f"{self.name}.yaml"
+        if not path.is_file():
+            return {}
+        node = OmegaConf.load(path)
+        tuned = OmegaConf.to_container(node.tuned, resolve=True) if "tuned" in node else {}
+        return tuned if dataset is None else dict(tuned.get(dataset) or {})
+
+
+def _resolve(path: str):
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+_OPT = "kfac_bench.optim.kronecker_optimizer"
+_APPROX = "kfac_bench.curvature.approximations"
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("sgd", "SGD", None, "torch.optim:SGD", summary="SGD with heavy-ball momentum"),
+    Method("adam", "Adam", None, "torch.optim:Adam", summary="Adam"),
+    Method("kfac", "KFAC", 1, f"{_OPT}:KFAC", f"{_APPROX}:KFAC",
+           summary="E[a a^T] (x) E[g g^T]", paper="eq. (1), section 2.2"),
+    Method("kpsvd", "KPSVD", 1, f"{_OPT}:KPSVD", f"{_APPROX}:KPSVD", best_of_rank=True,
+           summary="best Kronecker product, power SVD of Z(F)", paper="section 3.1"),
+    Method("deflation", "Deflation", 2, f"{_OPT}:Deflation", f"{_APPROX}:Deflation", best_of_rank=True,
+           summary="KPSVD, then the best Kronecker product of the remainder", paper="section 3.2.1"),
+    Method("lanczos", "Lanczos", 2, f"{_OPT}:Lanczos", f"{_APPROX}:Lanczos", best_of_rank=True,
+           summary="best Kronecker rank 2 by restarted Lanczos bidiagonalisation", paper="section 3.2.2"),
+    Method("kfac_corrected", "KFAC-corrected", 2, f"{_OPT}:KFACCorrected", f"{_APPROX}:KFACCorrected",
+           summary="KFAC plus the best Kronecker correction", paper="section 3.3"),
+    Method("lanczos_k", "Lanczos rank k", 3, f"{_OPT}:LanczosK", f"{_APPROX}:LanczosK",
+           extra_options=("k", "cg_tol", "cg_max_iter"), rank_option="k", best_of_rank=True, in_paper=False,
+           summary="best Kronecker rank k by restarted Lanczos bidiagonalisation; damped solve by "
+                   "conjugate gradients preconditioned by the rank-2 eigen-trick solve",
+           paper="section 5 (\"one can go further in this direction\")"),
+)}
+
+
+def method_names() -> list[str]:
+    return list(METHODS)
+
+
+def curvature_method_names() -> list[str]:
+    return [m.name for m in METHODS.values() if m.is_curvature]
+
+
+def first_order_method_names() -> list[str]:
+    return [m.name for m in METHODS.values() if not m.is_curvature]
+
+
+def paper_method_names(curvature_only: bool = False) -> list[str]:
+    """The paper's methods (``curvature_only``: its Kronecker-factored ones, Figure 1's)."""
+    return [m.name for m in METHODS.values() if m.in_paper and (m.is_curvature or not curvature_only)]
+
+
+def get_method(name: str) -> Method:
+    try:
+        return METHODS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown method {name!r}; choose one of {method_names()}") from None
+
+
+def method_label(name: str, rank: int | None = None) -> str:
+    """The label of a method (``"Lanczos rank 3"`` for a variable-rank one given its rank); an
+    unknown name is returned as it is."""
+    entry = METHODS.get(name)
+    if entry is None:
+        return str(name)
+    if entry.rank_option is not None and rank is not None:
+        return f"{entry.label.rsplit(' k', 1)[0]} {rank}" if entry.label.endswith(" k") else f"{entry.label} {rank}"
+    return entry.label
+
+
+__all__ = ["CURVATURE_OPTIONS", "METHODS", "Method", "method_names", "curvature_method_names",
+           "first_order_method_names", "paper_method_names", "get_method", "method_label"]
