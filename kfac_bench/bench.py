@@ -680,6 +680,9 @@ def run_bench(cfg: dict, out_dir: Path) -> pd.DataFrame:
     bench = _bench_settings(cfg)
     datasets = [_dataset_config(d) for d in bench["datasets"]]
     device = select_device(cfg.get("device", "auto"))
+    if bench.get("peers"):   # bench.peers=[asdl]: the peer comparison alone (kfac_bench/bench_peers.py)
+        from .bench_peers import run_peers
+        return run_peers(datasets, bench, cfg, device, out_dir)
     seed = int(cfg.get("seed", 0))
     torch.manual_seed(seed)
     # Subnormal floats make CPU matrix products 100x slower (as in train.py).

@@ -45,6 +45,49 @@ METRIC_COLUMNS = ["epoch", "iteration", "time_s", "train_loss", "val_loss", "tra
 FINAL_STATUSES = ("ok", "diverged")
 
 
+# On CUDA the host reads the training losses (running mean, divergence check) once every this many
+# steps, and before every curvature update, instead of after every step: reading a device value
+# waits for the whole queue, and small auto-encoders leave the GPU idle while the host waits.
+# On CPU the reading costs nothing and happens every step, exactly as before.
+CUDA_LOSS_CHECK_EVERY = 25
+
+
+def loss_check_interval(device: torch.device) -> int:
+    """Steps between two reads of the training losses by the host (see CUDA_LOSS_CHECK_EVERY)."""
+    return CUDA_LOSS_CHECK_EVERY if device.type == "cuda" else 1
+
+
+class _LossTracker:
+    """The training losses of an epoch, kept on the device until :meth:`flush` reads them all at
+    once (one host synchronisation): the running mean and the divergence check see exactly the
+    values, in the order, that a per-step read would."""
+
+    def __init__(self):
+        self.pending: list[tuple[int, torch.Tensor, int]] = []   # (iteration, loss, batch size)
+        self.running, self.seen, self.last = 0.0, 0, float("nan")
+
+    def __len__(self) -> int:
+        return len(self.pending)
+
+    def add(self, iteration: int, loss: torch.Tensor, n: int) -> None:
+        self.pending.append((iteration, loss.detach(), n))
+
+    def flush(self) -> int | None:
+        """Read the pending losses; the iteration of the first non-finite one (those after it are
+        dropped), or None."""
+        if not self.pending:
+            return None
+        values = torch.stack([loss for _, loss, _ in self.pending]).tolist()
+        pending, self.pending = self.pending, []
+        for (iteration, _, n), value in zip(pending, values):
+            if not math.isfinite(value):
+                return iteration
+            self.running += value * n
+            self.seen += n
+            self.last = value
+        return None
+
+
 class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the field and the fix."""
 
@@ -267,24 +310,31 @@ def run_training(cfg: Mapping, run_dir: str | Path) -> dict:
     status, error = "ok", None
     is_curvature = isinstance(optimizer, KroneckerFactoredOptimizer)
     model.train()
+    check_every = loss_check_interval(device)
     for epoch in range(first_epoch, epochs + 1):
         perm = torch.randperm(n_train, generator=shuffle).to(device)
-        running, seen = 0.0, 0
+        losses = _LossTracker()
         synchronize(device)
         t0 = time.perf_counter()
         bar = tqdm(range(n_batches), desc=f"epoch {epoch}/{epochs}", disable=not trainer.get("progress", True),
                    leave=False, dynamic_ncols=True, file=sys.stderr)
         for b in bar:
-            x = data.train[perm[b * batch_size:(b + 1) * batch_size]]
+            x = data.train.index_select(0, perm[b * batch_size:(b + 1) * batch_size])
             optimizer.zero_grad(set_to_none=True)
             loss = likelihood.batch_loss(model(x), x)
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                status, error = "diverged", f"non-finite training loss at iteration {iteration + 1} (epoch {epoch})"
-                break
+            losses.add(iteration + 1, loss, x.shape[0])
+            stats_step = is_curvature and optimizer.curvature_due()
+            # a curvature update never sees a diverged model: the losses are read before it
+            if len(losses) >= check_every or stats_step:
+                bad = losses.flush()
+                if bad is not None:
+                    status, error = "diverged", f"non-finite training loss at iteration {bad} (epoch {epoch})"
+                    iteration = bad - 1
+                    break
+                if check_every > 1 or b % 10 == 0:
+                    bar.set_postfix(loss=f"{losses.last:.5f}", refresh=False)
             loss.backward()
             if is_curvature:
-                stats_step = optimizer.curvature_due()
                 optimizer.step(targets=x)
                 if stats_step:
                     for fit in optimizer.last_fit:
@@ -293,10 +343,12 @@ def run_training(cfg: Mapping, run_dir: str | Path) -> dict:
             else:
                 optimizer.step()
             iteration += 1
-            running += loss_value * x.shape[0]
-            seen += x.shape[0]
-            if b % 10 == 0:
-                bar.set_postfix(loss=f"{loss_value:.5f}")
+        if status == "ok":
+            bad = losses.flush()          # the epoch's last steps
+            if bad is not None:
+                status, error = "diverged", f"non-finite training loss at iteration {bad} (epoch {epoch})"
+                iteration = bad - 1
+        running, seen = losses.running, losses.seen
         synchronize(device)
         train_time += time.perf_counter() - t0
         bar.close()

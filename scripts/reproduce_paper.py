@@ -660,9 +660,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1")
     parser.add_argument("--launcher", default=None, choices=["basic", "joblib", "submitit_local", "submitit_slurm"],
                         help="Hydra launcher of the sweeps (default: the profile's, else basic = sequential)")
-    parser.add_argument("--jobs", type=int, default=None,
+    parser.add_argument("--jobs", type=lambda s: s if s == "auto" else int(s), default=None,
                         help="runs at a time on this machine (default: the profile's): with the basic launcher, "
-                             "that many kfac-bench commands at a time; with joblib, hydra.launcher.n_jobs")
+                             "that many kfac-bench commands at a time; with joblib, hydra.launcher.n_jobs; "
+                             "auto = from the GPU's free memory and measured scaling (kfac_bench/concurrency.py)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads per job (OMP_NUM_THREADS; 0 = torch's default; default: the profile's)")
     parser.add_argument("--launcher-arg", action="append", default=[], metavar="KEY=VALUE",
@@ -735,6 +736,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # an explicit --device is taken as it is (a GPU plan can be printed on a CPU machine)
     device = select_device("auto").type if args.device == "auto" else args.device
+    if args.jobs == "auto":   # K concurrent runs on the device (conf/profile/gpu.yaml, kfac_bench/concurrency.py)
+        from kfac_bench.concurrency import choose_jobs
+        args.jobs = choose_jobs(device, profile.get("concurrency"), log=say)
     # runs at a time inside one command (Hydra's launcher) and commands at a time (this script)
     parallel = {"basic": 1, "joblib": args.jobs or os.cpu_count() or 1, "submitit_local": os.cpu_count() or 1,
                 "submitit_slurm": math.inf}[args.launcher]

@@ -373,18 +373,20 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
                 grads.append(grad)
             nu = 1.0
             if group["kl_clip"] is not None:
-                # one reduction and one host sync for all layers
+                # one reduction for all layers, and nu stays on the device: no host sync per step
+                # (float64, as the Python float this was before: the same bits on CPU)
                 if self.kl_clip_terms == "tensor":
                     dots = [torch.sum(d[:, cols] * g[:, cols]) for layer, d, g in zip(self.layers, directions, grads)
                             if d is not None for cols in self._tensor_columns(layer)]
                 else:
                     dots = [torch.sum(d * g) for d, g in zip(directions, grads) if d is not None]
-                total = float(torch.stack(dots).abs().sum()) if dots else 0.0
-                if self.kl_clip_terms == "tensor":
-                    total += 1e-8   # the authors' fisher_norm += 1e-8
-                if total > 0 and math.isfinite(total):
-                    nu = min(1.0, math.sqrt(group["kl_clip"] / total))
-            self.last_nu = nu
+                if dots:
+                    total = torch.stack(dots).abs().sum().double()
+                    if self.kl_clip_terms == "tensor":
+                        total = total + 1e-8   # the authors' fisher_norm += 1e-8
+                    nu = torch.where((total > 0) & torch.isfinite(total),
+                                     torch.sqrt(group["kl_clip"] / total).clamp(max=1.0), 1.0)
+            self._nu = nu
         for layer, direction in zip(self.layers, directions):
             if direction is None:
                 continue
@@ -398,6 +400,11 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
                 self._apply(p, p.grad, group)
         self.steps += 1
         return loss
+
+    @property
+    def last_nu(self) -> float:
+        """The KL clip's factor of the last step (reading it waits for the device)."""
+        return float(self._nu)
 
     @staticmethod
     def _tensor_columns(layer: nn.Linear) -> list[slice]:

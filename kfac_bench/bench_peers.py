@@ -1,0 +1,234 @@
+"""``kfac-bench bench bench.peers=[asdl]``: our KFAC step beside the KFAC of a library that a user
+could pick instead, on the same network, batch and curvature intervals, in the same interleaved
+rounds.
+
+Four runners per dataset, each with its own copy of the auto-encoder (same initial weights):
+
+* ``ours_sgd``: our SGD (``conf/optimizer/sgd.yaml``'s momentum, the bench's lr), the baseline of
+  our ratio; ``ours_kfac``: our KFAC (``conf/optimizer/kfac.yaml`` with the bench's lr, damping, T1,
+  T2), driven only through the ``torch.optim`` interface (``zero_grad; loss.backward(); step``);
+* ``asdl_sgd``: ``torch.optim.SGD`` with the same lr and momentum, the baseline of ASDL's ratio;
+  ``asdl_kfac``: ASDL's ``KfacGradientMaker`` (package ``asdfghjkl``, the optional extra
+  ``kfac-bench[peers]``) with a Monte-Carlo Fisher, curvature interval T1, preconditioner interval
+  T2, the same damping and moving-average weight alpha, then that SGD.
+
+Both KFACs update their curvature at steps 0, T1, 2 T1, ... (ASDL's interval schedule is
+``step % interval == 0`` too), so a window of ``lcm(T1, T2)`` consecutive steps holds exactly one
+update of each kind: its mean step time is the amortised step, measured literally (no model of
+the parts). A round is one such window: at every slot of it each runner takes one step on the same
+batch, in an order rotated every slot, so drift and other processes' load hit every runner alike.
+Ratios are paired by round (a window's mean over the same round's window of the baseline) before
+the median over rounds is taken. One untimed window first pays the first (cold) update and the
+allocators' warm-up.
+
+Where the two KFACs differ by design (they are not the same algorithm, only the same cost class):
+ours takes the true Fisher of the dataset's likelihood (Bernoulli for the binary images) from an
+extra forward/backward pass every T1 steps, preconditions ``[W | b]`` with the bias folded into the
+input factor and clips the step by KL (appendix E); ASDL samples its Fisher targets in the
+training pass itself, from a categorical over the outputs (``loss_type="cross_entropy"``; it has no
+Bernoulli) or a Gaussian (``"mse"``, FACES), treats the bias as its own block and does not clip.
+
+Outputs: ``bench_peers.csv`` / ``bench_peers.md`` in the bench's folder, and a printed table.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+import statistics
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from .curvature.stats import get_likelihood
+from .models import build_autoencoder
+from .optim.factory import build_optimizer
+from .utils import atomic_write_text, synchronize
+
+log = logging.getLogger("kfac_bench.bench")
+
+PEERS = {"asdl": "asdfghjkl"}     # peer name -> the distribution that provides it (import name: asdl)
+RUNNERS = ("ours_sgd", "ours_kfac", "asdl_sgd", "asdl_kfac")
+COLUMNS = ["dataset", "batch_size", "T1", "T2", "rounds",
+           "ours_sgd_ms", "ours_kfac_ms", "asdl_sgd_ms", "asdl_kfac_ms",
+           "ours_kfac_regular_ms", "asdl_kfac_regular_ms", "ours_kfac_update_ms", "asdl_kfac_update_ms",
+           "ours_ratio", "asdl_ratio", "ours_over_asdl", "ours_over_asdl_lo", "ours_over_asdl_hi"]
+
+
+class PeerUnavailable(ValueError):
+    """A peer library that is not installed; the message says how to install it."""
+
+
+def check_peers(peers) -> list[str]:
+    """The validated list of peer names (``bench.peers``); PeerUnavailable when one is missing."""
+    if peers is None:
+        return []
+    if isinstance(peers, str) or not all(isinstance(p, str) for p in peers):
+        raise ValueError(f"bench.peers must be a list of names among {sorted(PEERS)}, got {peers!r} "
+                         f"(e.g. 'bench.peers=[asdl]')")
+    peers = list(peers)
+    unknown = [p for p in peers if p not in PEERS]
+    if unknown:
+        raise ValueError(f"bench.peers: unknown peer(s) {unknown}; choose among {sorted(PEERS)}")
+    for p in peers:
+        try:
+            importlib.import_module(p)
+        except ImportError as err:
+            raise PeerUnavailable(
+                f"bench.peers=[{p}] needs the {PEERS[p]} package ({err}); install the optional extra: "
+                f"pip install 'kfac-bench[peers]' (or: pip install {PEERS[p]} --no-deps)") from None
+    return peers
+
+
+# ------------------------------------------------------------------------------------ runners
+class _Runner:
+    """One model with one optimizer; ``step(x)`` is one full training step on batch ``x``."""
+
+    def __init__(self, name: str, model: nn.Module, step, is_update):
+        self.name, self.model, self._step, self.is_update = name, model, step, is_update
+        self.windows: list[list[float]] = []       # per timed round: seconds of each step
+
+    def step(self, x: torch.Tensor) -> None:
+        self._step(x)
+
+
+def _ours(method: str, ds: dict, bench: dict, device, seed: int) -> _Runner:
+    from .bench import _optimizer_config
+    likelihood = get_likelihood(ds["likelihood"])
+    model = build_autoencoder(ds, seed).to(device)
+    opt = build_optimizer(_optimizer_config(method, bench), model, likelihood.name, seed)
+    kron = method != "sgd"
+
+    def step(x):
+        opt.zero_grad(set_to_none=True)
+        loss = likelihood.batch_loss(model(x), x)
+        loss.backward()
+        if kron:
+            opt.step(targets=x)
+        else:
+            opt.step()
+
+    due = (lambda k: k % bench["T1"] == 0 or k % bench["T2"] == 0) if kron else (lambda k: False)
+    return _Runner(f"ours_{method}", model, step, due)
+
+
+def _asdl(method: str, ds: dict, bench: dict, device, seed: int) -> _Runner:
+    from .bench import _optimizer_config
+    likelihood = get_likelihood(ds["likelihood"])
+    model = build_autoencoder(ds, seed).to(device)
+    sgd_cfg = _optimizer_config("sgd", bench)
+    opt = torch.optim.SGD(model.parameters(), lr=sgd_cfg["lr"], momentum=sgd_cfg.get("momentum", 0.9))
+    loss_fn = nn.BCEWithLogitsLoss() if likelihood.name == "bernoulli" else nn.MSELoss()
+    if method == "sgd":
+        def step(x):
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model(x), x).backward()
+            opt.step()
+        return _Runner("asdl_sgd", model, step, lambda k: False)
+    from asdl import KfacGradientMaker, PreconditioningConfig
+    kfac_cfg = _optimizer_config("kfac", bench)
+    config = PreconditioningConfig(data_size=int(ds["batch_size"]), damping=float(kfac_cfg["damping"]),
+                                   curvature_upd_interval=int(bench["T1"]),
+                                   preconditioner_upd_interval=int(bench["T2"]),
+                                   ema_decay=float(kfac_cfg.get("alpha", 0.95)))
+    maker = KfacGradientMaker(model, config, fisher_type="fisher_mc",
+                              loss_type="cross_entropy" if likelihood.name == "bernoulli" else "mse")
+
+    def step(x):
+        opt.zero_grad(set_to_none=True)
+        dummy_y = maker.setup_model_call(model, x)
+        maker.setup_loss_call(loss_fn, dummy_y, x)
+        maker.forward_and_backward()
+        opt.step()
+
+    return _Runner("asdl_kfac", model, step, lambda k: k % bench["T1"] == 0 or k % bench["T2"] == 0)
+
+
+# -------------------------------------------------------------------------------------- rounds
+def _median(xs: list[float]) -> float:
+    xs = [x for x in xs if x is not None and math.isfinite(x)]
+    return statistics.median(xs) if xs else float("nan")
+
+
+def _peer_dataset(ds: dict, bench: dict, cfg: dict, device) -> dict:
+    from .bench import _batches
+    seed = int(cfg.get("seed", 0))
+    batches, _ = _batches(ds, bench, cfg.get("data_dir", "data"), device, seed)
+    runners = [_ours("sgd", ds, bench, device, seed), _ours("kfac", ds, bench, device, seed),
+               _asdl("sgd", ds, bench, device, seed), _asdl("kfac", ds, bench, device, seed)]
+    window = math.lcm(int(bench["T1"]), int(bench["T2"]))
+    rounds = int(bench.get("peer_rounds") or bench["rounds"])
+    for r in range(rounds + 1):            # round 0: untimed warm-up (the first, cold update)
+        times = {run.name: [] for run in runners}
+        for k in range(window):
+            x = batches[(r * window + k) % len(batches)]
+            shift = (r * window + k) % len(runners)
+            for run in runners[shift:] + runners[:shift]:
+                synchronize(device)
+                t0 = time.perf_counter()
+                run.step(x)
+                synchronize(device)
+                times[run.name].append(time.perf_counter() - t0)
+        if r:
+            for run in runners:
+                run.windows.append(times[run.name])
+        log.info("bench peers %s: round %d/%d done", ds["name"], r, rounds)
+    by = {run.name: run for run in runners}
+    mean = {name: [sum(w) / len(w) for w in run.windows] for name, run in by.items()}
+
+    def paired(a: str, b: str) -> list[float]:
+        return [x / y for x, y in zip(mean[a], mean[b])]
+
+    def split(name: str, update: bool) -> float:
+        run = by[name]
+        return 1e3 * _median([t for w in run.windows for k, t in enumerate(w) if run.is_update(k) == update])
+
+    ours_over = paired("ours_kfac", "asdl_kfac")
+    row = {"dataset": ds["name"], "batch_size": int(ds["batch_size"]), "T1": int(bench["T1"]),
+           "T2": int(bench["T2"]), "rounds": rounds,
+           **{f"{name}_ms": 1e3 * _median(mean[name]) for name in RUNNERS},
+           "ours_kfac_regular_ms": split("ours_kfac", False), "asdl_kfac_regular_ms": split("asdl_kfac", False),
+           "ours_kfac_update_ms": split("ours_kfac", True), "asdl_kfac_update_ms": split("asdl_kfac", True),
+           "ours_ratio": _median(paired("ours_kfac", "ours_sgd")),
+           "asdl_ratio": _median(paired("asdl_kfac", "asdl_sgd")),
+           "ours_over_asdl": _median(ours_over),
+           "ours_over_asdl_lo": min(ours_over), "ours_over_asdl_hi": max(ours_over)}
+    return row
+
+
+def run_peers(datasets: list[dict], bench: dict, cfg: dict, device, out_dir: Path) -> pd.DataFrame:
+    """The peer comparison for every dataset of the bench; writes ``bench_peers.csv`` and
+    ``bench_peers.md`` into ``out_dir`` and prints the table."""
+    peers = check_peers(bench.get("peers"))
+    if not peers:
+        return pd.DataFrame(columns=COLUMNS)
+    torch.manual_seed(int(cfg.get("seed", 0)))
+    torch.set_flush_denormal(True)   # as in train.py: subnormal floats slow CPU products 100x
+    threads_before = torch.get_num_threads()
+    if bench.get("threads") is not None:
+        torch.set_num_threads(int(bench["threads"]))
+    try:
+        rows = [_peer_dataset(ds, bench, cfg, device) for ds in datasets]
+    finally:
+        torch.set_num_threads(threads_before)
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    from .bench import markdown_table
+    shown = ["dataset", "batch_size", "ours_sgd_ms", "ours_kfac_ms", "asdl_sgd_ms", "asdl_kfac_ms",
+             "ours_ratio", "asdl_ratio", "ours_over_asdl", "ours_over_asdl_lo", "ours_over_asdl_hi"]
+    text = (f"Peers ({', '.join(peers)}), {device}, T1 = {bench['T1']}, T2 = {bench['T2']}: amortised step "
+            f"= mean over a window of lcm(T1, T2) steps (ms, median over rounds); ours_ratio = our KFAC / "
+            f"our SGD, asdl_ratio = ASDL's KFAC / its SGD, ours_over_asdl = our KFAC / ASDL's KFAC "
+            f"(paired by round; lo/hi: range over rounds)\n\n" + markdown_table(df[shown], shown))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out_dir / "bench_peers.csv", index=False)
+    atomic_write_text(out_dir / "bench_peers.md", text + "\n")
+    print(text)
+    print(f"written: {out_dir / 'bench_peers.csv'}, {out_dir / 'bench_peers.md'}")
+    return df
+
+
+__all__ = ["run_peers", "check_peers", "PeerUnavailable", "PEERS", "COLUMNS"]
