@@ -269,10 +269,7 @@ def test_a_config_naming_another_version_is_refused(tmp_path):
 
 
 def test_reproduce_paper_does_not_count_a_run_on_another_version(tmp_path):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("reproduce_paper", REPO / "scripts" / "reproduce_paper.py")
-    rp = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rp)
+    from kfac_bench import reproduce as rp
     for name, version in (("v1", None), ("v2", 2)):
         folder = tmp_path / "runs" / "curves" / "sgd" / name
         folder.mkdir(parents=True)

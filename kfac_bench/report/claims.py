@@ -86,7 +86,6 @@ APPROXIMATIONS = ("kpsvd", "deflation", "lanczos", "kfac_corrected")
 CURVATURE_METHODS = ("kfac", *APPROXIMATIONS)
 BASELINES = ("sgd", "adam")
 HIGH_RANK = ("deflation", "lanczos", "kfac_corrected")
-FALLBACK_RANKS = {"kfac": 1, "kpsvd": 1, "deflation": 2, "lanczos": 2, "kfac_corrected": 2}
 ERRORS = (("error_frobenius", "Error 1"), ("error_spectrum", "Error 2"))
 CLAIM_COLUMNS = ["id", "claim", "verdict", "numbers", "rule", "source"]
 
@@ -320,21 +319,15 @@ def rule_same_order_cost(problem: Problem) -> Outcome:
 
 
 def kronecker_rank(method: str, hyperparameters: dict | None = None) -> int | None:
-    """The number of Kronecker terms of a method: kfac_bench.registry when it exists, else
-    :data:`FALLBACK_RANKS`; a method whose rank is a hyperparameter (``k``) reads it there."""
-    hyperparameters = hyperparameters or {}
-    rank = None
+    """The number of Kronecker terms of a configured method, from the registry (a method whose rank
+    is an option, e.g. ``lanczos_k``'s ``k``, reads it from its hyperparameters); None for a
+    first-order or unknown method."""
+    from ..registry import get_method
     try:
-        from .. import registry  # type: ignore[attr-defined]
-        rank = getattr(registry.get_method(method), "rank", None)
-    except Exception:  # noqa: BLE001 - no registry (yet), or a method it does not know
-        rank = None
-    if not isinstance(rank, int) or isinstance(rank, bool):
-        rank = FALLBACK_RANKS.get(method)
-    for key in ("k", "rank"):
-        if isinstance(hyperparameters.get(key), int) and method not in FALLBACK_RANKS:
-            rank = hyperparameters[key]
-    return rank
+        entry = get_method(method)
+    except (KeyError, ValueError):
+        return None
+    return entry.rank_of(hyperparameters or {})
 
 
 def rule_higher_rank_better(problem: Problem) -> Outcome:
@@ -563,7 +556,7 @@ def claims_table(folders: Iterable[str | Path], problems: list[Problem] | None =
         combine([rule_higher_rank_better(p) for p in spec], [rule_higher_rank_better(p) for p in authors]),
         f"the best rank-2 method (Deflation, Lanczos, KFAC-corrected) vs the best rank-1 method (KFAC, KPSVD), "
         f"the best = the lowest loss at E: loss ratio <= 1 - FASTER_MARGIN = {1 - FASTER_MARGIN:g} at every "
-        f"matched epoch on every problem; ranks from kfac_bench.registry when present, else FALLBACK_RANKS; "
+        f"matched epoch on every problem; ranks from kfac_bench.registry; "
         f"ranks > 2 (if run) reported: does the loss decrease with rank; {MATCHED}", run_source)
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
 
