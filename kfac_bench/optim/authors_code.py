@@ -122,7 +122,7 @@ def applicable(method: str) -> list[str]:
     the others are no-ops for that method (``authors_code=all`` names them all the same)."""
     out = []
     for b in BEHAVIOURS.values():
-        if method in OPTIMIZERS:
+        if method in METHODS and METHODS[method].is_curvature:
             acts = bool(b.curvature) and (b.curvature_methods is None or method in b.curvature_methods)
         else:
             acts = method in b.first_order
