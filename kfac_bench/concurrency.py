@@ -136,7 +136,7 @@ def training_command(run_dir: Path, overrides: Sequence[str]) -> list[str]:
 
 def measure_scaling(ks: Sequence[int], overrides: Sequence[str], work_dir: Path,
                     env: Mapping[str, str] | None = None, log: Callable[[str], None] = print,
-                    time_limit_s: float = 600.0) -> dict:
+                    time_limit_s: float = 600.0, on_level: Callable[[dict], None] | None = None) -> dict:
     """Runs per hour with K concurrent copies of one training run, for each K in ``ks``: K
     processes started together, each in its own folder, timed to the last one's end (start-up
     included, as in a sweep). A failed run is reported and makes the measurement fail."""
@@ -178,6 +178,8 @@ def measure_scaling(ks: Sequence[int], overrides: Sequence[str], work_dir: Path,
         out["wall_s"][k] = wall
         out["runs_per_hour"][k] = 3600.0 * k / wall
         log(f"K={k:3d}: {wall:7.1f} s for {k} runs -> {out['runs_per_hour'][k]:8.1f} runs/h")
+        if on_level is not None:      # the levels measured so far survive a later one's kill
+            on_level(out)
     return out
 
 
@@ -202,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--ks must be comma-separated integers, got {args.ks!r}")
         work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="kfac-scaling-"))
         try:
-            result = measure_scaling(ks, args.overrides, work, time_limit_s=args.time_limit)
+            result = measure_scaling(ks, args.overrides, work, time_limit_s=args.time_limit,
+                                     on_level=lambda res: Path(args.out).write_text(json.dumps(res, indent=2) + "\n"))
         except (RuntimeError, ValueError) as err:
             print(f"concurrency scaling: error: {err}", file=sys.stderr)
             return 1

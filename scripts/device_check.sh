@@ -88,14 +88,14 @@ step() {   # step NAME TIMEOUT_S COMMAND...: run (or list) one step, its output 
 
 if [ "$MODE" = dry ]; then
   echo "device_check.sh --dry-run: what a run on a GPU machine does (results: \$OUT or results/device_check/<time>)"
-  for f in wheels mnist_raw.tar.xz olivettifaces.mat; do
-    [ -e "$PAYLOAD/$f" ] && echo "payload: $PAYLOAD/$f present" || echo "payload: $PAYLOAD/$f MISSING (run --prepare here first)"
+  for f in wheels/hydra_core-*.whl mnist_raw.tar.xz olivettifaces.mat; do
+    compgen -G "$PAYLOAD/$f" >/dev/null && echo "payload: $PAYLOAD/$f present" || echo "payload: $PAYLOAD/$f MISSING (run --prepare here first)"
   done
 else
   mkdir -p "$OUTDIR" "$WORK" "$DATA/mnist/raw"
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUTDIR/gpu.txt"
-  for f in wheels mnist_raw.tar.xz olivettifaces.mat; do
-    [ -e "$PAYLOAD/$f" ] || { echo "device_check.sh: $PAYLOAD/$f is missing: run scripts/device_check.sh --prepare where pip works, and carry device_payload" >&2; exit 1; }
+  for f in wheels/hydra_core-*.whl mnist_raw.tar.xz olivettifaces.mat; do
+    compgen -G "$PAYLOAD/$f" >/dev/null || { echo "device_check.sh: $PAYLOAD/$f is missing: run scripts/device_check.sh --prepare where pip works, and carry device_payload" >&2; exit 1; }
   done
   python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print('torch', torch.__version__, torch.cuda.get_device_name(0))" \
     || { echo "device_check.sh: python3 has no torch with CUDA here" >&2; exit 1; }
@@ -109,17 +109,17 @@ else
   cd "$WORK"    # the installed package, not the checkout, is what runs (the tests import the checkout's)
 fi
 
-step cuda_tests 150 "$PYV" -m pytest -q -p no:cacheprovider "$ROOT/tests/test_cuda.py" -ra
-step epochs_curves_mnist 150 "${KB[@]}" run -m "optimizer=$ALL_METHODS" dataset=curves,mnist trainer.epochs=1 \
+step cuda_tests 100 "$PYV" -m pytest -q -p no:cacheprovider "$ROOT/tests/test_cuda.py" -ra
+step epochs_curves_mnist 110 "${KB[@]}" run -m "optimizer=$ALL_METHODS" dataset=curves,mnist trainer.epochs=1 \
   device=cuda trainer.progress=false "hydra.sweep.dir=$WORK/epochs" 'hydra.sweep.subdir=${dataset.name}_${optimizer.name}'
-step epochs_faces 90 "${KB[@]}" run -m "optimizer=$ALL_METHODS" dataset=faces trainer.epochs=1 "${FACES_SIZE[@]}" \
+step epochs_faces 70 "${KB[@]}" run -m "optimizer=$ALL_METHODS" dataset=faces trainer.epochs=1 "${FACES_SIZE[@]}" \
   device=cuda trainer.progress=false "hydra.sweep.dir=$WORK/epochs" 'hydra.sweep.subdir=${dataset.name}_${optimizer.name}'
-step bench 60 "${KB[@]}" bench device=cuda bench.threads=null bench.rounds=2 "hydra.run.dir=$WORK/bench"
-step bench_peers 40 "${KB[@]}" bench device=cuda 'bench.peers=[asdl]' 'bench.datasets=[mnist]' bench.threads=null \
+step bench 50 "${KB[@]}" bench device=cuda bench.threads=null bench.rounds=2 "hydra.run.dir=$WORK/bench"
+step bench_peers 30 "${KB[@]}" bench device=cuda 'bench.peers=[asdl]' 'bench.datasets=[mnist]' bench.threads=null \
   "hydra.run.dir=$WORK/bench_peers"
-step scaling 150 "$PYV" -m kfac_bench.concurrency scaling --ks 1,2,4,8,16 --time-limit 60 --out "$WORK/scaling.json" \
+step scaling 120 "$PYV" -m kfac_bench.concurrency scaling --ks 1,2,4,8,16 --time-limit 40 --out "$WORK/scaling.json" \
   --work-dir "$WORK/scaling" -- dataset=curves optimizer=kfac trainer.epochs=1 device=cuda threads=1
-step table 30 "$PYV" "$ROOT/scripts/device_table.py" --work "$WORK" --out "$OUTDIR/device_check.md" \
+step table 20 "$PYV" "$ROOT/scripts/device_table.py" --work "$WORK" --out "$OUTDIR/device_check.md" \
   --faces-scale 4.14 --profile "$ROOT/conf/profile/gpu.yaml"
 
 if [ "$MODE" = run ]; then
