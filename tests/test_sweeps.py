@@ -267,7 +267,7 @@ def test_reproduce_smoke_profile_runs_end_to_end_and_resumes(tmp_path):
     assert "--profile smoke" in (docs / "PROVENANCE.md").read_text()
     assert "git commit (at the start): " in (docs / "PROVENANCE.md").read_text()
     text = readme.read_text()
-    assert text.startswith("intro\n") and text.endswith("end\n") and "old" not in text
+    assert text.startswith("intro\n") and text.endswith("end\n") and "\nold\n" not in text
     assert "![figure2](docs/figure2.png)" in text and "| KFAC |" in text
     again = reproduce("--profile", "smoke", "--results-dir", str(results), "--stages", "grid,seeds",
                       tmp_path=tmp_path)
