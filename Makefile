@@ -36,7 +36,7 @@ bench: install          ## cost of every method against its bare matrix products
 report: install         ## Figures 1-2 and the summary table from results/
 	$(BIN)/kfac-bench report $(ARGS)
 
-reproduce-paper: install ## PROFILE=authors (default, ~15 min), ablation (~1 h), fair (~30 min) on 2 cores; paper (GPU/cluster)
+reproduce-paper: install ## PROFILE=authors (default), ablation, fair: each within about an hour on 2 cores, estimate printed first; paper (GPU/cluster)
 	$(BIN)/python scripts/reproduce_paper.py --profile $(PROFILE) $(ARGS)
 
 clean:

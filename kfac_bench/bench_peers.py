@@ -16,7 +16,9 @@ Both KFACs update their curvature at steps 0, T1, 2 T1, ... (ASDL's interval sch
 ``step % interval == 0`` too), so a window of ``lcm(T1, T2)`` consecutive steps holds exactly one
 update of each kind: its mean step time is the amortised step, measured literally (no model of
 the parts). A round is one such window: at every slot of it each runner takes one step on the same
-batch, in an order rotated every slot, so drift and other processes' load hit every runner alike.
+batch, in an order drawn at random every slot (seeded), so drift and other processes' load hit every
+runner alike and no runner always follows the same one (a rotation keeps the cyclic neighbours, and
+with them whatever one step leaves in the caches for the next).
 Ratios are paired by round (a window's mean over the same round's window of the baseline) before
 the median over rounds is taken. One untimed window first pays the first (cold) update and the
 allocators' warm-up.
@@ -28,6 +30,9 @@ input factor and clips the step by KL (appendix E); ASDL samples its Fisher targ
 training pass itself, from a categorical over the outputs (``loss_type="cross_entropy"``; it has no
 Bernoulli) or a Gaussian (``"mse"``, FACES), treats the bias as its own block and does not clip.
 
+``sgd_control`` is ``ours_sgd`` over ``asdl_sgd`` (paired by round): the two run the same computation
+(same network, loss, torch SGD), so its distance from 1 is the resolution of the other ratios here.
+
 Outputs: ``bench_peers.csv`` / ``bench_peers.md`` in the bench's folder, and a printed table.
 """
 from __future__ import annotations
@@ -35,6 +40,7 @@ from __future__ import annotations
 import importlib
 import logging
 import math
+import random
 import statistics
 import time
 from pathlib import Path
@@ -55,7 +61,8 @@ RUNNERS = ("ours_sgd", "ours_kfac", "asdl_sgd", "asdl_kfac")
 COLUMNS = ["dataset", "batch_size", "T1", "T2", "rounds",
            "ours_sgd_ms", "ours_kfac_ms", "asdl_sgd_ms", "asdl_kfac_ms",
            "ours_kfac_regular_ms", "asdl_kfac_regular_ms", "ours_kfac_update_ms", "asdl_kfac_update_ms",
-           "ours_ratio", "asdl_ratio", "ours_over_asdl", "ours_over_asdl_lo", "ours_over_asdl_hi"]
+           "ours_ratio", "asdl_ratio", "ours_over_asdl", "ours_over_asdl_lo", "ours_over_asdl_hi",
+           "sgd_control"]
 
 
 class PeerUnavailable(ValueError):
@@ -160,13 +167,13 @@ def _peer_dataset(ds: dict, bench: dict, cfg: dict, device) -> dict:
     runners = [_ours("sgd", ds, bench, device, seed), _ours("kfac", ds, bench, device, seed),
                _asdl("sgd", ds, bench, device, seed), _asdl("kfac", ds, bench, device, seed)]
     window = math.lcm(int(bench["T1"]), int(bench["T2"]))
+    order = random.Random(seed)
     rounds = int(bench.get("peer_rounds") or bench["rounds"])
     for r in range(rounds + 1):            # round 0: untimed warm-up (the first, cold update)
         times = {run.name: [] for run in runners}
         for k in range(window):
             x = batches[(r * window + k) % len(batches)]
-            shift = (r * window + k) % len(runners)
-            for run in runners[shift:] + runners[:shift]:
+            for run in order.sample(runners, len(runners)):
                 synchronize(device)
                 t0 = time.perf_counter()
                 run.step(x)
@@ -195,7 +202,10 @@ def _peer_dataset(ds: dict, bench: dict, cfg: dict, device) -> dict:
            "ours_ratio": _median(paired("ours_kfac", "ours_sgd")),
            "asdl_ratio": _median(paired("asdl_kfac", "asdl_sgd")),
            "ours_over_asdl": _median(ours_over),
-           "ours_over_asdl_lo": min(ours_over), "ours_over_asdl_hi": max(ours_over)}
+           "ours_over_asdl_lo": min(ours_over), "ours_over_asdl_hi": max(ours_over),
+           # the two SGD runners do the same computation: how far their ratio is from 1 is the
+           # resolution of this comparison on this machine
+           "sgd_control": _median(paired("ours_sgd", "asdl_sgd"))}
     return row
 
 
@@ -217,11 +227,13 @@ def run_peers(datasets: list[dict], bench: dict, cfg: dict, device, out_dir: Pat
     df = pd.DataFrame(rows, columns=COLUMNS)
     from .bench import markdown_table
     shown = ["dataset", "batch_size", "ours_sgd_ms", "ours_kfac_ms", "asdl_sgd_ms", "asdl_kfac_ms",
-             "ours_ratio", "asdl_ratio", "ours_over_asdl", "ours_over_asdl_lo", "ours_over_asdl_hi"]
+             "ours_ratio", "asdl_ratio", "ours_over_asdl", "ours_over_asdl_lo", "ours_over_asdl_hi", "sgd_control"]
     text = (f"Peers ({', '.join(peers)}), {device}, T1 = {bench['T1']}, T2 = {bench['T2']}: amortised step "
             f"= mean over a window of lcm(T1, T2) steps (ms, median over rounds); ours_ratio = our KFAC / "
             f"our SGD, asdl_ratio = ASDL's KFAC / its SGD, ours_over_asdl = our KFAC / ASDL's KFAC "
-            f"(paired by round; lo/hi: range over rounds)\n\n" + markdown_table(df[shown], shown))
+            f"(paired by round; lo/hi: range over rounds); sgd_control = our SGD / torch's SGD, the same "
+            f"computation: its distance from 1 is the resolution of these ratios on this machine\n\n"
+            + markdown_table(df[shown], shown))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     df.to_csv(out_dir / "bench_peers.csv", index=False)

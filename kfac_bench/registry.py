@@ -18,8 +18,11 @@ from dataclasses import dataclass
 # an entry adds the options of its own approximation (solver settings, the rank).
 CURVATURE_OPTIONS = ("damping", "T1", "T2", "alpha", "kl_clip", "momentum", "weight_decay", "fisher",
                      "reduction", "stats_fraction", "psd_floor", "route", "curvature_schedule",
-                     "damping_convention", "second_term", "stats_sampling", "averaging", "gaussian_target_std",
+                     "damping_convention", "stats_sampling", "averaging", "gaussian_target_std",
                      "kl_clip_terms", "tol", "max_iter", "krylov_dim", "max_restarts")
+# the approximation's second term (Deflation, KFAC-corrected: the deflated one of the paper, or the
+# authors' code's leading term again)
+SECOND_TERM = ("second_term",)
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,10 @@ class Method:
     rank: int | None                 # Kronecker rank of the approximation; None: a first-order method
     optimizer: str                   # "module:Class" (first-order: torch's)
     approximation: str | None = None  # "module:Class" of kfac_bench.curvature (curvature methods)
-    # approximation options beyond CURVATURE_OPTIONS (e.g. the rank of lanczos_k)
+    # the options this method takes beyond CURVATURE_OPTIONS (curvature methods: its approximation's,
+    # e.g. the rank of lanczos_k; first-order methods: their torch.optim arguments besides lr). An
+    # option a method does not list is one it does not have: the authors' behaviours
+    # (kfac_bench/optim/authors_code.py) set an option only on the methods that list it.
     extra_options: tuple[str, ...] = ()
     # the rank is an option (``rank_option``) and ``rank`` is its default
     rank_option: str | None = None
@@ -48,8 +54,8 @@ class Method:
 
     @property
     def options(self) -> tuple[str, ...]:
-        """The config keys the method's optimizer accepts besides ``lr`` (curvature methods)."""
-        return CURVATURE_OPTIONS + self.extra_options if self.is_curvature else ()
+        """The config keys the method's optimizer accepts besides ``lr``."""
+        return CURVATURE_OPTIONS + self.extra_options if self.is_curvature else self.extra_options
 
     def optimizer_class(self):
         return _resolve(self.optimizer)
@@ -87,17 +93,20 @@ _OPT = "kfac_bench.optim.kronecker_optimizer"
 _APPROX = "kfac_bench.curvature.approximations"
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("sgd", "SGD", None, "torch.optim:SGD", summary="SGD with heavy-ball momentum"),
-    Method("adam", "Adam", None, "torch.optim:Adam", summary="Adam"),
+    Method("sgd", "SGD", None, "torch.optim:SGD", extra_options=("momentum", "weight_decay", "nesterov"),
+           summary="SGD with heavy-ball momentum"),
+    Method("adam", "Adam", None, "torch.optim:Adam", extra_options=("betas", "weight_decay"), summary="Adam"),
     Method("kfac", "KFAC", 1, f"{_OPT}:KFAC", f"{_APPROX}:KFAC",
            summary="E[a a^T] (x) E[g g^T]", paper="eq. (1), section 2.2"),
     Method("kpsvd", "KPSVD", 1, f"{_OPT}:KPSVD", f"{_APPROX}:KPSVD", best_of_rank=True,
            summary="best Kronecker product, power SVD of Z(F)", paper="section 3.1"),
-    Method("deflation", "Deflation", 2, f"{_OPT}:Deflation", f"{_APPROX}:Deflation", best_of_rank=True,
+    Method("deflation", "Deflation", 2, f"{_OPT}:Deflation", f"{_APPROX}:Deflation", extra_options=SECOND_TERM,
+           best_of_rank=True,
            summary="KPSVD, then the best Kronecker product of the remainder", paper="section 3.2.1"),
     Method("lanczos", "Lanczos", 2, f"{_OPT}:Lanczos", f"{_APPROX}:Lanczos", best_of_rank=True,
            summary="best Kronecker rank 2 by restarted Lanczos bidiagonalisation", paper="section 3.2.2"),
     Method("kfac_corrected", "KFAC-corrected", 2, f"{_OPT}:KFACCorrected", f"{_APPROX}:KFACCorrected",
+           extra_options=SECOND_TERM,
            summary="KFAC plus the best Kronecker correction", paper="section 3.3"),
     Method("lanczos_k", "Lanczos rank k", 3, f"{_OPT}:LanczosK", f"{_APPROX}:LanczosK",
            extra_options=("k", "cg_tol", "cg_max_iter"), rank_option="k", best_of_rank=True, in_paper=False,

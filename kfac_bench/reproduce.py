@@ -156,7 +156,26 @@ def load_profile(name: str) -> dict:
     profile = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     profile.setdefault("name", path.stem)
     profile["_path"] = str(path)
+    profile["methods"] = profile_methods(profile.get("methods"), path)
     return profile
+
+
+def profile_methods(spec, where="the profile") -> list[str]:
+    """A profile's ``methods``: ``paper`` (the paper's seven, from the registry), ``all`` (every
+    method of the registry) or a list of registry names."""
+    from .registry import method_names, paper_method_names
+    if spec in (None, []):
+        return []
+    if spec == "paper":
+        return paper_method_names()
+    if spec == "all":
+        return method_names()
+    names = [spec] if isinstance(spec, str) else list(spec)
+    unknown = [m for m in names if m not in method_names()]
+    if unknown:
+        raise SystemExit(f"reproduce_paper: {where}: unknown method(s) {unknown} in methods; use paper, all "
+                         f"or names among {method_names()}")
+    return names
 
 
 def load_sweep(name: str) -> dict[str, list[str]]:

@@ -12,9 +12,12 @@
 #   scripts/device_check.sh --dry-run   # list what it would run; checks nothing but the payload's presence
 #   scripts/device_check.sh             # ON THE GPU MACHINE (no network): venv, install, run, table
 # The GPU machine's python3 must already provide torch (2.4 .. 2.14; 2.11 there), numpy, scipy, pandas,
-# matplotlib, h5py, tqdm and joblib: the project is installed with --no-deps into a venv over those
-# site packages, the rest (hydra-core, omegaconf, antlr4, the launchers, setuptools) from the payload's
-# wheels. Results go to $OUT when set (the device tool's folder), else results/device_check/<time>.
+# matplotlib, h5py, tqdm, joblib, PyYAML, cloudpickle, packaging and setuptools. That python3 is itself
+# a venv (/opt/torch/.venv), so a venv made from it with --system-site-packages would NOT see its
+# packages (that flag means the base interpreter's): the payload's wheels (hydra-core, omegaconf, antlr4,
+# the launchers, submitit, asdfghjkl) and the project (--no-deps) are installed with pip --target into
+# one folder put on PYTHONPATH, over python3's own packages. Results go to $OUT when set (the device
+# tool's folder), else results/device_check/<time>.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,10 +32,10 @@ for arg in "$@"; do
   esac
 done
 
-# wheels for the GPU machine's python (3.12, x86-64); everything else is already there
+# wheels for the GPU machine's python (3.12, x86-64): only what its image lacks (the device tool's
+# KINDS.md lists its packages; carrying a second version of one it has would shadow it)
 WHEELS=(hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3 hydra-joblib-launcher==1.2.0
-        hydra-submitit-launcher==1.2.0 submitit==1.5.4 cloudpickle==3.1.3 PyYAML==6.0.4 packaging==26.4
-        setuptools==80.9.0 wheel==0.45.1 asdfghjkl==0.1a5)   # the versions the dev venv runs
+        hydra-submitit-launcher==1.2.0 submitit==1.5.4 asdfghjkl==0.1a5)   # the versions the dev venv runs
 PAYLOAD_LIMIT_MIB=56      # the whole travelling tree may hold 64 MiB; the checkout itself is ~4 MiB
 
 if [ "$MODE" = prepare ]; then
@@ -62,11 +65,14 @@ fi
 
 OUTDIR="${OUT:-$ROOT/results/device_check/$(date -u +%Y%m%d-%H%M%S)}"
 WORK="${DEVICE_CHECK_WORK:-/tmp/kfac-device-check}"
-VENV="$WORK/venv"
+SITE="$WORK/site"
 DATA="$WORK/data"
-PYV="$VENV/bin/python"
+PYV=python3
 KB=("$PYV" -m kfac_bench.cli)
-ALL_METHODS=sgd,adam,kfac,kpsvd,deflation,lanczos,kfac_corrected
+# the paper's methods, from the one list (kfac_bench/registry.py imports nothing heavy)
+ALL_METHODS=$(PYTHONPATH="$ROOT" "${PYTHON:-python3}" -c \
+  'from kfac_bench.registry import paper_method_names; print(",".join(paper_method_names()))') \
+  || { echo "device_check.sh: cannot read the methods from kfac_bench/registry.py" >&2; exit 1; }
 FACES_SIZE=(dataset.generator.n_images=25000 dataset.n_train=20000 dataset.n_val=5000)   # x 82800/20000 in the table
 
 STEPS=()
@@ -91,6 +97,8 @@ if [ "$MODE" = dry ]; then
   for f in wheels/hydra_core-*.whl mnist_raw.tar.xz olivettifaces.mat; do
     compgen -G "$PAYLOAD/$f" >/dev/null && echo "payload: $PAYLOAD/$f present" || echo "payload: $PAYLOAD/$f MISSING (run --prepare here first)"
   done
+  printf '[install]\n  %s\n  %s\n' "$PYV -m pip install --no-index --no-deps --target $SITE $PAYLOAD/wheels/*.whl" \
+    "$PYV -m pip install --no-index --no-deps --no-build-isolation --target $SITE $ROOT  (else PYTHONPATH=$ROOT); PYTHONPATH=$SITE"
 else
   mkdir -p "$OUTDIR" "$WORK" "$DATA/mnist/raw"
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUTDIR/gpu.txt"
@@ -99,14 +107,24 @@ else
   done
   python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print('torch', torch.__version__, torch.cuda.get_device_name(0))" \
     || { echo "device_check.sh: python3 has no torch with CUDA here" >&2; exit 1; }
-  python3 -m venv --system-site-packages "$VENV"
-  "$PYV" -m pip install --quiet --no-index --no-deps --no-compile "$PAYLOAD"/wheels/*.whl
-  "$PYV" -m pip install --quiet --no-index --no-deps --no-build-isolation --no-compile "$ROOT" \
-    || { echo "device_check.sh: installing the project failed" >&2; exit 1; }
+  rm -rf "$SITE"
+  "$PYV" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" "$PAYLOAD"/wheels/*.whl \
+    || { echo "device_check.sh: installing the payload's wheels failed" >&2; exit 1; }
+  # the project itself, built with the image's setuptools; where that fails the checkout runs instead
+  if "$PYV" -m pip install --quiet --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir \
+       --target "$SITE" "$ROOT" >"$OUTDIR/install.log" 2>&1; then
+    export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+  else
+    echo "device_check.sh: pip could not build the project (see $OUTDIR/install.log): running the checkout"
+    export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+  fi
+  export PATH="$SITE/bin:$PATH"
+  "$PYV" -c "import hydra, omegaconf, kfac_bench, torch; print('kfac_bench from', kfac_bench.__file__)" \
+    || { echo "device_check.sh: the installed packages do not import" >&2; exit 1; }
   tar -C "$DATA/mnist/raw" -xJf "$PAYLOAD/mnist_raw.tar.xz"
   export KFAC_BENCH_DATA="$DATA" KFAC_BENCH_OLIVETTI="$PAYLOAD/olivettifaces.mat" KFAC_BENCH_RESULTS="$WORK/results"
   export PYTHONUNBUFFERED=1
-  cd "$WORK"    # the installed package, not the checkout, is what runs (the tests import the checkout's)
+  cd "$WORK"    # the installed package (or the checkout, above), not the current folder, is what runs
 fi
 
 step cuda_tests 100 "$PYV" -m pytest -q -p no:cacheprovider "$ROOT/tests/test_cuda.py" -ra
@@ -117,7 +135,7 @@ step epochs_faces 70 "${KB[@]}" run -m "optimizer=$ALL_METHODS" dataset=faces tr
 step bench 50 "${KB[@]}" bench device=cuda bench.threads=null bench.rounds=2 "hydra.run.dir=$WORK/bench"
 step bench_peers 30 "${KB[@]}" bench device=cuda 'bench.peers=[asdl]' 'bench.datasets=[mnist]' bench.threads=null \
   "hydra.run.dir=$WORK/bench_peers"
-step scaling 120 "$PYV" -m kfac_bench.concurrency scaling --ks 1,2,4,8,16 --time-limit 40 --out "$WORK/scaling.json" \
+step scaling 100 "$PYV" -m kfac_bench.concurrency scaling --ks 1,2,4,8,16 --time-limit 40 --out "$WORK/scaling.json" \
   --work-dir "$WORK/scaling" -- dataset=curves optimizer=kfac trainer.epochs=1 device=cuda threads=1
 step table 20 "$PYV" "$ROOT/scripts/device_table.py" --work "$WORK" --out "$OUTDIR/device_check.md" \
   --faces-scale 4.14 --profile "$ROOT/conf/profile/gpu.yaml"

@@ -266,3 +266,26 @@ def test_per_tensor_kl_clip_sums_weight_and_bias_parts_separately():
         assert opt.last_nu == pytest.approx(min(1.0, math.sqrt(1e-6 / s)), rel=1e-9)
         nus[terms] = opt.last_nu
     assert nus["tensor"] <= nus["layer"]
+
+
+def test_behaviours_act_through_the_options_a_method_takes():
+    """The registry shape (issue 14): a behaviour names options, each method's registry entry the
+    options it takes; nothing in authors_code lists methods."""
+    from pathlib import Path
+
+    from kfac_bench.registry import get_method, method_names
+    for name in method_names():
+        expanded = authors_code.expand({"name": name}, "all")
+        assert set(expanded) - {"name"} <= set(get_method(name).options), name
+        for b in authors_code.BEHAVIOURS.values():
+            assert (b.name in authors_code.applicable(name)) == bool(b.options_for(name) or b.model)
+    assert "leading_second_term" in authors_code.applicable("deflation")
+    assert "leading_second_term" in authors_code.applicable("kfac_corrected")
+    assert "leading_second_term" not in authors_code.applicable("lanczos")
+    assert "nesterov_sgd" in authors_code.applicable("sgd") and "nesterov_sgd" not in authors_code.applicable("adam")
+    source = Path(authors_code.__file__).read_text()
+    # (names in single quotes inside the citations of the authors' code are theirs, not a list)
+    assert not [n for n in method_names() if f'"{n}"' in source]
+    # an option a method does not take is refused, naming the method's own options
+    with pytest.raises(TypeError, match="second_term"):
+        OPTIMIZERS["lanczos"](tiny_autoencoder(), lr=0.1, second_term="leading")

@@ -19,7 +19,10 @@ def test_dry_run_lists_every_step_and_the_missing_payload(tmp_path):
     for step in ("cuda_tests", "epochs_curves_mnist", "epochs_faces", "bench", "bench_peers", "scaling", "table"):
         assert f"[{step}, at most" in out, step
     assert "tests/test_cuda.py" in out
-    assert "optimizer=sgd,adam,kfac,kpsvd,deflation,lanczos,kfac_corrected" in out
+    from kfac_bench.registry import paper_method_names
+    assert f"optimizer={','.join(paper_method_names())}" in out          # the list comes from the registry
+    # the GPU image's python3 is a venv: the wheels go to a --target folder on PYTHONPATH, not a new venv
+    assert "[install]" in out and "--target /tmp/kfac-device-check/site" in out and "venv" not in out
     assert "bench device=cuda" in out and "bench.peers=[asdl]" in out
     assert "scaling --ks 1,2,4,8,16" in out
     assert out.count("MISSING (run --prepare here first)") == 3

@@ -63,7 +63,10 @@ def exactly_kronecker(kind: str, dtype, seed=2):
 def test_zero_remainder_stops_at_once_and_is_reported(name, kind, solver, route, dtype, seed):
     block = exactly_kronecker(kind, dtype, seed)
     fit = make_approximation(name, route=route).fit(block)
-    assert fit.iterations[solver] < 10                       # not max_iter (1000) on rounding noise
+    # not max_iter (1000) on rounding noise. The Gram route's coefficient basis can amplify the
+    # remainder's noise (seen: 20 iterations for Deflation, gram, float64, seed 2 on one CPU, 1 on
+    # another; the result is the exact zero either way, asserted below)
+    assert fit.iterations[solver] < 50
     assert fit.zero_remainder and fit.converged
     assert fit.sigmas[-1] == 0.0
     a2, g2 = fit.approximation.terms[1]

@@ -25,11 +25,20 @@ class Behaviour:
     name: str
     summary: str
     source: str                                                 # the authors' file and lines
-    curvature: dict = field(default_factory=dict)              # options of the Kronecker-factored optimizers
-    first_order: dict = field(default_factory=dict)            # name -> options of sgd / adam
+    # The options it sets. A behaviour names options, never methods: it acts on every method of the
+    # kind whose registry entry takes one of them (kfac_bench/registry.py: CURVATURE_OPTIONS, each
+    # entry's extra_options), so a new method inherits the behaviours its options give it.
+    curvature: dict = field(default_factory=dict)              # options of the Kronecker-factored methods
+    first_order: dict = field(default_factory=dict)            # options of the first-order baselines
     model: dict = field(default_factory=dict)                  # options of the auto-encoder builder
-    # curvature methods whose computation the curvature options change (None: all of them)
-    curvature_methods: tuple[str, ...] | None = None
+
+    def options_for(self, method: str) -> dict:
+        """The options this behaviour sets on ``method``: those of its kind that the method takes."""
+        entry = METHODS.get(method)
+        if entry is None:
+            return {}
+        wanted = self.curvature if entry.is_curvature else self.first_order
+        return {k: v for k, v in wanted.items() if k in entry.options}
 
 
 BEHAVIOURS: dict[str, Behaviour] = {b.name: b for b in (
@@ -47,7 +56,7 @@ BEHAVIOURS: dict[str, Behaviour] = {b.name: b for b in (
     Behaviour("leading_second_term",
               "Deflation's and KFAC-corrected's second term is the leading Kronecker term again",
               "optimizers/deflation.py 55, kfac_cor.py 55 (method = 'kpsvd'); utils/optim_utils.py 226-240",
-              curvature={"second_term": "leading"}, curvature_methods=("deflation", "kfac_corrected")),
+              curvature={"second_term": "leading"}),
     Behaviour("quarter_batch_stats",
               "statistics from batch_size/4 examples drawn with replacement",
               "apps/mlp_cnn/train_mlp.py 30, 164-165",
@@ -76,11 +85,11 @@ BEHAVIOURS: dict[str, Behaviour] = {b.name: b for b in (
     Behaviour("first_order_weight_decay",
               "weight decay 1e-3 (L2 in the gradient) on the SGD and Adam baselines",
               "apps/mlp_cnn/train_mlp.py 86, 90, 318-319; grid_search_mlp.py (weight_decays = [1e-3])",
-              first_order={"sgd": {"weight_decay": 1e-3}, "adam": {"weight_decay": 1e-3}}),
+              first_order={"weight_decay": 1e-3}),
     Behaviour("nesterov_sgd",
               "the SGD baseline uses Nesterov momentum",
               "apps/mlp_cnn/train_mlp.py 86",
-              first_order={"sgd": {"nesterov": True}}),
+              first_order={"nesterov": True}),
     Behaviour("reseeded_init",
               "every layer's Xavier-uniform weights drawn after re-seeding the generator with 0",
               "apps/mlp_cnn/initializations.py 7-12",
@@ -107,28 +116,17 @@ def behaviour_names(spec) -> list[str]:
 def expand(optimizer_cfg: Mapping, spec) -> dict:
     """The optimizer config with the named behaviours' options applied (a new dict)."""
     cfg = dict(optimizer_cfg)
-    name = cfg.get("name")
     for behaviour in (BEHAVIOURS[n] for n in behaviour_names(spec)):
-        if name in METHODS and METHODS[name].is_curvature:
-            cfg.update(behaviour.curvature)
-        else:
-            cfg.update(behaviour.first_order.get(name, {}))
+        cfg.update(behaviour.options_for(cfg.get("name")))
     return cfg
 
 
 def applicable(method: str) -> list[str]:
-    """The behaviours that change something for ``method`` (in BEHAVIOURS order): those with options
-    of its kind (curvature or first-order) or of the model. An ablation turns these off one by one;
-    the others are no-ops for that method (``authors_code=all`` names them all the same)."""
-    out = []
-    for b in BEHAVIOURS.values():
-        if method in METHODS and METHODS[method].is_curvature:
-            acts = bool(b.curvature) and (b.curvature_methods is None or method in b.curvature_methods)
-        else:
-            acts = method in b.first_order
-        if acts or b.model:
-            out.append(b.name)
-    return out
+    """The behaviours that change something for ``method`` (in BEHAVIOURS order): those setting an
+    option the method takes (:meth:`Behaviour.options_for`) or one of the model. An ablation turns
+    these off one by one; the others are no-ops for that method (``authors_code=all`` names them all
+    the same)."""
+    return [b.name for b in BEHAVIOURS.values() if b.options_for(method) or b.model]
 
 
 # Behaviours of the published script that the authors' published curves show were not in force: with

@@ -126,7 +126,8 @@ class PhaseTimer:
 class KroneckerFactoredOptimizer(torch.optim.Optimizer):
     """Natural-gradient optimizer with a Kronecker-factored approximation of each Linear layer's
     Fisher block. ``approximation`` is a curvature method of :mod:`kfac_bench.registry`;
-    ``method_options`` are that method's own options (e.g. ``k`` of ``lanczos_k``).
+    ``method_options`` are that method's own options, its registry entry's ``extra_options`` (e.g.
+    ``k`` of ``lanczos_k``, ``second_term`` of Deflation and KFAC-corrected).
     """
 
     approximation_name: str | None = None
@@ -158,7 +159,6 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
         record_timings: bool = False,
         curvature_schedule: str = "periodic",
         damping_convention: str = "paper",
-        second_term: str = "deflated",
         stats_sampling: str = "prefix",
         averaging: str = "fisher",
         gaussian_target_std: float | None = None,
@@ -199,7 +199,7 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
         self.likelihood = get_likelihood(likelihood)
         self.method: Approximation = make_approximation(
             name, tol=tol, max_iter=max_iter, krylov_dim=krylov_dim, max_restarts=max_restarts,
-            second_term=second_term, route=route, **method_options)
+            route=route, **method_options)
         self.curvature_schedule = curvature_schedule
         self.damping_convention = damping_convention
         self.stats_sampling = stats_sampling
@@ -361,40 +361,42 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
         self._update_requested = False
         group = self.param_groups[0]
         with self.timer("precondition"):
-            directions, grads = [], []
+            clip = group["kl_clip"] is not None
+            directions, dots = [], []
             for layer, block in zip(self.layers, self.blocks):
                 grad = self.layer_gradient(layer)
                 if grad is None:
                     directions.append(None)
-                    grads.append(None)
                     continue
                 direction = block.solve(grad)
                 directions.append(direction)
-                grads.append(grad)
+                if clip:
+                    # <Delta_i, grad_i> right after the solve, while both are still in cache (one
+                    # pass fewer from memory than after the loop); torch.dot: no d * g temporary
+                    if self.kl_clip_terms == "tensor":
+                        dots.extend(torch.sum(direction[:, cols] * grad[:, cols])
+                                    for cols in self._tensor_columns(layer))
+                    else:
+                        dots.append(torch.dot(direction.reshape(-1), grad.reshape(-1)))
             nu = 1.0
-            if group["kl_clip"] is not None:
+            if dots:
                 # one reduction for all layers, and nu stays on the device: no host sync per step
                 # (float64, as the Python float this was before: the same bits on CPU)
+                total = torch.stack(dots).abs().sum().double()
                 if self.kl_clip_terms == "tensor":
-                    dots = [torch.sum(d[:, cols] * g[:, cols]) for layer, d, g in zip(self.layers, directions, grads)
-                            if d is not None for cols in self._tensor_columns(layer)]
-                else:
-                    dots = [torch.sum(d * g) for d, g in zip(directions, grads) if d is not None]
-                if dots:
-                    total = torch.stack(dots).abs().sum().double()
-                    if self.kl_clip_terms == "tensor":
-                        total = total + 1e-8   # the authors' fisher_norm += 1e-8
-                    nu = torch.where((total > 0) & torch.isfinite(total),
-                                     torch.sqrt(group["kl_clip"] / total).clamp(max=1.0), 1.0)
+                    total = total + 1e-8   # the authors' fisher_norm += 1e-8
+                nu = torch.where((total > 0) & torch.isfinite(total),
+                                 torch.sqrt(group["kl_clip"] / total).clamp(max=1.0), 1.0)
             self._nu = nu
         for layer, direction in zip(self.layers, directions):
             if direction is None:
                 continue
+            # nu is applied inside the momentum update (no scaled copy of the direction)
             if layer.bias is not None:
-                self._apply(layer.weight, nu * direction[:, :-1], group)
-                self._apply(layer.bias, nu * direction[:, -1], group)
+                self._apply(layer.weight, direction[:, :-1], group, nu)
+                self._apply(layer.bias, direction[:, -1], group, nu)
             else:
-                self._apply(layer.weight, nu * direction, group)
+                self._apply(layer.weight, direction, group, nu)
         for p in self._other_params:
             if p.grad is not None:
                 self._apply(p, p.grad, group)
@@ -411,18 +413,29 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
         """The columns of ``[dW | db]`` that belong to each parameter tensor (weight, then bias)."""
         return [slice(0, -1), slice(-1, None)] if layer.bias is not None else [slice(None)]
 
-    def _apply(self, p: Tensor, direction: Tensor, group: dict) -> None:
+    def _apply(self, p: Tensor, direction: Tensor, group: dict, scale: Tensor | float = 1.0) -> None:
+        """``p -= lr * buffer`` with ``buffer = momentum * buffer + scale * direction + weight_decay * p``.
+        ``scale`` (the KL clip's nu, a device scalar or 1) enters through ``addcmul_``: no pass
+        over memory to scale the direction first, no host sync."""
         if group["weight_decay"]:
-            direction = direction + group["weight_decay"] * p
+            direction = direction * scale + group["weight_decay"] * p
+            scale = 1.0
+        tensor_scale = torch.is_tensor(scale)
         if group["momentum"]:
             state = self.state[p]
             buf = state.get("momentum_buffer")
             if buf is None:
-                buf = state["momentum_buffer"] = direction.clone()
+                buf = state["momentum_buffer"] = (direction * scale if tensor_scale or scale != 1.0
+                                                  else direction.clone(memory_format=torch.contiguous_format))
+            elif tensor_scale:
+                buf.mul_(group["momentum"]).addcmul_(direction, scale)
             else:
-                buf.mul_(group["momentum"]).add_(direction)
-            direction = buf
-        p.add_(direction, alpha=-group["lr"])
+                buf.mul_(group["momentum"]).add_(direction, alpha=scale)
+            p.add_(buf, alpha=-group["lr"])
+        elif tensor_scale:
+            p.addcmul_(direction, scale, value=-group["lr"])
+        else:
+            p.add_(direction, alpha=-group["lr"] * scale)
 
     # ---------------------------------------------------------------------------- persistence
     def state_dict(self) -> dict:

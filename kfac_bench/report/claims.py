@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..registry import get_method, paper_method_names
 from .ablation import AUTHORS_CODE, SPECIFICATION, with_base
 from .results import load_results, runs_table
 from .tables import mean_curve, method_label, select_best
@@ -82,10 +83,13 @@ PRODUCED_BY = {
     "fisher": "`kfac-bench fisher dataset=<d>` (or the profiles' fisher stage) into <results>/fisher/<d>/",
 }
 
-APPROXIMATIONS = ("kpsvd", "deflation", "lanczos", "kfac_corrected")
-CURVATURE_METHODS = ("kfac", *APPROXIMATIONS)
-BASELINES = ("sgd", "adam")
-HIGH_RANK = ("deflation", "lanczos", "kfac_corrected")
+# The claims' subjects, from the registry (kfac_bench/registry.py): the paper's curvature methods,
+# its first-order baselines, the four approximations it proposes (all but KFAC, the reference its
+# claims compare them with) and its Kronecker rank-2 methods.
+CURVATURE_METHODS = tuple(paper_method_names(curvature_only=True))
+BASELINES = tuple(m for m in paper_method_names() if not get_method(m).is_curvature)
+APPROXIMATIONS = tuple(m for m in CURVATURE_METHODS if m != "kfac")
+HIGH_RANK = tuple(m for m in CURVATURE_METHODS if get_method(m).rank == 2)
 ERRORS = (("error_frobenius", "Error 1"), ("error_spectrum", "Error 2"))
 CLAIM_COLUMNS = ["id", "claim", "verdict", "numbers", "rule", "source"]
 

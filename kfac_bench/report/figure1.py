@@ -14,14 +14,17 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..registry import get_method
 from .tables import wrap_title
 
-METHOD_STYLE = {  # order, label, colour, marker, line style (Lanczos dashed: it sits on Deflation)
-    "kfac": ("KFAC", "tab:red", "o", "-"),
-    "kpsvd": ("KPSVD", "tab:blue", "s", "-"),
-    "deflation": ("Deflation", "tab:green", "^", "-"),
-    "lanczos": ("Lanczos", "tab:purple", "v", "--"),
-    "kfac_corrected": ("KFAC-corrected", "tab:orange", "D", "-"),
+METHOD_STYLE = {  # order, label (the registry's), colour, marker, line style (Lanczos dashed: it sits on Deflation)
+    name: (get_method(name).label, colour, marker, line) for name, colour, marker, line in (
+        ("kfac", "tab:red", "o", "-"),
+        ("kpsvd", "tab:blue", "s", "-"),
+        ("deflation", "tab:green", "^", "-"),
+        ("lanczos", "tab:purple", "v", "--"),
+        ("kfac_corrected", "tab:orange", "D", "-"),
+    )
 }
 PANELS = [
     ("error_frobenius", "Error 1", r"$\|F-\hat F\|_F \,/\, \|F\|_F$"),
