@@ -338,3 +338,32 @@ def test_non_finite_matrix_raises_curvature_error():
     from kfac_bench.curvature.inverse import CurvatureError, symmetric_eigh
     with pytest.raises(CurvatureError):
         symmetric_eigh(torch.tensor([[float("nan"), 0.0], [0.0, 1.0]]))
+
+
+@pytest.mark.parametrize("name", sorted(APPROXIMATIONS))
+@pytest.mark.parametrize("convention", ["paper", "authors"])
+def test_solve_from_the_gradient_parts_is_the_solve_of_their_concatenation(name, convention):
+    """``solve_with_bias(dW, db)`` (the optimizer's path for a layer with a bias: no concatenation,
+    the bias column apart) returns the two parts of ``solve([dW | db])``; d_a = 5 != d_g = 3 so a
+    transposed index or a misplaced bias column shows."""
+    abar, g = random_stats(30, 4, 3, seed=12)
+    approx = make_approximation(name, tol=1e-12, max_iter=20000).fit(SampledFisherBlock(abar, g)).approximation
+    inv = damped_inverse(approx, 1e-2, psd_floor=1e-12, convention=convention)
+    x = torch.randn(3, 5, generator=torch.Generator().manual_seed(13), dtype=DT)
+    weight_part, bias_part = inv.solve_with_bias(x[:, :-1].contiguous(), x[:, -1].contiguous())
+    assert weight_part.shape == (3, 4) and bias_part.shape == (3,) and weight_part.is_contiguous()
+    expected = inv.solve(x)
+    assert torch.allclose(torch.cat([weight_part, bias_part[:, None]], 1), expected, rtol=1e-12,
+                          atol=1e-14 * float(expected.abs().max()))
+
+
+def test_all_finite_is_exact_even_when_the_sum_overflows():
+    from kfac_bench.curvature.kronecker import all_finite
+    big = torch.full((4, 4), 3e38, dtype=torch.float32)           # finite entries, the sum overflows
+    assert all_finite(big) and all_finite(torch.zeros(0))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        x = torch.ones(3, 3, dtype=DT)
+        x[1, 2] = bad
+        assert not all_finite(x)
+    mixed = torch.tensor([float("inf"), -float("inf"), 1.0])      # inf - inf: the sum is NaN
+    assert not all_finite(mixed)

@@ -148,7 +148,7 @@ def test_preconditioned_step_is_the_damped_solve(name):
     grads = [torch.cat([l.weight.grad, l.bias.grad[:, None]], 1).clone() for l in opt.layers]
     opt.step()
     for i, layer in enumerate(opt.layers):
-        approx = opt._curv[i]["approx"]
+        approx = opt.blocks[i].approximation
         a, g = approx.terms[0]
         from kfac_bench.curvature.inverse import damped_first_term
         a_d, g_d = damped_first_term(a, g, 1e-1)

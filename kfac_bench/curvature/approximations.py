@@ -193,7 +193,8 @@ class KFAC(Approximation):
         a, g = batch.kfac_factors()
         if previous is not None and rho != 0.0 and previous.rank > 0:
             a_old, g_old = previous.terms[0]
-            a, g = rho * a_old + (1 - rho) * a, rho * g_old + (1 - rho) * g
+            # rho * old + (1 - rho) * new in one pass: new + rho * (old - new)
+            a, g = torch.lerp(a, a_old, rho), torch.lerp(g, g_old, rho)
         return a, g
 
     def fit(self, batch, previous=None, rho=0.0, warm=None) -> FitResult:

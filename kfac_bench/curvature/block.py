@@ -84,6 +84,14 @@ class CurvatureBlock:
         before the first inverse."""
         return grad if self.inverse is None else self.inverse.solve(grad)
 
+    def solve_with_bias(self, weight_grad: Tensor, bias_grad: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`solve` of ``[dW | db]`` (bias last, like ``a_bar``) from its parts, without
+        concatenating them, returned as the weight part and the bias part; the parts themselves
+        before the first inverse."""
+        if self.inverse is None:
+            return weight_grad, bias_grad
+        return self.inverse.solve_with_bias(weight_grad, bias_grad)
+
     def bare_products(self, x: Tensor):
         """A callable doing the matrix products of :meth:`solve` and nothing else (None before the
         first inverse)."""

@@ -1,7 +1,8 @@
 """Damped inverses of Kronecker sums: closed forms for one and two terms (sections 2.2 and 3.4),
 conjugate gradients preconditioned by the two-term closed form for more (:class:`KroneckerSumInverse`).
 
-Every inverse object has the same interface: ``solve(X)``, ``bare_products(X)`` (a callable doing
+Every inverse object has the same interface: ``solve(X)``, ``solve_with_bias(dW, db)`` (the solve of
+``X = [dW | db]`` from its parts, without the concatenation, as its weight and bias columns), ``bare_products(X)`` (a callable doing
 the solve's matrix products and nothing else, for the benchmark's floor), ``state()`` and the class
 method ``from_state(state)`` (checkpoints), ``dense_inverse()`` (tests).
 
@@ -36,7 +37,7 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
-from .kronecker import KroneckerSum
+from .kronecker import KroneckerSum, all_finite
 
 
 class CurvatureError(RuntimeError):
@@ -45,7 +46,7 @@ class CurvatureError(RuntimeError):
 
 def symmetric_eigh(x: Tensor) -> tuple[Tensor, Tensor]:
     """``eigh`` of the symmetric part of ``x``, retried in float64 if LAPACK fails to converge."""
-    if not torch.isfinite(x).all():
+    if not all_finite(x):
         raise CurvatureError("non-finite matrix given to eigh")
     sym = 0.5 * (x + x.mT)
     try:
@@ -56,7 +57,7 @@ def symmetric_eigh(x: Tensor) -> tuple[Tensor, Tensor]:
         except RuntimeError as err:  # pragma: no cover - LAPACK failure in float64 too
             raise CurvatureError(f"eigh failed in float64: {err}") from err
         evals, evecs = evals.to(x.dtype), evecs.to(x.dtype)
-    if not (torch.isfinite(evals).all() and torch.isfinite(evecs).all()):
+    if not (all_finite(evals) and all_finite(evecs)):
         raise CurvatureError("eigh returned non-finite values")
     return evals, evecs
 
@@ -70,12 +71,17 @@ def pi_factor(a: Tensor, g: Tensor) -> float:
     return (ta / tg) ** 0.5
 
 
+def add_to_diagonal(x: Tensor, value: float) -> Tensor:
+    """``x + value I`` (a copy: one pass, no identity matrix formed)."""
+    out = x.clone()
+    out.diagonal().add_(value)
+    return out
+
+
 def damped_first_term(a: Tensor, g: Tensor, damping: float) -> tuple[Tensor, Tensor]:
     pi = pi_factor(a, g)
     root = damping ** 0.5
-    eye_a = torch.eye(a.shape[0], dtype=a.dtype, device=a.device)
-    eye_g = torch.eye(g.shape[0], dtype=g.dtype, device=g.device)
-    return a + pi * root * eye_a, g + (root / pi) * eye_g
+    return add_to_diagonal(a, pi * root), add_to_diagonal(g, root / pi)
 
 
 def _inverse_and_inverse_sqrt(x: Tensor, floor: float) -> tuple[Tensor, Tensor]:
@@ -85,15 +91,15 @@ def _inverse_and_inverse_sqrt(x: Tensor, floor: float) -> tuple[Tensor, Tensor]:
 
 
 def _spd_cholesky(x: Tensor) -> Tensor | None:
-    """Lower Cholesky factor of the symmetric part of a damped factor (float64 retry); None when
-    it is not numerically positive definite (the caller falls back to the eigh route)."""
-    if not torch.isfinite(x).all():
+    """Lower Cholesky factor of a damped factor, from its lower triangle (float64 retry); None
+    when it is not numerically positive definite (the caller falls back to the eigh route)."""
+    if not all_finite(x):
         raise CurvatureError("non-finite matrix given to cholesky")
-    sym = 0.5 * (x + x.mT)
-    low, info = torch.linalg.cholesky_ex(sym)
+    # Cholesky reads the lower triangle only: no symmetrisation needed (eigh's route has its own)
+    low, info = torch.linalg.cholesky_ex(x)
     if int(info) == 0:
         return low
-    low, info = torch.linalg.cholesky_ex(sym.double())
+    low, info = torch.linalg.cholesky_ex(x.double())
     return low.to(x.dtype) if int(info) == 0 else None
 
 
@@ -117,6 +123,24 @@ def _whitened_eigh(m_d: Tensor, c: Tensor, floor: float) -> tuple[Tensor, Tensor
     return s, torch.linalg.solve_triangular(low.mT, e, upper=True)
 
 
+def left_product_with_bias(left: Tensor, weight_grad: Tensor, bias_grad: Tensor) -> Tensor:
+    """``left @ [dW | db]`` without forming ``[dW | db]``: the product is written straight into the
+    columns of its output (BLAS takes the output's row stride), the bias column by a matrix-vector
+    product. Saves the concatenation's pass over the gradient."""
+    out = weight_grad.new_empty(left.shape[0], weight_grad.shape[1] + 1)
+    torch.mm(left, weight_grad, out=out[:, :-1])
+    out[:, -1] = left @ bias_grad
+    return out
+
+
+def right_product_parts(x: Tensor, right: Tensor) -> tuple[Tensor, Tensor]:
+    """``x @ right`` as its weight columns and its last (bias) column, each a contiguous tensor: the
+    main product then has the layer's own width (784, 1000, ...) instead of d_in + 1 (785, 1001,
+    ...), which matrix-product kernels handle with fewer partial tiles, and the optimizer updates the
+    weight and the bias from them without strided copies."""
+    return x @ right[:, :-1], x @ right[:, -1]
+
+
 @dataclass
 class KroneckerInverse:
     """``(A_d (x) G_d)^{-1}`` for a damped single Kronecker product."""
@@ -127,6 +151,11 @@ class KroneckerInverse:
     def solve(self, x: Tensor) -> Tensor:
         """``(A_d (x) G_d)^{-1} vec(X)`` as ``G_d^{-1} X A_d^{-1}`` (2 matrix products)."""
         return self.g_inv @ x @ self.a_inv
+
+    def solve_with_bias(self, weight_grad: Tensor, bias_grad: Tensor) -> Tensor:
+        """:meth:`solve` of ``X = [dW | db]`` from its two parts, returned as its weight columns and
+        its bias column (the same products, no concatenation)."""
+        return right_product_parts(left_product_with_bias(self.g_inv, weight_grad, bias_grad), self.a_inv)
 
     @cached_property
     def _factors(self) -> tuple[Tensor, Tensor]:
@@ -171,6 +200,12 @@ class TwoTermKroneckerInverse:
     def solve(self, x: Tensor) -> Tensor:
         """``K2 ((K2^T X K1) * inv_diag) K1^T`` (4 matrix products)."""
         return self.k2 @ ((self.k2.mT @ x @ self.k1) * self.inv_diag) @ self.k1.mT
+
+    def solve_with_bias(self, weight_grad: Tensor, bias_grad: Tensor) -> Tensor:
+        """:meth:`solve` of ``X = [dW | db]`` from its two parts, returned as its weight columns and
+        its bias column (the same products, no concatenation)."""
+        inner = (left_product_with_bias(self.k2.mT, weight_grad, bias_grad) @ self.k1) * self.inv_diag
+        return right_product_parts(self.k2 @ inner, self.k1.mT)
 
     @cached_property
     def _inverse_transposes(self) -> tuple[Tensor, Tensor, Tensor]:
@@ -289,8 +324,7 @@ def authors_damped_inverse(approx: KroneckerSum, damping: float):
     a, g = approx.terms[0]
     if approx.rank == 1:
         root = damping ** 0.5
-        a_d = a + root * torch.eye(a.shape[0], dtype=a.dtype, device=a.device)
-        g_d = g + root * torch.eye(g.shape[0], dtype=g.dtype, device=g.device)
+        a_d, g_d = add_to_diagonal(a, root), add_to_diagonal(g, root)
         tiny = torch.finfo(a.dtype).tiny
         return KroneckerInverse(_spd_inverse(a_d, tiny), _spd_inverse(g_d, tiny))
     if approx.rank != 2:
@@ -368,6 +402,15 @@ class KroneckerSumInverse:
         for c, d in self._rotated:
             out = out + d @ y @ c.mT
         return out
+
+    def solve_with_bias(self, weight_grad: Tensor, bias_grad: Tensor) -> Tensor:
+        """:meth:`solve` of ``X = [dW | db]`` from its two parts, returned as its weight columns and
+        its bias column."""
+        if not self.extra_terms:
+            self.iterations = 0
+            return self.leading.solve_with_bias(weight_grad, bias_grad)
+        out = self.solve(torch.cat([weight_grad, bias_grad[:, None]], dim=1))
+        return out[:, :-1].contiguous(), out[:, -1].contiguous()
 
     def solve(self, b: Tensor) -> Tensor:
         if not self.extra_terms:

@@ -364,20 +364,28 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
             clip = group["kl_clip"] is not None
             directions, dots = [], []
             for layer, block in zip(self.layers, self.blocks):
-                grad = self.layer_gradient(layer)
-                if grad is None:
+                weight_grad = layer.weight.grad
+                if weight_grad is None:
                     directions.append(None)
                     continue
-                direction = block.solve(grad)
-                directions.append(direction)
+                if layer.bias is None:
+                    parts = (block.solve(weight_grad),)
+                    grads = (weight_grad,)
+                else:
+                    # the solve of [dW | db] from its parts: no concatenation, and the weight part
+                    # comes out contiguous for the dot and the update
+                    bias_grad = layer.bias.grad if layer.bias.grad is not None else torch.zeros_like(layer.bias)
+                    parts = block.solve_with_bias(weight_grad, bias_grad)
+                    grads = (weight_grad, bias_grad)
+                directions.append(parts)
                 if clip:
-                    # <Delta_i, grad_i> right after the solve, while both are still in cache (one
-                    # pass fewer from memory than after the loop); torch.dot: no d * g temporary
+                    # <Delta_i, grad_i> right after the solve, while both are still in cache;
+                    # torch.dot: no d * g temporary. Per tensor (the authors' code) or per layer.
+                    layer_dots = [torch.dot(d.reshape(-1), g.reshape(-1)) for d, g in zip(parts, grads)]
                     if self.kl_clip_terms == "tensor":
-                        dots.extend(torch.sum(direction[:, cols] * grad[:, cols])
-                                    for cols in self._tensor_columns(layer))
+                        dots.extend(layer_dots)
                     else:
-                        dots.append(torch.dot(direction.reshape(-1), grad.reshape(-1)))
+                        dots.append(layer_dots[0] if len(layer_dots) == 1 else layer_dots[0] + layer_dots[1])
             nu = 1.0
             if dots:
                 # one reduction for all layers, and nu stays on the device: no host sync per step
@@ -388,15 +396,13 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
                 nu = torch.where((total > 0) & torch.isfinite(total),
                                  torch.sqrt(group["kl_clip"] / total).clamp(max=1.0), 1.0)
             self._nu = nu
-        for layer, direction in zip(self.layers, directions):
-            if direction is None:
+        for layer, parts in zip(self.layers, directions):
+            if parts is None:
                 continue
             # nu is applied inside the momentum update (no scaled copy of the direction)
+            self._apply(layer.weight, parts[0], group, nu)
             if layer.bias is not None:
-                self._apply(layer.weight, direction[:, :-1], group, nu)
-                self._apply(layer.bias, direction[:, -1], group, nu)
-            else:
-                self._apply(layer.weight, direction, group, nu)
+                self._apply(layer.bias, parts[1], group, nu)
         for p in self._other_params:
             if p.grad is not None:
                 self._apply(p, p.grad, group)
@@ -407,11 +413,6 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
     def last_nu(self) -> float:
         """The KL clip's factor of the last step (reading it waits for the device)."""
         return float(self._nu)
-
-    @staticmethod
-    def _tensor_columns(layer: nn.Linear) -> list[slice]:
-        """The columns of ``[dW | db]`` that belong to each parameter tensor (weight, then bias)."""
-        return [slice(0, -1), slice(-1, None)] if layer.bias is not None else [slice(None)]
 
     def _apply(self, p: Tensor, direction: Tensor, group: dict, scale: Tensor | float = 1.0) -> None:
         """``p -= lr * buffer`` with ``buffer = momentum * buffer + scale * direction + weight_decay * p``.
