@@ -412,14 +412,21 @@ def _evaluate_point(model, linears, layers, x, likelihood, sampler, reduction, a
         best_converged: dict[int, bool] = {}
         ref = FisherReference.from_block(block, zigzag_sigmas=sigmas_needed if optimal else False)
         n = block.shape_a * block.shape_g
-        for name, approx in approximations.items():
+        def timed_fit(approx, warm):
             synchronize(device)
             t0 = time.perf_counter()
-            fit = approx.fit(block, warm=fit_warm[(name, layer)])
+            fit = approx.fit(block, warm=warm)
             synchronize(device)
-            fit_s = time.perf_counter() - t0
+            return fit, time.perf_counter() - t0
+
+        def wants_spectrum(rank: int) -> bool:
+            # a rank-1 spectrum is closed-form; higher ranks only on layers up to spectrum_max_n
+            return spectrum and (rank == 1 or spectrum_max_n is None or n <= int(spectrum_max_n))
+
+        for name, approx in approximations.items():
+            fit, fit_s = timed_fit(approx, fit_warm[(name, layer)])
             rank = fit.approximation.rank
-            do_spectrum = spectrum and (rank == 1 or spectrum_max_n is None or n <= int(spectrum_max_n))
+            do_spectrum = wants_spectrum(rank)
             t0 = time.perf_counter()
             same_target = METHODS[name].best_of_rank and rank >= 2
             basis = best_basis.setdefault(rank, {})
@@ -454,12 +461,8 @@ def _evaluate_point(model, linears, layers, x, likelihood, sampler, reduction, a
             })
         rank_basis: dict = {}
         for k, approx in rank_approximations.items():
-            synchronize(device)
-            t0 = time.perf_counter()
-            fit = approx.fit(block, warm=rank_warm[(k, layer)])
-            synchronize(device)
-            fit_s = time.perf_counter() - t0
-            do_spectrum = spectrum and (k == 1 or spectrum_max_n is None or n <= int(spectrum_max_n))
+            fit, fit_s = timed_fit(approx, rank_warm[(k, layer)])
+            do_spectrum = wants_spectrum(k)
             t0 = time.perf_counter()
             err = fisher_error(ref, fit.approximation, spectrum=do_spectrum, warm=rank_basis, **spectrum_opts)
             synchronize(device)

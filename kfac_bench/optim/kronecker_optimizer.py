@@ -46,7 +46,8 @@ switches them on together:
   term again (:class:`kfac_bench.curvature.approximations.Approximation`).
 * ``stats_sampling="with_replacement"`` with ``stats_fraction=0.25``: statistics from a quarter batch
   drawn with replacement (``train_mlp.py`` lines 30, 164-165).
-* ``averaging="factors"``: Kronecker factors averaged one by one (:meth:`_average_factors`).
+* ``averaging="factors"``: Kronecker factors averaged one by one
+  (:func:`kfac_bench.curvature.block.average_factors`).
 * ``kl_clip_terms="tensor"``: the KL clip's ``sum |<Delta, grad>|`` taken per weight and per bias
   tensor, plus 1e-8, instead of per layer (``optimizers/kfac.py`` lines 111-146, the same in every
   optimizer): a layer whose weight and bias parts point different ways counts more.
@@ -68,7 +69,7 @@ import torch
 from torch import Tensor, nn
 
 from ..curvature.approximations import ROUTES, Approximation, FitResult, make_approximation
-from ..curvature.block import AVERAGINGS, CurvatureBlock, average_factors
+from ..curvature.block import AVERAGINGS, CurvatureBlock
 from ..curvature.inverse import DAMPING_CONVENTIONS, CurvatureError
 from ..curvature.stats import collect_statistics, get_likelihood
 from ..registry import curvature_method_names, get_method
@@ -302,9 +303,6 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
             return 0.0 if k <= 2 else min(1.0 - 1.0 / (k - 1), self.alpha)
         return min(1.0 - 1.0 / k, self.alpha)
 
-    # ``averaging="factors"`` (the authors' code): kfac_bench.curvature.block.average_factors
-    _average_factors = staticmethod(average_factors)
-
     def curvature_due(self) -> bool:
         """Whether the next ``step()`` collects statistics and refits the approximation."""
         if self._update_requested:
@@ -426,8 +424,7 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
             state = self.state[p]
             buf = state.get("momentum_buffer")
             if buf is None:
-                buf = state["momentum_buffer"] = (direction * scale if tensor_scale or scale != 1.0
-                                                  else direction.clone(memory_format=torch.contiguous_format))
+                buf = state["momentum_buffer"] = direction * scale   # a new tensor (x * 1.0 == x exactly)
             elif tensor_scale:
                 buf.mul_(group["momentum"]).addcmul_(direction, scale)
             else:
