@@ -141,7 +141,7 @@ def data_main(argv: list[str]) -> int:
     fetch.add_argument("--source", choices=["genuine", "generated"], default=None,
                        help="curves/faces: genuine .mat (needs internet) or our generated stand-in")
     fetch.add_argument("--olivetti", default=None,
-                       help="faces generated: path of olivettifaces.mat (default: $KFAC_BENCH_OLIVETTI)")
+                       help="faces generated: another olivettifaces.mat (default: $KFAC_BENCH_OLIVETTI, else the shipped copy)")
     describe = sub.add_parser("describe", help="print a dataset's scale (as training sees it) and its source")
     describe.add_argument("name", choices=["mnist", "curves", "faces"])
     describe.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
@@ -149,7 +149,7 @@ def data_main(argv: list[str]) -> int:
                                "(keys of conf/dataset/<name>.yaml)")
     describe.add_argument("--data-dir", default=None, help="cache folder (default: $KFAC_BENCH_DATA or ./data)")
     describe.add_argument("--olivetti", default=None,
-                          help="faces generated: path of olivettifaces.mat (default: $KFAC_BENCH_OLIVETTI)")
+                          help="faces generated: another olivettifaces.mat (default: $KFAC_BENCH_OLIVETTI, else the shipped copy)")
     # overrides may come after the options too (argparse stops a positional list at an option)
     args, extra = parser.parse_known_args(argv)
     if extra and (args.command != "describe" or any(item.startswith("-") for item in extra)):

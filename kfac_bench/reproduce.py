@@ -35,7 +35,8 @@ runs are retried on a rerun. A failing or diverging run never stops the others.
 
 Results go to ``--results-dir`` (default ``$KFAC_BENCH_RESULTS/<profile>``, i.e. ``results/cpu``
 for the CPU profile), one folder per profile so that runs of different sizes are never mixed.
-FACES (generated stand-in) needs the Olivetti faces: ``--olivetti PATH`` or ``$KFAC_BENCH_OLIVETTI``.
+FACES (generated stand-in) is built from the Olivetti faces shipped with the package (``--olivetti PATH`` or
+``$KFAC_BENCH_OLIVETTI``: another copy).
 """
 from __future__ import annotations
 
@@ -306,6 +307,26 @@ def settings_runs(profile: dict, method: str) -> list[tuple[str, str]]:
     return out
 
 
+def settings_seeds(profile: dict, dataset: str) -> list[tuple[int | None, int | None]]:
+    """The (seed, epochs) of a settings profile's runs on ``dataset``, from its ``seeds`` entry
+    (``{dataset: {seed: epochs}}``: the first seed at the longest horizon, extra seeds where shorter
+    runs decide); ``[(None, None)]`` (seed 0 at the overrides' epochs) where it has none."""
+    spec = (profile.get("seeds") or {}).get(dataset)
+    if not spec:
+        return [(None, None)]
+    if not isinstance(spec, dict):
+        raise SystemExit(f"reproduce_paper: profile {profile['name']}: seeds.{dataset} must map seeds to epochs, "
+                         f"e.g. {{0: 10, 1: 5}}; got {spec!r}")
+    return [(int(seed), int(epochs)) for seed, epochs in spec.items()]
+
+
+def seeded_overrides(fixed: list[str], seed: int | None, epochs: int | None) -> list[str]:
+    """``fixed`` with ``seed=`` and ``trainer.epochs=`` set (None: left as they are)."""
+    out = [kv for kv in fixed if not (epochs is not None and kv.startswith("trainer.epochs="))]
+    out += [f"trainer.epochs={epochs}"] if epochs is not None else []
+    return out + ([f"seed={seed}"] if seed is not None else [])
+
+
 def shared_points(profile: dict, dataset: str, method: str) -> list[dict[str, list[str]]]:
     """One-run grids: the points of the ``grid.also_from`` methods' reduced grids (their learning
     rates around their tuned lr, at their tuned damping) that a curvature method's own grid lacks. A
@@ -536,26 +557,32 @@ class Task:
     """One ``kfac-bench`` command of the plan. ``make_args`` is called when the task starts (the
     seeds of a winner are known only then) and returns None when there is nothing left to do."""
 
-    def __init__(self, what: str, stage: str, cost: float, make_args, after=()):
+    def __init__(self, what: str, stage: str, cost: float, make_args, after=(), rank: int = 0):
         self.what, self.stage, self.cost, self.make_args = what, stage, cost, make_args
         self.after = set(after)
+        # lower ranks start first (a settings profile's first seed before its extra seeds, so that an
+        # interrupted plan leaves complete sets of runs), then the longest task
+        self.rank = rank
+
+    def order(self) -> tuple:
+        return (self.rank, -self.cost)
 
 
 def run_tasks(tasks: list[Task], runner: "Runner", slots: int, on_done) -> None:
     """Run the tasks, ``slots`` commands at a time, each once those it comes ``after`` have ended;
-    the longest ready task first. With one slot a command's output goes to the console, with more
+    the ready task of the lowest rank first, the longest among those. With one slot a command's output goes to the console, with more
     to ``<results>/logs/<task>.log``."""
     pending, running, finished = list(tasks), [], set()
     logs = runner.results_dir / "logs"
     while pending or running:
-        ready = sorted((t for t in pending if t.after <= finished), key=lambda t: -t.cost)
+        ready = sorted((t for t in pending if t.after <= finished), key=Task.order)
         while ready and len(running) < slots:
             task = ready.pop(0)
             pending.remove(task)
             args = task.make_args()
             if args is None:
                 finished.add(task.what)
-                ready = sorted((t for t in pending if t.after <= finished), key=lambda t: -t.cost)
+                ready = sorted((t for t in pending if t.after <= finished), key=Task.order)
                 continue
             shown = "kfac-bench " + " ".join(shlex.quote(a) for a in args)
             if slots == 1:
@@ -715,7 +742,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="results root (default: $KFAC_BENCH_RESULTS or results, then /<profile>)")
     parser.add_argument("--data-dir", default=None, help="dataset cache (default: $KFAC_BENCH_DATA or data)")
     parser.add_argument("--olivetti", default=None,
-                        help="olivettifaces.mat for the generated FACES (default: $KFAC_BENCH_OLIVETTI)")
+                        help="another olivettifaces.mat for the generated FACES (default: $KFAC_BENCH_OLIVETTI, else the copy "
+                             "shipped with kfac-bench)")
     parser.add_argument("--datasets", default=None, help="comma-separated subset of the profile's datasets")
     parser.add_argument("--methods", default=None, help="comma-separated subset of the profile's methods")
     parser.add_argument("--stages", default="data,grid,seeds,fisher,report",
@@ -777,25 +805,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.threads)
 
-    def needs_olivetti(d: str) -> bool:
-        if d != "faces":
-            return False
-        over = dict(kv.split("=", 1) for kv in dataset_overrides(profile, d, "sgd"))
-        return over.get("dataset.source", "generated") == "generated"
-
-    if any(needs_olivetti(d) for d in datasets) and {"data", "grid", "seeds", "fisher"} & set(stages):
-        olivetti = args.olivetti or os.environ.get("KFAC_BENCH_OLIVETTI")
-        if not olivetti:
-            print("reproduce_paper: error: FACES (generated stand-in) is built from the Olivetti faces and needs "
-                  "olivettifaces.mat: pass --olivetti /path/to/olivettifaces.mat or set KFAC_BENCH_OLIVETTI "
-                  "(make reproduce-paper ARGS=\"--olivetti ...\"), or leave FACES out with --datasets curves,mnist",
-                  file=sys.stderr)
+    if args.olivetti:   # another copy than the one shipped with the package
+        if not Path(args.olivetti).is_file():
+            print(f"reproduce_paper: error: the Olivetti file {args.olivetti} does not exist (--olivetti); "
+                  f"leave --olivetti out to use the copy shipped with kfac-bench", file=sys.stderr)
             return 2
-        if not Path(olivetti).is_file():
-            print(f"reproduce_paper: error: the Olivetti file {olivetti} does not exist (--olivetti or "
-                  f"KFAC_BENCH_OLIVETTI)", file=sys.stderr)
-            return 2
-        env["KFAC_BENCH_OLIVETTI"] = str(Path(olivetti).resolve())
+        env["KFAC_BENCH_OLIVETTI"] = str(Path(args.olivetti).resolve())
 
     # an explicit --device is taken as it is (a GPU plan can be printed on a CPU machine)
     device = select_device("auto").type if args.device == "auto" else args.device
@@ -861,19 +876,21 @@ def main(argv: list[str] | None = None) -> int:
         for d in datasets:
             for m in methods:
                 fixed = dataset_overrides(profile, d, m)
-                for i, (label, value) in enumerate(settings_runs(profile, m)):
-                    over = {**dict(kv.split("=", 1) for kv in fixed), "authors_code": value}
-                    n_settings += 1
-                    what = f"run {d} {m} step{i}"
-                    if index.finished(d, m, over):
-                        n_settings_done += 1
-                        plan_notes.append(f"{what} ({label}: authors_code={value}): finished already, skipped")
-                        continue
-                    command = (["run", f"dataset={d}", f"optimizer={m}", f"authors_code={value}", *fixed]
-                               + runner.common(run=True))
-                    plan_notes.append(f"{what}: {label}")
-                    tasks.append(Task(what, "settings", estimator.batch([estimator.run_cost(d, m, over)]),
-                                      lambda command=command: command))
+                for rank, (seed, epochs) in enumerate(settings_seeds(profile, d)):
+                    fixed_seed = seeded_overrides(fixed, seed, epochs)
+                    for i, (label, value) in enumerate(settings_runs(profile, m)):
+                        over = {**dict(kv.split("=", 1) for kv in fixed_seed), "authors_code": value}
+                        n_settings += 1
+                        what = f"run {d} {m} step{i}" + (f" seed{seed}" if seed is not None else "")
+                        if index.finished(d, m, over):
+                            n_settings_done += 1
+                            plan_notes.append(f"{what} ({label}: authors_code={value}): finished already, skipped")
+                            continue
+                        command = (["run", f"dataset={d}", f"optimizer={m}", f"authors_code={value}", *fixed_seed]
+                                   + runner.common(run=True))
+                        plan_notes.append(f"{what}: {label}")
+                        tasks.append(Task(what, "settings", estimator.batch([estimator.run_cost(d, m, over)]),
+                                          lambda command=command: command, rank=rank))
 
     def seeds_task(d: str, m: str) -> Task | None:
         kind = "first_order" if m in FIRST_ORDER else "curvature"

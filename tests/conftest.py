@@ -4,8 +4,7 @@ import pathlib
 
 import pytest
 
-# development and CI machines keep shared/ beside the repository (never used at run time)
-SHARED_OLIVETTI = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "olivetti" / "olivettifaces.mat"
+from kfac_bench.data.faces import PACKAGED_OLIVETTI
 
 
 class Logs(list):
@@ -25,9 +24,8 @@ def log():
 
 @pytest.fixture
 def olivetti_real():
-    """The real Olivetti file ($KFAC_BENCH_OLIVETTI, else the development machines' copy);
-    skips where it is absent."""
-    path = pathlib.Path(os.environ.get("KFAC_BENCH_OLIVETTI") or SHARED_OLIVETTI)
+    """The real Olivetti file ($KFAC_BENCH_OLIVETTI, else the copy shipped with the package)."""
+    path = pathlib.Path(os.environ.get("KFAC_BENCH_OLIVETTI") or PACKAGED_OLIVETTI)
     if not path.is_file():
         pytest.skip(f"{path} not present (set KFAC_BENCH_OLIVETTI)")
     return path

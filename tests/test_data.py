@@ -399,17 +399,35 @@ def test_olivetti_loader_rejects_bad_files(tmp_path, content, match):
         faces.load_olivetti(path)
 
 
-def test_faces_generated_needs_olivetti_path(tmp_path, log, monkeypatch):
+def test_faces_generated_uses_the_shipped_olivetti(tmp_path, log, monkeypatch):
+    """No path and no variable: the stand-in is built from the copy shipped with the package, which
+    run records name by its package path (never the install folder)."""
     monkeypatch.delenv("KFAC_BENCH_OLIVETTI", raising=False)
     cfg = _cfg(name="faces", source="generated", n_train=8, n_val=2, olivetti_path=None,
                generator={"seed": 1, "n_images": 10})
-    with pytest.raises(DatasetError, match="KFAC_BENCH_OLIVETTI") as err:
-        load_dataset(cfg, tmp_path, log=log)
-    assert "dataset.olivetti_path" in str(err.value)
-    with pytest.raises(DatasetError, match="KFAC_BENCH_OLIVETTI"):
-        fetch_dataset("faces", tmp_path, log=log)
+    s = load_dataset(cfg, tmp_path, log=log)
+    assert s.train.shape == (8, 625)
+    assert s.details["olivetti_path"] == faces.PACKAGED_OLIVETTI_LABEL
+    assert s.details["olivetti_md5"] == md5_file(faces.PACKAGED_OLIVETTI)
+    assert fetch_dataset("faces", tmp_path, log=log)[0].is_file()
     with pytest.raises(DatasetError, match="does not exist"):
         load_dataset({**cfg, "olivetti_path": str(tmp_path / "missing.mat")}, tmp_path, log=log)
+
+
+def test_faces_shipped_olivetti_checksum(tmp_path, log, monkeypatch):
+    monkeypatch.delenv("KFAC_BENCH_OLIVETTI", raising=False)
+    good = faces.PACKAGED_OLIVETTI.read_bytes()
+    faces.check_packaged_olivetti()   # the shipped file passes its own check
+    damaged = tmp_path / "olivettifaces.mat"
+    damaged.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))   # one bit flipped
+    monkeypatch.setattr(faces, "PACKAGED_OLIVETTI", damaged)
+    cfg = _cfg(name="faces", source="generated", n_train=8, n_val=2, olivetti_path=None,
+               generator={"seed": 1, "n_images": 10})
+    with pytest.raises(DatasetError, match="corrupt.*reinstall"):
+        load_dataset(cfg, tmp_path, log=log)
+    damaged.unlink()
+    with pytest.raises(DatasetError, match="missing.*reinstall"):
+        load_dataset(cfg, tmp_path, log=log)
 
 
 def test_faces_generated_cache(tmp_path, log, monkeypatch, olivetti_small):
@@ -433,9 +451,10 @@ def test_faces_generated_cache(tmp_path, log, monkeypatch, olivetti_small):
     monkeypatch.setattr(faces, "build_faces", boom)
     again = load_dataset(cfg, tmp_path / "data", log=log)
     assert torch.equal(again.train, s.train)
-    # the cache serves without the Olivetti file too
-    again = load_dataset({**cfg, "olivetti_path": None}, tmp_path / "data", log=log)
-    assert torch.equal(again.val, s.val)
+    # no path given means the shipped Olivetti file, another file than this one: a build
+    monkeypatch.delenv("KFAC_BENCH_OLIVETTI", raising=False)
+    with pytest.raises(AssertionError, match="rebuilt"):
+        load_dataset({**cfg, "olivetti_path": None}, tmp_path / "data", log=log)
     # other parameters -> another cache name -> a build
     with pytest.raises(AssertionError, match="rebuilt"):
         load_dataset({**cfg, "generator": {**gen, "max_shift": 0.05}}, tmp_path / "data", log=log)

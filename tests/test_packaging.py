@@ -107,3 +107,19 @@ def test_a_users_config_folder_joins_the_search_path(installed):
     assert "lr: 0.05" in out and "momentum: 0.5" in out
     assert "optimizer: adam, deflation, kfac, kfac_corrected, kpsvd, lanczos, lanczos_k, sgd, slow_sgd" in call(
         venv / "bin" / "kfac-bench", "run", "--config-dir", "my_conf", "--help", cwd=work, env=env).stdout
+
+
+def test_the_wheel_builds_faces_from_its_own_olivetti_copy(installed):
+    """FACES (generated stand-in) on a fresh install: no Olivetti path, no variable -- the wheel's copy."""
+    venv, env, work = installed
+    env = {k: v for k, v in env.items() if k != "KFAC_BENCH_OLIVETTI"}
+    where = call(venv / "bin" / "python", "-c", "from kfac_bench.data import faces; faces.check_packaged_olivetti(); "
+                 "print(faces.PACKAGED_OLIVETTI)", cwd=work, env=env).stdout.strip()
+    assert Path(where).is_relative_to(venv), where
+    call(venv / "bin" / "kfac-bench", "run", "dataset=faces", "dataset.generator.n_images=300", "dataset.n_train=200",
+         "dataset.n_val=50", "dataset.batch_size=100", "trainer.epochs=1", "trainer.progress=false", "threads=1",
+         cwd=work, env=env)
+    (run,) = (work.parent / "results" / "runs" / "faces" / "sgd").iterdir()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "ok"
+    assert str(venv) not in (run / "summary.json").read_text()     # the shipped copy named by its package path

@@ -238,12 +238,32 @@ def test_reduced_grid_gives_every_curvature_method_kfacs_candidates_too():
         rp.shared_points(bad, "curves", "deflation")
 
 
-def test_reproduce_refuses_faces_without_olivetti(tmp_path):
-    proc = reproduce("--profile", "fair", "--dry-run", tmp_path=tmp_path, drop_olivetti=True)
-    assert proc.returncode == 2
-    assert "--olivetti" in proc.stderr and "KFAC_BENCH_OLIVETTI" in proc.stderr
-    proc = reproduce("--profile", "fair", "--dry-run", "--datasets", "curves", tmp_path=tmp_path, drop_olivetti=True)
+@pytest.mark.parametrize("profile", sorted(p.stem for p in (ROOT / "conf" / "profile").glob("*.yaml")))
+def test_every_profile_dry_run_needs_no_variable(tmp_path, profile):
+    """A fresh machine: no KFAC_BENCH_* variable, no --olivetti (FACES uses the shipped faces)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KFAC_BENCH_")}
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "reproduce_paper.py"), "--profile", profile,
+                           "--dry-run"], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+    assert "ESTIMATED running time" in proc.stdout and "Traceback" not in proc.stderr
+    assert not (tmp_path / "results").exists()   # a dry run writes nothing
+    missing = reproduce("--profile", "fair", "--dry-run", "--olivetti", str(tmp_path / "none.mat"), tmp_path=tmp_path)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_settings_seeds_plan_the_first_seed_first():
+    rp = _reproduce_module()
+    profile = {"name": "t", "seeds": {"faces": {0: 10, 1: 5}}}
+    assert rp.settings_seeds(profile, "faces") == [(0, 10), (1, 5)]
+    assert rp.settings_seeds(profile, "curves") == [(None, None)]
+    assert rp.seeded_overrides(["trainer.epochs=3", "dataset.n_train=10"], 1, 5) == [
+        "dataset.n_train=10", "trainer.epochs=5", "seed=1"]
+    assert rp.seeded_overrides(["trainer.epochs=3"], None, None) == ["trainer.epochs=3"]
+    with pytest.raises(SystemExit, match="must map seeds to epochs"):
+        rp.settings_seeds({"name": "t", "seeds": {"faces": [0, 1]}}, "faces")
+    short_first = rp.Task("a", "settings", 5.0, list, rank=0)
+    long_later = rp.Task("b", "settings", 50.0, list, rank=1)
+    assert sorted([long_later, short_first], key=rp.Task.order) == [short_first, long_later]
 
 
 @pytest.mark.slow

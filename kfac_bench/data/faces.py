@@ -16,8 +16,11 @@ Two sources:
   standardised like the stand-in below. The log and the run summary say which.
 
 * ``generated`` - an OFFLINE STAND-IN made by :func:`build_faces` from the 400 Olivetti faces
-  (``olivettifaces.mat``; path from ``dataset.olivetti_path``, which the config fills from the
-  environment variable ``KFAC_BENCH_OLIVETTI``). The original views' parameters could not be
+  (``olivettifaces.mat``, sklearn's copy of "The Database of Faces", AT&T Laboratories Cambridge).
+  The package ships that file (``kfac_bench/data/olivetti/``, its SHA-256 checked at every load),
+  so the stand-in builds on a fresh machine with nothing to download; ``dataset.olivetti_path``
+  (which the config fills from the environment variable ``KFAC_BENCH_OLIVETTI``) points at another
+  copy instead. The original views' parameters could not be
   verified (they are recalled as rotations in [-90, 90] degrees and scalings around 1.4-2.0); the
   following are OUR choices, the numbers coming from ``dataset.generator``:
 
@@ -55,6 +58,7 @@ Two sources:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pathlib
 import time
@@ -96,6 +100,12 @@ GENERATOR_VERSION = 2  # 1: the same views, not standardised
 DEFAULTS = {"seed": 1234, "n_images": 103500, "rotation_deg": [-90.0, 90.0], "scale": [1.4, 2.0],
             "max_shift": 0.1}
 
+# the copy shipped with the package (credit: AT&T Laboratories Cambridge; olivetti/README.md)
+PACKAGED_OLIVETTI = pathlib.Path(__file__).resolve().parent / "olivetti" / "olivettifaces.mat"
+PACKAGED_OLIVETTI_SHA256 = "b1988d02c72fe5b8ee82b5ef3bb7982eafc74f1e1ff0ae0ade35061ad0af534d"
+# how records name the shipped copy (never the machine's install path)
+PACKAGED_OLIVETTI_LABEL = "kfac_bench/data/olivetti/olivettifaces.mat (shipped with the package)"
+
 GENUINE_URL = "http://www.cs.toronto.edu/~jmartens/newfaces_rot_single.mat"
 GENUINE_FILE = "newfaces_rot_single.mat"
 GENUINE_VAR = "newfaces_single"
@@ -103,7 +113,7 @@ GENUINE_VAR = "newfaces_single"
 
 # -------------------------------------------------------------------------------------- olivetti
 def _olivetti_hint() -> str:
-    return (f"Set the environment variable {OLIVETTI_ENV}=/path/to/olivettifaces.mat or pass "
+    return (f"To use another copy, set the environment variable {OLIVETTI_ENV}=/path/to/olivettifaces.mat or pass "
             f"dataset.olivetti_path=/path/to/olivettifaces.mat (sklearn's copy of the Olivetti "
             f"faces: MATLAB v5, variable 'faces', uint8 4096x400), or use the genuine data: "
             f"dataset.source=genuine (`kfac-bench data fetch faces --source genuine`, needs internet).")
@@ -227,9 +237,28 @@ def generated_cache_path(data_dir, params: dict) -> pathlib.Path:
     return pathlib.Path(data_dir) / "faces" / name
 
 
-def olivetti_path_for(cfg=None, olivetti_path=None) -> pathlib.Path | None:
+def olivetti_path_for(cfg=None, olivetti_path=None) -> pathlib.Path:
+    """The Olivetti file to build from: an explicit path, ``dataset.olivetti_path``, $KFAC_BENCH_OLIVETTI,
+    else the copy shipped with the package."""
     path = olivetti_path or cfg_get(cfg, "olivetti_path", None) or os.environ.get(OLIVETTI_ENV) or None
-    return pathlib.Path(path).expanduser() if path else None
+    return pathlib.Path(path).expanduser() if path else PACKAGED_OLIVETTI
+
+
+def check_packaged_olivetti(path: pathlib.Path = PACKAGED_OLIVETTI) -> None:
+    """Raise :class:`DatasetError` unless the shipped Olivetti file is there with its SHA-256."""
+    if not path.is_file():
+        raise DatasetError(f"faces: the Olivetti file shipped with the package is missing ({PACKAGED_OLIVETTI_LABEL}); "
+                           f"reinstall kfac-bench (pip install --force-reinstall kfac-bench, or make install). "
+                           f"{_olivetti_hint()}")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != PACKAGED_OLIVETTI_SHA256:
+        raise DatasetError(f"faces: the Olivetti file shipped with the package is corrupt (SHA-256 {digest}, expected "
+                           f"{PACKAGED_OLIVETTI_SHA256}); reinstall kfac-bench, or use a good copy. {_olivetti_hint()}")
+
+
+def olivetti_label(path: pathlib.Path) -> str:
+    """How run records name the Olivetti file: the shipped copy by its package path, others as given."""
+    return PACKAGED_OLIVETTI_LABEL if path == PACKAGED_OLIVETTI else str(path)
 
 
 def _generated(cfg, data_dir, log: Log, olivetti_path=None) -> tuple[torch.Tensor, dict, str]:
@@ -237,42 +266,33 @@ def _generated(cfg, data_dir, log: Log, olivetti_path=None) -> tuple[torch.Tenso
     path = generated_cache_path(data_dir, params)
     shape = (params["n_images"], DIM)
     oli = olivetti_path_for(cfg, olivetti_path)
-    if oli is None:
-        data, reason, stored = load_cache(path, shape, params)
-        if data is None:
-            raise DatasetError(
-                f"faces: the generated stand-in needs the Olivetti faces and no path is set "
-                f"(cache {path}: {reason}). {_olivetti_hint()}"
-            )
-        log(f"faces: loaded the generated stand-in from {path} (no Olivetti file configured; "
-            f"it was built from the Olivetti file with MD5 {stored.get('olivetti_md5')})")
-        oli_md5 = stored.get("olivetti_md5")
-    else:
-        if not oli.is_file():
-            raise DatasetError(f"faces: the Olivetti file {oli} does not exist. {_olivetti_hint()}")
-        oli_md5 = md5_file(oli)
+    if oli == PACKAGED_OLIVETTI:
+        check_packaged_olivetti(oli)
+    elif not oli.is_file():
+        raise DatasetError(f"faces: the Olivetti file {oli} does not exist. {_olivetti_hint()}")
+    oli_md5 = md5_file(oli)
 
-        def build():
-            note_other_versions(path, str(GENERATOR_VERSION), log)
-            faces = load_olivetti(oli)
-            log(f"faces: building the OFFLINE STAND-IN, generator version {GENERATOR_VERSION} "
-                f"({params['n_images']} views of the "
-                f"{faces.shape[0]} Olivetti faces, seed {params['seed']}) -> {path}")
-            t0 = time.perf_counter()
-            data = build_faces(faces, params["n_images"], params["seed"], params["rotation_deg"],
-                               params["scale"], params["max_shift"])
-            log(f"faces: built in {time.perf_counter() - t0:.1f} s")
-            return data
+    def build():
+        note_other_versions(path, str(GENERATOR_VERSION), log)
+        faces = load_olivetti(oli)
+        log(f"faces: building the OFFLINE STAND-IN, generator version {GENERATOR_VERSION} "
+            f"({params['n_images']} views of the "
+            f"{faces.shape[0]} Olivetti faces, seed {params['seed']}) -> {path}")
+        t0 = time.perf_counter()
+        data = build_faces(faces, params["n_images"], params["seed"], params["rotation_deg"],
+                           params["scale"], params["max_shift"])
+        log(f"faces: built in {time.perf_counter() - t0:.1f} s")
+        return data
 
-        data, built = cached_tensor(path, build, shape=shape, meta={**params, "olivetti_md5": oli_md5},
-                                    what="the generated FACES set", log=log)
-        if not built:
-            log(f"faces: loaded the generated stand-in from {path}")
+    data, built = cached_tensor(path, build, shape=shape, meta={**params, "olivetti_md5": oli_md5},
+                                what="the generated FACES set", log=log)
+    if not built:
+        log(f"faces: loaded the generated stand-in from {path}")
     details = {
         "cache_file": str(path),
         "builder": "kfac_bench.data.faces.build_faces",
         **params,
-        "olivetti_path": str(oli) if oli else None,
+        "olivetti_path": olivetti_label(oli),
         "olivetti_md5": oli_md5,
         "supersample": SUPERSAMPLE,
         "padding_mode": PADDING_MODE,
@@ -367,9 +387,6 @@ def load_faces(cfg, data_dir, log: Log = print) -> DatasetSplits:
 def fetch_faces(data_dir, source: str = "generated", cfg=None, olivetti_path=None,
                 log: Log = print) -> list[pathlib.Path]:
     if source == "generated":
-        if olivetti_path_for(cfg, olivetti_path) is None:
-            raise DatasetError(f"faces: building the generated stand-in needs the Olivetti faces. "
-                               f"{_olivetti_hint()}")
         _generated(cfg, data_dir, log, olivetti_path=olivetti_path)
         return [generated_cache_path(data_dir, generator_params(cfg))]
     if source != "genuine":
