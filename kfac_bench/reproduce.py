@@ -1006,7 +1006,8 @@ def main(argv: list[str] | None = None) -> int:
     # ---- 5. report
     if "report" in stages:
         say("== report")
-        runner.call(["report", f"results_dir={results_dir}", f'note="{_plain(note)}"', *runner.claims], "report")
+        runner.call(["report", f"results_dir={results_dir}", f'note="{_plain(note)}"', *runner.claims,
+                     *(profile.get("report_args") or [])], "report")
 
     elapsed = time.perf_counter() - t_start
     if args.publish_docs and not args.dry_run:

@@ -302,3 +302,23 @@ def test_overlay_can_be_switched_off_and_is_documented_on(results):
     assert all(p.name != "authors_comparison.csv" for p in out["tables"])
     conf = yaml.safe_load((pathlib.Path(__file__).resolve().parents[1] / "conf" / "report.yaml").read_text())
     assert conf["authors_overlay"] is True
+
+
+def test_terminal_table_shows_matched_epochs_and_seconds_per_epoch():
+    import pandas as pd
+
+    from kfac_bench.report.tables import matched_epochs, terminal_table
+    assert matched_epochs(20) == [5, 10, 20] and matched_epochs(2) == [1, 2]
+
+    def curve(losses, seconds):
+        return pd.DataFrame({"epoch": range(1, len(losses) + 1), "train_mean": losses,
+                             "time_mean": [seconds * e for e in range(1, len(losses) + 1)]})
+    table = pd.DataFrame({"setting": ["c", "c"], "problem": ["curves", "curves"], "method": ["sgd", "kfac"],
+                          "method_label": ["SGD", "KFAC"]})
+    curves = {("c", "sgd"): curve([0.5, 0.4, 0.3, 0.2], 1.0), ("c", "kfac"): curve([0.4, 0.2, 0.1, 0.05], 3.0)}
+    lines = terminal_table(table, curves)
+    assert lines[0] == "curves: training loss at epoch 1, 2, 4"
+    sgd = next(line for line in lines if line.strip().startswith("SGD")).split()
+    kfac = next(line for line in lines if line.strip().startswith("KFAC")).split()
+    assert sgd[1:5] == ["0.50000", "0.40000", "0.20000", "1.00"] and "lowest" not in " ".join(sgd)
+    assert kfac[1:5] == ["0.40000", "0.20000", "0.05000", "3.00"] and kfac[-1] == "lowest"

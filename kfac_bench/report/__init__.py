@@ -36,7 +36,7 @@ import pandas as pd
 
 from .results import load_results, problems, runs_table
 from .tables import (CSV_COLUMNS, TARGET_DEFINITION, dataset_rank, problem_heading, select_best, source_note,
-                     summary_table, to_markdown)
+                     summary_table, terminal_table, to_markdown)
 
 __all__ = ["build_report", "load_results", "runs_table", "select_best", "summary_table"]
 
@@ -199,6 +199,11 @@ def build_report(cfg: Mapping) -> dict:
                  f"{r['runs_failed']} failed, {r['runs_incomplete']} incomplete)")
     _say(f"target loss: {TARGET_DEFINITION}")
     _say(f"wrote {', '.join(str(p) for p in tables)} and {len(figures)} figure files in {out_dir}")
+    for line in terminal_table(table, curves):
+        print(line, flush=True)
+    figure2 = next((f for f in figures if f.name == "figure2.png"), None)
+    if figure2 is not None:
+        print(f"Figure 2: {figure2}", flush=True)
     return {"figures": figures, "tables": tables, "summary": table, "output_dir": out_dir}
 
 
@@ -229,6 +234,8 @@ def _verdict_sections(long, runs, selection, table, results_dir: Path, out_dir: 
         markdown += "\n" + ablation_markdown(ablation)
     except Exception as err:  # noqa: BLE001
         _say(f"ablation failed: {type(err).__name__}: {err}")
+    if not cfg.get("claims", True):   # a demonstration's runs decide no claim
+        return markdown, tables, figures
     try:
         from .claims import claims_markdown, claims_table
         folders = [str(results_dir), *(str(f) for f in (cfg.get("claims_from") or []))]

@@ -177,6 +177,35 @@ def summary_table(long: pd.DataFrame, runs: pd.DataFrame, selection: pd.DataFram
     return table, curves
 
 
+def matched_epochs(last: int) -> list[int]:
+    """The epochs a short table compares methods at: a quarter, half and all of the run."""
+    return sorted({max(1, round(last * f)) for f in (0.25, 0.5, 1.0)})
+
+
+def terminal_table(table: pd.DataFrame, curves: dict[tuple[str, str], pd.DataFrame]) -> list[str]:
+    """A short plain-text table per problem: training loss at matched epochs and seconds per epoch
+    (training only, the mean over the best configuration's seeds), lowest final loss marked."""
+    lines = []
+    for setting, group in table.groupby("setting", sort=False):
+        shown = {r["method_label"]: curves[(setting, r["method"])] for _, r in group.iterrows()
+                 if (setting, r["method"]) in curves}
+        if not shown:
+            continue
+        last = int(min(c["epoch"].max() for c in shown.values()))
+        epochs = [e for e in matched_epochs(last) if all(e in set(c["epoch"]) for c in shown.values())]
+        finals = {m: float(c.loc[c["epoch"] == last, "train_mean"].iloc[0]) for m, c in shown.items()}
+        best = min(finals, key=finals.get)
+        lines.append(f"{group['problem'].iloc[0]}: training loss at epoch " + ", ".join(map(str, epochs)))
+        lines.append(f"  {'method':<16}" + "".join(f"{'epoch ' + str(e):>13}" for e in epochs) + f"{'s/epoch':>10}")
+        for method, c in shown.items():
+            at = dict(zip(c["epoch"], c["train_mean"]))
+            per_epoch = float(c.loc[c["epoch"] == last, "time_mean"].iloc[0]) / last
+            mark = "  <- lowest" if method == best else ""
+            lines.append(f"  {method:<16}" + "".join(f"{at[e]:>13.5f}" for e in epochs) + f"{per_epoch:>10.2f}"
+                         + mark)
+    return lines
+
+
 # ----------------------------------------------------------------------------------------- writing
 def _fmt(value, kind: str = "g") -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
