@@ -1,0 +1,66 @@
+"""The compact, committable record of finished runs: what a published verdict is recomputed from.
+
+``archive_runs(results_dir, dest)`` copies, for every finished run (status ``ok`` or ``diverged``)
+under ``results_dir``, the four files the report reads -- ``config.yaml``, ``fingerprint.json``,
+``summary.json``, ``metrics.csv`` -- to the same relative folder under ``dest`` (checkpoints and logs
+stay behind). Paths of the machine that trained are rewritten on the way: the results folder becomes
+``.`` (paths are relative to the results root), the data folder ``data``, the checkout ``.``; so no
+archived file names a machine-local path and ``kfac-bench report results_dir=<dest>`` reads the archive
+as it read the runs. Unfinished runs are skipped (they resume where they trained); a run already
+archived is rewritten, so archiving again after more runs finished is safe.
+
+    python scripts/archive_runs.py results/verdict docs/runs/verdict
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..utils import atomic_write_text
+
+ARCHIVED_FILES = ("config.yaml", "fingerprint.json", "summary.json", "metrics.csv")
+FINISHED = ("ok", "diverged")
+
+
+def local_roots(results_dir: Path, data_dir: Path | None, checkout: Path | None) -> list[tuple[str, str]]:
+    """(absolute prefix, replacement) pairs, longest prefix first, so nested folders are rewritten
+    by their own rule."""
+    pairs = [(results_dir, ".")]
+    if data_dir is not None:
+        pairs.append((data_dir, "data"))
+    if checkout is not None:
+        pairs.append((checkout, "."))
+    out = [(str(Path(p).resolve()), r) for p, r in pairs]
+    return sorted(out, key=lambda pr: -len(pr[0]))
+
+
+def relative_text(text: str, roots: list[tuple[str, str]]) -> str:
+    for prefix, replacement in roots:
+        text = text.replace(prefix + "/", replacement + "/").replace(prefix, replacement)
+    return text
+
+
+def finished_runs(results_dir: Path) -> list[Path]:
+    runs = []
+    for summary in sorted(Path(results_dir).rglob("summary.json")):
+        try:
+            status = json.loads(summary.read_text()).get("status")
+        except (OSError, ValueError):
+            continue
+        if status in FINISHED and all((summary.parent / f).is_file() for f in ARCHIVED_FILES):
+            runs.append(summary.parent)
+    return runs
+
+
+def archive_runs(results_dir, dest, data_dir=None, checkout=None) -> list[Path]:
+    """Copy the finished runs' compact files to ``dest``; returns the archived folders."""
+    results_dir, dest = Path(results_dir).resolve(), Path(dest)
+    roots = local_roots(results_dir, Path(data_dir) if data_dir else None, Path(checkout) if checkout else None)
+    written = []
+    for run in finished_runs(results_dir):
+        target = dest / run.relative_to(results_dir)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ARCHIVED_FILES:
+            atomic_write_text(target / name, relative_text((run / name).read_text(), roots))
+        written.append(target)
+    return written

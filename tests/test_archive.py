@@ -1,0 +1,38 @@
+"""The committable archive of finished runs: the four compact files, no checkpoint, no machine path,
+and a report reads it as it read the runs."""
+import json
+from pathlib import Path
+
+from kfac_bench.report.archive import ARCHIVED_FILES, archive_runs, relative_text, local_roots
+
+
+def _run(folder: Path, status: str, results: Path, data: Path) -> None:
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(f"results_dir: {results}\ndata_dir: {data}\n")
+    (folder / "fingerprint.json").write_text("{}")
+    (folder / "summary.json").write_text(json.dumps({"status": status, "command": f"run results_dir={results}",
+                                                     "cache": f"{data}/curves/x.pt"}))
+    (folder / "metrics.csv").write_text("epoch,train_loss\n0,1\n")
+    (folder / "checkpoint.pt").write_bytes(b"big")
+
+
+def test_archive_keeps_finished_runs_compact_and_relative(tmp_path):
+    results, data = tmp_path / "machine" / "results" / "verdict", tmp_path / "machine" / "data"
+    _run(results / "runs" / "curves" / "kfac" / "a", "ok", results, data)
+    _run(results / "runs" / "curves" / "sgd" / "b", "diverged", results, data)
+    _run(results / "runs" / "curves" / "adam" / "c", "running", results, data)
+    dest = tmp_path / "docs" / "runs" / "verdict"
+    written = archive_runs(results, dest, data_dir=data)
+    assert sorted(p.name for p in written) == ["a", "b"]           # the unfinished run is left out
+    a = dest / "runs" / "curves" / "kfac" / "a"
+    assert sorted(p.name for p in a.iterdir()) == sorted(ARCHIVED_FILES)   # no checkpoint
+    for path in dest.rglob("*"):
+        if path.is_file():
+            assert str(tmp_path) not in path.read_text(), path
+    assert json.loads((a / "summary.json").read_text())["cache"] == "data/curves/x.pt"
+    assert (a / "config.yaml").read_text() == "results_dir: .\ndata_dir: data\n"
+
+
+def test_relative_text_rewrites_the_longest_root_first(tmp_path):
+    roots = local_roots(tmp_path / "co" / "results", None, tmp_path / "co")
+    assert relative_text(f"{tmp_path}/co/results/runs and {tmp_path}/co/x", roots) == "./runs and ./x"
