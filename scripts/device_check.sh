@@ -52,7 +52,7 @@ if [ "$MODE" = prepare ]; then
   [ -f "$MNIST/train-images-idx3-ubyte" ] || { echo "no MNIST idx files under $MNIST: kfac-bench data fetch mnist" >&2; exit 1; }
   tar -C "$MNIST" -cJf "$PAYLOAD/mnist_raw.tar.xz" train-images-idx3-ubyte train-labels-idx1-ubyte \
     t10k-images-idx3-ubyte t10k-labels-idx1-ubyte
-  OLIVETTI="${KFAC_BENCH_OLIVETTI:-$ROOT/../shared/data/olivetti/olivettifaces.mat}"
+  OLIVETTI="${KFAC_BENCH_OLIVETTI:-$ROOT/kfac_bench/data/olivetti/olivettifaces.mat}"   # default: the shipped copy
   [ -f "$OLIVETTI" ] || { echo "no Olivetti file at $OLIVETTI: set KFAC_BENCH_OLIVETTI" >&2; exit 1; }
   cp "$OLIVETTI" "$PAYLOAD/olivettifaces.mat"
   size_kib=$(du -sk "$PAYLOAD" | cut -f1)

@@ -1,4 +1,4 @@
-"""``route=`` (README: "Options") on every optimizer and in the configs: the zigzag route the SVD methods
+"""``route=`` (docs/usage.md: "The optimizers in your own loop: options") on every optimizer and in the configs: the zigzag route the SVD methods
 use. Both routes are the same algorithm in other coordinates, so training with either gives the same
 parameters to rounding (float64); KFAC has no solver and ignores it; a bad value names the field."""
 import pytest

@@ -6,7 +6,7 @@ Every inverse object has the same interface: ``solve(X)``, ``solve_with_bias(dW,
 the solve's matrix products and nothing else, for the benchmark's floor), ``state()`` and the class
 method ``from_state(state)`` (checkpoints), ``dense_inverse()`` (tests).
 
-Damping (decisions, documented in the README):
+Damping (decisions, documented in docs/mathematics.md):
 
 * The first term ``A (x) G`` (PSD for every method: KFAC's factors and the KPSVD factors with the
   sign of Proposition 3.2) gets factored Tikhonov damping with ``pi`` (section 2.2):

@@ -81,7 +81,7 @@ BEHAVIOURS: dict[str, Behaviour] = {b.name: b for b in (
     # Kept apart from the curvature methods' weight decay because it decides whether the first-order
     # baselines train at all under the per-element-mean loss (gradients ~1/d_out): with it, Adam and
     # SGD stay on the mean-image plateau, while the authors' published SGD and Adam curves train --
-    # so those curves were not made with it (measured; see the README).
+    # so those curves were not made with it (measured; see docs/authors_code.md).
     Behaviour("first_order_weight_decay",
               "weight decay 1e-3 (L2 in the gradient) on the SGD and Adam baselines",
               "apps/mlp_cnn/train_mlp.py 86, 90, 318-319; grid_search_mlp.py (weight_decays = [1e-3])",
@@ -131,7 +131,7 @@ def applicable(method: str) -> list[str]:
 
 # Behaviours of the published script that the authors' published curves show were not in force: with
 # first_order_weight_decay their SGD and Adam stay on the mean-image plateau, while their published SGD
-# and Adam curves train (and ours follow them within a few per cent without it: see the README).
+# and Adam curves train (and ours follow them within a few per cent without it: see docs/authors_code.md).
 NOT_IN_PUBLISHED_CURVES = ("first_order_weight_decay",)
 
 

@@ -243,7 +243,7 @@ def _verdict_sections(long, runs, selection, table, results_dir: Path, out_dir: 
         claims.to_csv(out_dir / "claims.csv", index=False)
         tables.append(out_dir / "claims.csv")
         markdown += "\n" + claims_markdown(claims)
-        # on its own too: the reproduction script copies it into the README's verdict block
+        # on its own too: the reproduction script copies it into the README's claims block
         (out_dir / "claims.md").write_text(claims_markdown(claims, heading="").strip() + "\n")
         tables.append(out_dir / "claims.md")
         for _, r in claims.iterrows():
