@@ -10,7 +10,7 @@ ARGS ?=
 # OpenMP busy-waiting makes 2 threads slower than 1 on a busy 2-core machine; passive waiting costs nothing.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install run test fisher bench report reproduce-paper clean
+.PHONY: install run test fisher bench report reproduce-paper verdict clean
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,9 @@ report: install         ## Figures 1-2 and the summary table from results/
 
 reproduce-paper: install ## PROFILE=authors (default), ablation, fair (about an hour each on 2 cores), verdict (about 8 h), paper (GPU/cluster); estimate printed first
 	$(BIN)/python scripts/reproduce_paper.py --profile $(PROFILE) $(ARGS)
+
+verdict: install         ## archive results/verdict into docs/runs/, recompute docs/verdict/ and the README's verdict block
+	$(BIN)/python scripts/publish_verdict.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -320,6 +320,12 @@ def settings_seeds(profile: dict, dataset: str) -> list[tuple[int | None, int | 
     return [(int(seed), int(epochs)) for seed, epochs in spec.items()]
 
 
+def settings_plan_size(profile: dict) -> int:
+    """How many runs a settings profile plans (every dataset, method, seed and setting)."""
+    return sum(len(settings_seeds(profile, d)) * len(settings_runs(profile, m))
+               for d in profile.get("datasets") or [] for m in profile.get("methods") or [])
+
+
 def seeded_overrides(fixed: list[str], seed: int | None, epochs: int | None) -> list[str]:
     """``fixed`` with ``seed=`` and ``trainer.epochs=`` set (None: left as they are)."""
     out = [kv for kv in fixed if not (epochs is not None and kv.startswith("trainer.epochs="))]
@@ -694,7 +700,8 @@ def publish_docs(runner: Runner, docs: Path, note: str, started: str, elapsed: f
                      f'note="{_plain(note)}"', *runner.claims], "report for docs")
         docs.mkdir(parents=True, exist_ok=True)
         copied = []
-        tables = [Path(tmp) / name for name in ("summary.md", "summary.csv", "claims.md", "claims.csv",
+        tables = [Path(tmp) / name for name in ("summary.md", "summary.csv", "claims.md", "claims_summary.md",
+                                                "claims.csv",
                                                 "ablation.csv", "fair.csv", "authors_comparison.csv")]
         for path in sorted(Path(tmp).glob("*.png")) + tables:
             if path.exists() and not path.name.startswith("figure2_"):   # the combined Figure 2 suffices
@@ -739,7 +746,7 @@ def publish_docs(runner: Runner, docs: Path, note: str, started: str, elapsed: f
         else:
             say(f"{page}: no <!-- reproduce:table:{runner.profile['name']}:start/end --> block (nor the shared one): "
                 f"the tables stay in {summary}")
-    claims = docs / "claims.md"
+    claims = docs / "claims_summary.md" if (docs / "claims_summary.md").exists() else docs / "claims.md"
     if readme.exists() and claims.exists():   # the verdict: the claims table as the report computed it
         text = readme.read_text()
         lines = [f"_Computed by `kfac-bench report` in `{shown}` on {started[:10]} from the runs listed in "

@@ -36,3 +36,15 @@ def test_archive_keeps_finished_runs_compact_and_relative(tmp_path):
 def test_relative_text_rewrites_the_longest_root_first(tmp_path):
     roots = local_roots(tmp_path / "co" / "results", None, tmp_path / "co")
     assert relative_text(f"{tmp_path}/co/results/runs and {tmp_path}/co/x", roots) == "./runs and ./x"
+
+
+def test_archive_takes_the_figure1_studies_too(tmp_path):
+    study = tmp_path / "results" / "fisher" / "mnist" / "default"
+    study.mkdir(parents=True)
+    (study / "fisher_errors.csv").write_text("iteration,layer\n1,5\n")
+    (study / "summary.json").write_text(json.dumps({"dataset": "mnist", "data_dir": f"{tmp_path}/data"}))
+    (study / "config.yaml").write_text(f"data_dir: {tmp_path}/data\n")
+    archive_runs(tmp_path / "results", tmp_path / "docs", data_dir=tmp_path / "data")
+    copied = tmp_path / "docs" / "fisher" / "mnist" / "default"
+    assert sorted(p.name for p in copied.iterdir()) == ["config.yaml", "fisher_errors.csv", "summary.json"]
+    assert json.loads((copied / "summary.json").read_text())["data_dir"] == "data"

@@ -22,7 +22,7 @@ METHODS = ("sgd", "adam", "kfac", "kpsvd", "deflation", "lanczos", "kfac_correct
 
 
 def make_run(root: Path, dataset: str, method: str, name: str, train, *, times=None, authors_code=None, seed=0,
-             hp=None, source="genuine", running=None, hyper_extra=None):
+             hp=None, source="genuine", running=None, hyper_extra=None, n_train=500, batch_size=100):
     """A finished run folder (config.yaml, metrics.csv, summary.json) with the given per-epoch losses."""
     hp = dict(hp or {"lr": 0.1})
     hp.update(hyper_extra or {})
@@ -31,7 +31,7 @@ def make_run(root: Path, dataset: str, method: str, name: str, train, *, times=N
     folder = root / "runs" / dataset / method / name
     folder.mkdir(parents=True)
     config = {"seed": seed, "trainer": {"epochs": epochs, "progress": False},
-              "dataset": {"name": dataset, "source": source, "n_train": 500, "n_val": 100, "batch_size": 100},
+              "dataset": {"name": dataset, "source": source, "n_train": n_train, "n_val": 100, "batch_size": batch_size},
               "optimizer": {"name": method, **hp}}
     if authors_code is not None:
         config["authors_code"] = authors_code
@@ -136,16 +136,51 @@ def test_higher_rank_rule_and_ranks_above_two():
     assert C.rule_higher_rank_better(problem({"kfac": 0.5, "sgd": 0.9})).holds is None
 
 
-def test_every_combined_verdict_is_reachable():
-    yes, no, unmeasured = C.Outcome(True, "a: ok"), C.Outcome(False, "b: bad"), C.Outcome(None, "c: missing")
-    assert C.combine([yes, unmeasured], [no])[0] == C.HOLDS
-    assert C.combine([yes, no], [yes])[0] == C.HOLDS_WITH_AUTHORS_CODE
-    verdict, numbers = C.combine([no], [no, yes])
-    assert verdict == C.DOES_NOT_HOLD and "authors' code too" in numbers
-    verdict, numbers = C.combine([no], [unmeasured])
-    assert verdict == C.DOES_NOT_HOLD and "authors' code not measured" in numbers
-    verdict, numbers = C.combine([unmeasured], [yes])
-    assert verdict == C.NOT_MEASURED and "--profile fair" in numbers
+def test_every_problem_verdict_is_reachable():
+    yes, no, unmeasured = C.Outcome(True, "a"), C.Outcome(False, "b"), C.Outcome(None, "c")
+    # ours decides only where the authors' own curves at our budget show the effect
+    assert C.problem_verdict(yes, yes, yes) == C.HOLDS
+    assert C.problem_verdict(no, yes, no) == C.DOES_NOT_HOLD
+    assert C.problem_verdict(no, no, yes) == C.NOT_TESTABLE_AT_BUDGET
+    assert C.problem_verdict(yes, no, yes) == C.NOT_TESTABLE_AT_BUDGET        # ours holding decides nothing
+    assert C.problem_verdict(no, no, no) == C.NOT_SHOWN_BY_PAPER
+    assert C.problem_verdict(no, None, no) == C.NOT_SHOWN_BY_PAPER            # beyond their per-step record
+    assert C.problem_verdict(no, unmeasured, yes) == C.NOT_TESTABLE_AT_BUDGET
+    assert C.problem_verdict(unmeasured, yes, yes) == C.NOT_MEASURED
+
+
+def test_every_overall_verdict_is_reachable():
+    H, D, T, S, M = C.HOLDS, C.DOES_NOT_HOLD, C.NOT_TESTABLE_AT_BUDGET, C.NOT_SHOWN_BY_PAPER, C.NOT_MEASURED
+    assert C.overall_verdict([H, T, S, M]) == H
+    assert C.overall_verdict([H, D, T]) == D
+    assert C.overall_verdict([S, T, M]) == T
+    assert C.overall_verdict([S, M]) == S
+    assert C.overall_verdict([M]) == M and C.overall_verdict([]) == M
+
+
+def test_published_curves_cut_to_the_budget(monkeypatch):
+    """Full data: their epochs up to ours; reduced data: the same optimizer steps, each of our epochs the
+    mean of their mini-batch losses over its steps; nothing beyond what they published."""
+    import kfac_bench.reference as R
+    per_epoch = pd.DataFrame({"epoch": range(1, 201), "train_loss": [1.0 / e for e in range(1, 201)],
+                              "time_s": [2.0 * e for e in range(1, 201)]})
+    its = pd.DataFrame({"dataset": "curves", "method": "kfac", "iteration": range(1, 631),
+                        "train_loss": [float(i) for i in range(1, 631)], "time_s": [0.1 * i for i in range(1, 631)]})
+    monkeypatch.setattr(R, "authors_curve", lambda d, m: per_epoch)
+    monkeypatch.setattr(R, "load_authors_iterations", lambda: its)
+    full_data = C.Problem("p", "f", SPECIFICATION, {"kfac": curve([(1, 1, 1)])}, dataset="curves", n_train=16000,
+                          batch_size=256, horizon=10)
+    cut = C.published_problem(full_data, full=False).curves["kfac"]
+    assert list(cut["epoch"]) == list(range(1, 11)) and cut["loss"].iloc[-1] == pytest.approx(0.1)
+    assert len(C.published_problem(full_data, full=True).curves["kfac"]) == 200
+    reduced = C.Problem("p", "f", SPECIFICATION, {"kfac": curve([(1, 1, 1)])}, dataset="curves", n_train=1000,
+                        batch_size=256, horizon=3)                          # 4 steps an epoch
+    cut = C.published_problem(reduced, full=False).curves["kfac"]
+    assert list(cut["loss"]) == [2.5, 6.5, 10.5]                            # means of steps 1-4, 5-8, 9-12
+    assert list(cut["time"]) == pytest.approx([0.4, 0.8, 1.2])
+    beyond = C.Problem("p", "f", SPECIFICATION, {"kfac": curve([(1, 1, 1)])}, dataset="curves", n_train=8000,
+                       batch_size=256, horizon=30)                          # 960 steps > 630 published
+    assert C.published_problem(beyond, full=False).curves == {}
 
 
 # ----------------------------------------------------------------------------- Figure 1 rules
@@ -191,59 +226,87 @@ def test_kfac_peak_verdicts():
 
 
 # ------------------------------------------------------------------------ folders to verdicts
-def write_problem(root: Path, losses: dict, authors_code=None, dataset="curves", source="generated", seconds=None):
+def write_problem(root: Path, losses: dict, authors_code=None, dataset="curves", source="generated", seconds=None,
+                  epochs=4, seed=0, name=None):
     from kfac_bench.optim.authors_code import authors_setting
+    n_train, batch = C.PAPER_SIZE[dataset]                                  # full data: the epochs are the paper's
     for m, v in losses.items():
-        name = "spec" if authors_code is None else "authors"
+        folder = name or ("spec" if authors_code is None or authors_code == [] else "authors")
         # "the authors' code" of SGD and Adam leaves out first_order_weight_decay (authors_setting)
         code = authors_setting(m) if authors_code == "all" and m in ("sgd", "adam") else authors_code
-        make_run(root, dataset, m, name, flat(v), authors_code=code, source=source,
-                 times=[e * (seconds or {}).get(m, 1.0) for e in range(5)])
+        make_run(root, dataset, m, folder, flat(v, epochs), authors_code=code, source=source, seed=seed,
+                 times=[e * (seconds or {}).get(m, 1.0) for e in range(epochs + 1)], n_train=n_train,
+                 batch_size=batch)
 
 
-def test_claims_table_from_folders_and_report(tmp_path):
+def fake_published(at_budget: dict, full: dict):
+    """Authors' curves: constant losses per method, one set up to 10 epochs and another after."""
+    def curve_of(dataset, method, problem, full_cut):
+        losses = full if full_cut else at_budget
+        epochs = range(1, (200 if full_cut else problem.horizon) + 1)
+        return curve([(e, losses[method], float(e)) for e in epochs]) if method in losses else None
+    return curve_of
+
+
+def test_claims_table_judges_each_problem_against_the_published_curves(tmp_path, monkeypatch):
     from kfac_bench.report import build_report
-    fair, authors = tmp_path / "fair", tmp_path / "authors"
+    runs = tmp_path / "verdict"
     # specification: Deflation no faster than the baselines; authors' code: every method faster
-    write_problem(fair, {**FAST_SPEC, "deflation": 1.2}, authors_code=[])
-    write_problem(authors, FAST_SPEC, authors_code="all", dataset="mnist", source="genuine")
-    fisher = fair / "fisher" / "mnist" / "default"
-    fisher.mkdir(parents=True)
-    fisher_table({"kfac": [1.0, 6.0], "kpsvd": [0.5, 0.5], "deflation": [0.1, 0.1], "lanczos": [0.1, 0.1],
-                  "kfac_corrected": [0.3, 0.3]}).to_csv(fisher / "fisher_errors.csv", index=False)
-    (fisher / "summary.json").write_text(json.dumps({"dataset": "mnist", "dataset_source": "genuine", "epochs": 1}))
-    damaged = fair / "fisher" / "curves" / "damaged"     # one bad study: said and skipped
-    damaged.mkdir(parents=True)
-    (damaged / "fisher_errors.csv").write_text("not,a\nfisher,table\n")
-
-    table = C.claims_table([fair, authors]).set_index("id")
-    assert set(table["verdict"]) <= set(C.VERDICTS)
-    assert table.loc["F2a", "verdict"] == C.HOLDS_WITH_AUTHORS_CODE
-    assert "(generated stand-in)" in table.loc["F2a", "numbers"]
-    assert table.loc["F2c", "verdict"] == C.HOLDS
-    assert table.loc["F1a", "verdict"] == C.HOLDS and table.loc["F1b", "verdict"] == C.HOLDS
-    assert table.loc["F1c", "verdict"] == C.HOLDS                       # 6.0 within 25 % of 6.5
-    assert "FASTER_MARGIN = 0.05" in table.loc["F2a", "rule"]
-    assert "TEST" in table.loc["F2a", "source"]                         # the runs' recorded command
-    # without the authors' folder: fails, and the authors' code was not measured
-    alone = C.claims_table([fair]).set_index("id")
-    assert alone.loc["F2a", "verdict"] == C.DOES_NOT_HOLD
-    assert "authors' code not measured" in alone.loc["F2a", "numbers"]
+    write_problem(runs, {**FAST_SPEC, "deflation": 1.2}, authors_code=[])
+    write_problem(runs, FAST_SPEC, authors_code="all")
+    slow_start = {**FAST_SPEC, "kfac": 1.0}            # their KFAC not faster than SGD yet: F2a not shown
+    monkeypatch.setattr(C, "_reference_curve", fake_published(at_budget=FAST_SPEC, full=FAST_SPEC))
+    table = C.claims_table([runs])
+    assert set(table["verdict"]) <= set(C.VERDICTS) and set(C.CLAIM_COLUMNS) <= set(table.columns)
+    f2a = table[table["id"] == "F2a"].set_index(["setting", "problem"])["verdict"]
+    assert f2a[("specification", C.ALL_PROBLEMS)] == C.DOES_NOT_HOLD
+    assert f2a[("authors' code", C.ALL_PROBLEMS)] == C.HOLDS
+    row = table[(table["id"] == "F2a") & (table["setting"] == "specification") & (table["problem"] != C.ALL_PROBLEMS)]
+    assert row["published_at_budget"].iloc[0] == C.HOLDS and "(generated stand-in)" in row["problem"].iloc[0]
+    assert row["budget"].iloc[0] == "4 epochs x 16000 examples (252 steps), 1 seed"
+    assert row["key_number"].iloc[0] == "worst ratio 1.2"
+    assert "FASTER_MARGIN = 0.05" in row["rule"].iloc[0] and "TEST" in row["source"].iloc[0]
+    # their curves do not show it at our budget but at 200 epochs: not testable, whatever ours say
+    monkeypatch.setattr(C, "_reference_curve", fake_published(at_budget=slow_start, full=FAST_SPEC))
+    table = C.claims_table([runs]).set_index(["id", "setting", "problem"])["verdict"]
+    assert table[("F2a", "specification", C.ALL_PROBLEMS)] == C.NOT_TESTABLE_AT_BUDGET
+    assert table[("F2a", "authors' code", C.ALL_PROBLEMS)] == C.NOT_TESTABLE_AT_BUDGET
+    # nor at 200 epochs: not shown by the paper's own curves
+    monkeypatch.setattr(C, "_reference_curve", fake_published(at_budget=slow_start, full=slow_start))
+    table = C.claims_table([runs])
+    overall = table.set_index(["id", "setting", "problem"])["verdict"]
+    assert overall[("F2a", "specification", C.ALL_PROBLEMS)] == C.NOT_SHOWN_BY_PAPER
+    # never a refutation where the paper's own curves at our budget do not show the effect
+    decided = table[table["verdict"].isin([C.HOLDS, C.DOES_NOT_HOLD]) & (table["problem"] != C.ALL_PROBLEMS)
+                    & (table["setting"] != "fisher study")]
+    assert (decided["published_at_budget"] == C.HOLDS).all()
     # no runs at all: not measured, with what produces them
-    empty = C.claims_table([tmp_path / "nothing"]).set_index("id")
+    empty = C.claims_table([tmp_path / "nothing"])
     assert (empty["verdict"] == C.NOT_MEASURED).all()
-    assert "--profile fair" in empty.loc["T1", "numbers"]
+    assert "--profile verdict" in empty[empty["id"] == "T1"]["numbers"].iloc[0]
 
-    out = build_report({"results_dir": str(fair), "claims_from": [str(authors)], "authors_overlay": False, **FAST})
+    out = build_report({"results_dir": str(runs), "authors_overlay": False, **FAST})
     report = Path(out["output_dir"])
-    rows = {r["id"]: r for r in csv.DictReader(open(report / "claims.csv"))}
-    assert rows["F2a"]["verdict"] == C.HOLDS_WITH_AUTHORS_CODE
+    rows = list(csv.DictReader(open(report / "claims.csv")))
+    assert {r["id"] for r in rows} >= {"F1a", "F2a", "T1", "C1"}
     md = (report / "summary.md").read_text()
-    assert "# Claims of the paper" in md and C.HOLDS_WITH_AUTHORS_CODE in md
-    assert (report / "fair.csv").exists() and (report / "performance_profile.png").stat().st_size > 0
-    assert "Fair comparison" in md
-    markdown = C.claims_markdown(C.claims_table([fair]), note="PROFILE NOTE")
-    assert "PROFILE NOTE" in markdown and markdown.count("| F2a |") == 2
+    assert "# Claims of the paper" in md and "paper's own curves at our budget" in md
+    markdown = C.claims_markdown(C.claims_table([runs]), note="PROFILE NOTE")
+    assert "PROFILE NOTE" in markdown
+    cells = [c for line in markdown.splitlines() if line.startswith("|") for c in line.split(" | ")]
+    assert max(len(c) for c in cells) <= 202
+
+
+def test_horizons_pool_the_seeds_that_trained_long_enough(tmp_path, monkeypatch):
+    """Seed 0 for 8 epochs, seeds 1 and 2 for 4: at 4 epochs three seeds (seed 0 cut), at 8 one."""
+    runs = tmp_path / "verdict"
+    write_problem(runs, FAST_SPEC, authors_code=[], epochs=8, seed=0, name="s0")
+    for seed in (1, 2):
+        write_problem(runs, FAST_SPEC, authors_code=[], epochs=4, seed=seed, name=f"s{seed}")
+    problems = {p.horizon: p for p in C.collect_problems([runs])}
+    assert sorted(problems) == [4, 8]
+    assert problems[4].seeds == 3 and int(problems[4].curves["kfac"]["epoch"].max()) == 4
+    assert problems[8].seeds == 1 and len(problems[8].run_dirs["kfac"]) == 1
 
 
 # ---------------------------------------------------------------------------------- ablation

@@ -92,12 +92,13 @@ def test_every_cli_verb_the_readme_names_exists():
 
 
 def test_no_machine_local_path_in_the_readme_or_docs():
-    """README.md and docs/*.md name no path of one machine (home folders, /root, /tmp, the folder the
+    """README.md and every text file under docs/ (pages, published tables, committed runs) name no path of one machine (home folders, /root, /tmp, the folder the
     checkout sits in): every command they show must work on a fresh clone."""
     patterns = ["/root/", "/home/", "/tmp/", str(ROOT)]
     if ROOT.parent.name:
         patterns.append(f"/{ROOT.parent.name}/")
-    found = [f"{page.relative_to(ROOT)}:{n}: {p}" for page in _pages()
+    texts = [p for p in (ROOT / "docs").rglob("*") if p.is_file() and p.suffix in (".md", ".csv", ".json", ".yaml")]
+    found = [f"{page.relative_to(ROOT)}:{n}: {p}" for page in sorted(set(_pages()) | set(texts))
              for n, line in enumerate(page.read_text().splitlines(), 1) for p in patterns if p in line]
     assert not found, "machine-local paths:\n" + "\n".join(found)
 

@@ -237,17 +237,18 @@ def _verdict_sections(long, runs, selection, table, results_dir: Path, out_dir: 
     if not cfg.get("claims", True):   # a demonstration's runs decide no claim
         return markdown, tables, figures
     try:
-        from .claims import claims_markdown, claims_table
+        from .claims import ALL_PROBLEMS, claims_markdown, claims_summary_markdown, claims_table
         folders = [str(results_dir), *(str(f) for f in (cfg.get("claims_from") or []))]
         claims = claims_table(folders)
         claims.to_csv(out_dir / "claims.csv", index=False)
         tables.append(out_dir / "claims.csv")
         markdown += "\n" + claims_markdown(claims)
-        # on its own too: the reproduction script copies it into the README's claims block
+        # on their own too: the full table (docs/verdict/) and one row per claim (the README's block)
         (out_dir / "claims.md").write_text(claims_markdown(claims, heading="").strip() + "\n")
-        tables.append(out_dir / "claims.md")
-        for _, r in claims.iterrows():
-            _say(f"claim {r['id']}: {r['verdict']}")
+        (out_dir / "claims_summary.md").write_text(claims_summary_markdown(claims).strip() + "\n")
+        tables += [out_dir / "claims.md", out_dir / "claims_summary.md"]
+        for _, r in claims[claims["problem"] == ALL_PROBLEMS].iterrows():
+            _say(f"claim {r['id']} ({r['setting']}): {r['verdict']}")
     except Exception as err:  # noqa: BLE001
         _say(f"claims table failed: {type(err).__name__}: {err}")
     return markdown, tables, figures

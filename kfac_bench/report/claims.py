@@ -23,20 +23,38 @@ M = {ceil(E/2), E}; T = the smaller total training time, times {T/2, T}, the los
 linear interpolation of the per-epoch loss against cumulative training time (epoch 0 at time 0
 when recorded).
 
-Verdicts of the Figure 2 / Table 1 / conclusion rows: the rule is evaluated on every problem under
-the specification and, separately, under the authors' code; ``holds`` if it holds on every problem
-measured under the specification; ``holds only with the authors' code behaviours`` if it fails
-under the specification but holds on every problem measured under the authors' code; ``does not
-hold`` if it fails under the specification and fails (or was not measured) under the authors' code;
-``not measured`` if no problem has the runs the rule needs under the specification. Figure 1 rows
-read the fisher studies (``<folder>/fisher/<dataset>/...``): ``holds`` / ``does not hold`` /
-``not testable here`` (F1c, when the study is shorter than the paper's) / ``not measured``.
+Budgets. Every Figure 2 / Table 1 / conclusion rule is judged **per problem and horizon** (a
+problem's runs pooled over their ``trainer.epochs``: at horizon H, every seed of the selected
+configuration that trained at least H epochs, cut at H -- so the first seed of a long run joins the
+extra seeds of a shorter one) and evaluated, by the same rule function, on the authors' published
+curves (:mod:`kfac_bench.reference`) cut to the same budget:
+
+* ``published_at_budget``: at full data (our ``n_train`` and batch size are the paper's), their
+  per-epoch curves up to our H; on reduced data, the same number of **optimizer steps** (our batch
+  sizes are the paper's, so steps and examples seen agree): their per-iteration record
+  (``authors_iterations.csv``, their first 10 epochs) averaged over each of our epochs' steps, as
+  their own per-epoch loss is the mean of the epoch's mini-batch losses; ``not published`` beyond it;
+* ``published_full``: their 200 epochs.
+
+The verdict on a problem (:func:`problem_verdict`): ``holds`` / ``does not hold`` only where
+``published_at_budget`` holds (their own curves show the effect at this budget, so ours can confirm
+or refute it); ``not testable at this budget`` where their curves at our budget do not show it but at
+200 epochs do; ``not shown by the paper's own curves`` where they fail the rule even at 200 epochs;
+``not measured`` where our runs lack a method. A claim's verdict under a setting (specification, the
+authors' code) comes from its problems' by :func:`overall_verdict`: ``holds`` if every decided problem
+holds, ``does not hold`` if any decided problem fails; with no decided problem, ``not testable at this
+budget`` if any problem says so, else ``not shown by the paper's own curves`` if any says so, else
+``not measured``. Figure 1 rows read the fisher studies (``<folder>/fisher/<dataset>/...``):
+``holds`` / ``does not hold`` / ``not testable here`` (F1c, when the study is shorter than the paper's)
+/ ``not measured``; the paper publishes Figure 1 as a picture only, so their ``published_*`` columns
+say ``not published``.
 
 Use::
 
     from kfac_bench.report.claims import claims_markdown, claims_table
-    table = claims_table(["results/fair", "results/authors"])      # also written as claims.csv by the report
+    table = claims_table(["results/verdict"])      # also written as claims.csv by the report
     block = claims_markdown(table, note="profile ...", heading="## Claims of the paper")
+    compact = claims_summary_markdown(table)       # one row per claim (the README's block)
 """
 from __future__ import annotations
 
@@ -69,17 +87,22 @@ SAME_ORDER_FACTOR = 3.0      # T1: seconds per epoch / KFAC's <= SAME_ORDER_FACT
 
 HOLDS = "holds"
 DOES_NOT_HOLD = "does not hold"
-HOLDS_WITH_AUTHORS_CODE = "holds only with the authors' code behaviours"
-NOT_TESTABLE = "not testable here"
+NOT_TESTABLE_AT_BUDGET = "not testable at this budget"
+NOT_SHOWN_BY_PAPER = "not shown by the paper's own curves"
+NOT_TESTABLE = "not testable here"          # F1c: a fisher study shorter than the paper's
 NOT_MEASURED = "not measured"
-VERDICTS = (HOLDS, DOES_NOT_HOLD, HOLDS_WITH_AUTHORS_CODE, NOT_TESTABLE, NOT_MEASURED)
+VERDICTS = (HOLDS, DOES_NOT_HOLD, NOT_TESTABLE_AT_BUDGET, NOT_SHOWN_BY_PAPER, NOT_TESTABLE, NOT_MEASURED)
+NOT_PUBLISHED = "not published"
+# the paper's problems: training examples, batch size and epochs (appendix D; the authors' outputs_<batch>)
+PAPER_SIZE = {"curves": (16000, 256), "mnist": (50000, 512), "faces": (82800, 1024)}
+PAPER_EPOCHS = 200
 
 # what produces the inputs of a rule when they are absent
 PRODUCED_BY = {
-    SPECIFICATION: "`python scripts/reproduce_paper.py --profile fair` (results/fair/: every method under the "
-                   "specification, tuned on the same grid, 3 seeds)",
-    AUTHORS_CODE: "`python scripts/reproduce_paper.py --profile authors` (results/authors/: authors_code=all, "
-                  "the authors' selected lr/damping)",
+    SPECIFICATION: "`python scripts/reproduce_paper.py --profile verdict` (results/verdict/: the seven methods at "
+                   "full data under the specification and the authors' code)",
+    AUTHORS_CODE: "`python scripts/reproduce_paper.py --profile verdict` (results/verdict/: authors' code = "
+                  "authors_code=all, the authors' selected lr/damping)",
     "fisher": "`kfac-bench fisher dataset=<d>` (or the profiles' fisher stage) into <results>/fisher/<d>/",
 }
 
@@ -91,7 +114,9 @@ BASELINES = tuple(m for m in paper_method_names() if not get_method(m).is_curvat
 APPROXIMATIONS = tuple(m for m in CURVATURE_METHODS if m != "kfac")
 HIGH_RANK = tuple(m for m in CURVATURE_METHODS if get_method(m).rank == 2)
 ERRORS = (("error_frobenius", "Error 1"), ("error_spectrum", "Error 2"))
-CLAIM_COLUMNS = ["id", "claim", "verdict", "numbers", "rule", "source"]
+CLAIM_COLUMNS = ["id", "claim", "problem", "setting", "verdict", "budget", "published_at_budget", "published_full",
+                 "key_number", "numbers", "published_numbers", "rule", "source"]
+ALL_PROBLEMS = "all problems"
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -105,6 +130,24 @@ class Problem:
     hyperparameters: dict = field(default_factory=dict)  # method -> dict
     run_dirs: dict = field(default_factory=dict)         # method -> [run folders of the seeds]
     commands: list = field(default_factory=list)
+    dataset: str = ""
+    n_train: int | None = None
+    batch_size: int | None = None
+    horizon: int | None = None                           # epochs every curve is cut at
+    seeds: int = 0                                       # the fewest seeds of a method
+
+    def steps(self) -> int | None:
+        if not (self.n_train and self.batch_size and self.horizon):
+            return None
+        return self.horizon * math.ceil(self.n_train / self.batch_size)
+
+    def budget(self) -> str:
+        """What the rule was decided at: epochs, training examples, optimizer steps, seeds."""
+        size = f" x {self.n_train} examples ({self.steps()} steps)" if self.steps() else ""
+        return f"{self.horizon} epochs{size}, {self.seeds} seed{'s' if self.seeds != 1 else ''}"
+
+    def full_data(self) -> bool:
+        return PAPER_SIZE.get(self.dataset) == (self.n_train, self.batch_size)
 
 
 @dataclass
@@ -118,9 +161,11 @@ class FisherStudy:
 
 @dataclass
 class Outcome:
-    """A rule on one problem: holds True/False, or None when the problem lacks its inputs."""
+    """A rule on one problem: holds True/False, or None when the problem lacks its inputs; ``key``
+    the one number that decides it (the worst ratio, ...)."""
     holds: bool | None
     numbers: str
+    key: str = ""
 
 
 def _read_json(path: Path) -> dict:
@@ -134,12 +179,63 @@ def _say(message: str) -> None:
     print(f"[report] claims: {message}", flush=True)
 
 
+def _setting_items(setting: str) -> dict:
+    try:
+        return json.loads(setting)
+    except (TypeError, ValueError):
+        return {}
+
+
+def _without_epochs(setting: str) -> str:
+    items = _setting_items(setting)
+    items.pop("trainer.epochs", None)
+    return json.dumps(items, sort_keys=True, default=str)
+
+
+def _best_per_setting(runs: pd.DataFrame) -> dict:
+    """(base setting without epochs, class, method) -> {horizon: selection row}, specification and
+    authors' code only, the lowest final loss where a class has several settings."""
+    best: dict = {}
+    for _, sel in select_best(runs).iterrows():
+        if not isinstance(sel["best_config"], str):
+            continue
+        row = runs[runs["run_dir"] == sel["best_run_dir"]].iloc[0]
+        if row["setting_class"] not in (SPECIFICATION, AUTHORS_CODE):
+            continue
+        horizon = _int(_setting_items(row["base_setting"]).get("trainer.epochs")) or _int(row["epochs_completed"]) or 0
+        key = (_without_epochs(row["base_setting"]), row["setting_class"], sel["method"])
+        held = best.setdefault(key, {}).get(horizon)
+        if held is None or sel["selection_loss"] < held[0]["selection_loss"]:
+            best[key][horizon] = (sel, row)
+    return best
+
+
+def _pooled_runs(runs: pd.DataFrame, horizons: dict, horizon: int) -> list[str]:
+    """The seeds at ``horizon``: the selected configuration's runs of every horizon >= ``horizon``
+    with the same hyperparameters (a long run's first epochs are a shorter run of the same seed)."""
+    sel, _ = horizons[horizon]
+    dirs = list(sel["seed_run_dirs"])
+    for other, (osel, _) in horizons.items():
+        if other > horizon and osel["hyperparameters"] == sel["hyperparameters"]:
+            dirs += [d for d in osel["seed_run_dirs"] if d not in dirs]
+    done = runs.set_index("run_dir")["epochs_completed"]
+    return [d for d in dirs if (done.get(d) or 0) >= horizon]
+
+
+def _curve(long: pd.DataFrame, run_dirs: list[str], horizon: int) -> pd.DataFrame:
+    curve = mean_curve(long, run_dirs)
+    if curve.empty:
+        return curve
+    curve = curve[curve["epoch"].astype(int) <= horizon]
+    return pd.DataFrame({"epoch": curve["epoch"].astype(int), "loss": curve["train_median"].astype(float),
+                         "time": curve["time_median"].astype(float)})
+
+
 def collect_problems(folders: Iterable[str | Path], exclude: Iterable[Path] = ()) -> list[Problem]:
-    """Every (folder, problem, setting) with its best curves per method (specification and authors'
-    code only). A folder that cannot be read is reported and skipped."""
+    """Every (folder, problem, setting, horizon) with its best curves per method (specification and
+    authors' code only). A folder that cannot be read is reported and skipped."""
     out: list[Problem] = []
-    folders = [Path(f) for f in folders]
-    for folder in folders:
+    for folder in (Path(f) for f in folders):
         if not folder.is_dir():
             _say(f"{folder} does not exist: skipped")
             continue
@@ -151,34 +247,80 @@ def collect_problems(folders: Iterable[str | Path], exclude: Iterable[Path] = ()
             continue
         if runs.empty:
             continue
-        selection = select_best(runs)
-        best: dict = {}
-        for _, sel in selection.iterrows():
-            if not isinstance(sel["best_config"], str):
-                continue
-            row = runs[runs["run_dir"] == sel["best_run_dir"]].iloc[0]
-            cls = row["setting_class"]
-            if cls not in (SPECIFICATION, AUTHORS_CODE):
-                continue
-            key = (row["base_setting"], cls, sel["method"])
-            if key not in best or sel["selection_loss"] < best[key][0]["selection_loss"]:
-                best[key] = (sel, row)
         grouped: dict = {}
-        for (base, cls, method), (sel, row) in best.items():
-            name = f"{row['base_label']} [{folder.name or folder}]"
-            problem = grouped.setdefault((base, cls), Problem(name, str(folder), cls))
-            curve = mean_curve(long, sel["seed_run_dirs"])
-            if curve.empty:
-                continue
-            problem.curves[method] = pd.DataFrame({"epoch": curve["epoch"].astype(int),
-                                                   "loss": curve["train_median"].astype(float),
-                                                   "time": curve["time_median"].astype(float)})
-            problem.hyperparameters[method] = json.loads(sel["hyperparameters"])
-            problem.run_dirs[method] = list(sel["seed_run_dirs"])
-            command = _read_json(Path(sel["best_run_dir"]) / "summary.json").get("command")
-            if command and command not in problem.commands:
-                problem.commands.append(command)
+        for (base, cls, method), horizons in _best_per_setting(runs).items():
+            for horizon, (sel, row) in horizons.items():
+                problem = grouped.get((base, cls, horizon))
+                if problem is None:
+                    items = _setting_items(base)
+                    label = f"{row['base_label']} [{folder.name or folder}]"
+                    problem = grouped[(base, cls, horizon)] = Problem(
+                        label, str(folder), cls, dataset=str(row["dataset"]), horizon=horizon,
+                        n_train=_int(items.get("dataset.n_train")), batch_size=_int(items.get("dataset.batch_size")))
+                dirs = _pooled_runs(runs, horizons, horizon)
+                curve = _curve(long, dirs, horizon)
+                if curve.empty:
+                    continue
+                problem.curves[method] = curve
+                problem.hyperparameters[method] = json.loads(sel["hyperparameters"])
+                problem.run_dirs[method] = dirs
+                problem.seeds = min(problem.seeds or len(dirs), len(dirs))
+                command = _read_json(Path(sel["best_run_dir"]) / "summary.json").get("command")
+                if command and command not in problem.commands:
+                    problem.commands.append(command)
         out += [p for p in grouped.values() if p.curves]
+    return out
+
+
+def _int(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+# ------------------------------------------------------------------------ the published curves
+def _reference_curve(dataset: str, method: str, problem: Problem | None, full: bool) -> pd.DataFrame | None:
+    """The authors' curve of ``method`` as a claims curve (epoch, loss, time): their 200 epochs
+    (``full``), else cut to ``problem``'s budget (see the module docstring); None where the budget
+    lies beyond what they published."""
+    from ..reference import authors_curve, load_authors_iterations
+    if full or problem.full_data():
+        c = authors_curve(dataset, method)
+        if c.empty:
+            return None
+        c = c if full else c[c["epoch"] <= problem.horizon]
+        if not full and int(c["epoch"].max()) < problem.horizon:
+            return None
+        return pd.DataFrame({"epoch": c["epoch"].astype(int), "loss": c["train_loss"].astype(float),
+                             "time": c["time_s"].astype(float)})
+    if not (problem.n_train and problem.batch_size and problem.horizon):
+        return None
+    its = load_authors_iterations()
+    its = its[(its["dataset"] == dataset) & (its["method"] == method)].sort_values("iteration")
+    per_epoch = math.ceil(problem.n_train / problem.batch_size)
+    if its.empty or int(its["iteration"].max()) < per_epoch * problem.horizon:
+        return None
+    rows = []
+    for epoch in range(1, problem.horizon + 1):
+        window = its[(its["iteration"] > (epoch - 1) * per_epoch) & (its["iteration"] <= epoch * per_epoch)]
+        rows.append((epoch, float(window["train_loss"].mean()), float(window["time_s"].iloc[-1])))
+    return pd.DataFrame(rows, columns=["epoch", "loss", "time"])
+
+
+def published_problem(problem: Problem, full: bool) -> Problem:
+    """``problem`` with the authors' published curves of its methods in place of ours."""
+    horizon = PAPER_EPOCHS if full else problem.horizon
+    where = f"{problem.dataset}, authors' published curves, " + (
+        f"their {PAPER_EPOCHS} epochs" if full else
+        (f"their first {horizon} epochs" if problem.full_data() else f"their first {problem.steps()} steps"))
+    out = Problem(where, "kfac_bench/reference", problem.setting_class, dataset=problem.dataset,
+                  horizon=horizon, n_train=problem.n_train, batch_size=problem.batch_size)
+    for method in problem.curves:
+        curve = _reference_curve(problem.dataset, method, problem, full)
+        if curve is not None:
+            out.curves[method] = curve
+            out.hyperparameters[method] = {}
     return out
 
 
@@ -268,13 +410,14 @@ def rule_faster_than_baselines(problem: Problem, per: str) -> Outcome:
     if missing:
         return _not_measured(problem, missing)
     baselines = [problem.curves[b] for b in BASELINES]
-    parts, holds = [], True
+    parts, holds, worst = [], True, []
     for m in CURVATURE_METHODS:
         ratios = _ratios(problem.curves[m], baselines, per)
         ok = bool(ratios) and all(r <= 1 - FASTER_MARGIN for _, r in ratios)
         holds &= ok
+        worst += [r for _, r in ratios]
         parts.append(f"{method_label(m)} {_points(per, ratios)}")
-    return Outcome(holds, f"{problem.label}: loss/min(SGD, Adam) " + "; ".join(parts))
+    return Outcome(holds, f"{problem.label}: loss/min(SGD, Adam) " + "; ".join(parts), _worst(worst))
 
 
 def rule_same_as_kfac(problem: Problem) -> Outcome:
@@ -286,8 +429,9 @@ def rule_same_as_kfac(problem: Problem) -> Outcome:
     per_epoch = _ratios(p, [k], "epoch")
     per_second = _ratios(p, [k], "time")
     holds = bool(per_epoch) and all(abs(r - 1) <= SAME_TOLERANCE for _, r in per_epoch)
+    spread = max((abs(r - 1) for _, r in per_epoch), default=math.nan)
     return Outcome(holds, f"{problem.label}: KPSVD/KFAC {_points('epoch', per_epoch)} "
-                          f"(per second: {_points('time', per_second)})")
+                          f"(per second: {_points('time', per_second)})", f"max |KPSVD/KFAC - 1| {spread:.3g}")
 
 
 def rule_much_faster_than_kfac(problem: Problem, per: str) -> Outcome:
@@ -295,12 +439,13 @@ def rule_much_faster_than_kfac(problem: Problem, per: str) -> Outcome:
     missing = _missing(problem, ("kfac", *HIGH_RANK))
     if missing:
         return _not_measured(problem, missing)
-    parts, holds = [], True
+    parts, holds, worst = [], True, []
     for m in HIGH_RANK:
         ratios = _ratios(problem.curves[m], [problem.curves["kfac"]], per)
         holds &= bool(ratios) and all(r <= MUCH_FASTER_RATIO for _, r in ratios)
+        worst += [r for _, r in ratios]
         parts.append(f"{method_label(m)} {_points(per, ratios)}")
-    return Outcome(holds, f"{problem.label}: loss/KFAC " + "; ".join(parts))
+    return Outcome(holds, f"{problem.label}: loss/KFAC " + "; ".join(parts), _worst(worst))
 
 
 def seconds_per_epoch(curve: pd.DataFrame) -> float:
@@ -314,12 +459,13 @@ def rule_same_order_cost(problem: Problem) -> Outcome:
     if missing:
         return _not_measured(problem, missing)
     kfac = seconds_per_epoch(problem.curves["kfac"])
-    parts, holds = [f"KFAC {kfac:.3g} s/epoch"], True
+    parts, holds, ratios = [f"KFAC {kfac:.3g} s/epoch"], True, []
     for m in APPROXIMATIONS:
         ratio = seconds_per_epoch(problem.curves[m]) / kfac
         holds &= bool(ratio <= SAME_ORDER_FACTOR)
+        ratios.append(ratio)
         parts.append(f"{method_label(m)} ×{ratio:.2f}")
-    return Outcome(holds, f"{problem.label}: " + ", ".join(parts))
+    return Outcome(holds, f"{problem.label}: " + ", ".join(parts), f"largest ×{max(ratios):.2f} of KFAC's s/epoch")
 
 
 def kronecker_rank(method: str, hyperparameters: dict | None = None) -> int | None:
@@ -358,7 +504,12 @@ def rule_higher_rank_better(problem: Problem) -> Outcome:
         decreasing = all(b[1] < a[1] for a, b in zip(losses, losses[1:]))
         text += (f"; loss at epoch {last} by rank: " + ", ".join(f"rank {r} {v:.4g}" for r, v in losses)
                  + f" (decreases with rank: {'yes' if decreasing else 'no'})")
-    return Outcome(holds, text)
+    return Outcome(holds, text, _worst([r for _, r in ratios]))
+
+
+def _worst(ratios: list[float]) -> str:
+    finite = [r for r in ratios if r == r]
+    return f"worst ratio {max(finite):.3g}" if finite else ""
 
 
 def _points_by_method(study: FisherStudy, column: str) -> pd.DataFrame:
@@ -429,26 +580,35 @@ def rule_kfac_peak(study: FisherStudy) -> tuple[str, str]:
 
 
 # ------------------------------------------------------------------------------------- verdicts
-def combine(spec: list[Outcome], authors: list[Outcome]) -> tuple[str, str]:
-    """The verdict of a Figure 2 / Table 1 / conclusion row from its per-problem outcomes."""
-    def text(outcomes, name):
-        return f"{name}: " + ("; ".join(o.numbers for o in outcomes) if outcomes else "no runs")
-    spec_measured = [o for o in spec if o.holds is not None]
-    auth_measured = [o for o in authors if o.holds is not None]
-    numbers = text(spec, "specification") + " || " + text(authors, "authors' code")
-    if not spec_measured:
-        return NOT_MEASURED, numbers + f" || specification produced by {PRODUCED_BY[SPECIFICATION]}"
-    if all(o.holds for o in spec_measured):
-        return HOLDS, numbers
-    failed = ", ".join(o.numbers.split(":", 1)[0] for o in spec_measured if not o.holds)
-    numbers += f" || fails under the specification on {failed}"
-    if auth_measured and all(o.holds for o in auth_measured):
-        return HOLDS_WITH_AUTHORS_CODE, numbers
-    if not auth_measured:
-        return DOES_NOT_HOLD, numbers + (f" || authors' code not measured (produced by "
-                                         f"{PRODUCED_BY[AUTHORS_CODE]})")
-    failed = ", ".join(o.numbers.split(":", 1)[0] for o in auth_measured if not o.holds)
-    return DOES_NOT_HOLD, numbers + f" || fails under the authors' code too, on {failed}"
+def _word(outcome: Outcome | None) -> str:
+    if outcome is None or outcome.holds is None:
+        return NOT_PUBLISHED
+    return HOLDS if outcome.holds else DOES_NOT_HOLD
+
+
+def problem_verdict(ours: Outcome, at_budget: Outcome | None, full: Outcome | None) -> str:
+    """The verdict on one problem: ours decides only where the authors' own curves at our budget
+    show the effect (see the module docstring)."""
+    if ours.holds is None:
+        return NOT_MEASURED
+    if at_budget is not None and at_budget.holds:
+        return HOLDS if ours.holds else DOES_NOT_HOLD
+    if full is not None and full.holds:
+        return NOT_TESTABLE_AT_BUDGET
+    if full is not None and full.holds is False:
+        return NOT_SHOWN_BY_PAPER
+    return NOT_TESTABLE_AT_BUDGET       # no published curve to judge by: nothing decides
+
+
+def overall_verdict(verdicts: list[str]) -> str:
+    """A claim's verdict under one setting from its problems' verdicts."""
+    decided = [v for v in verdicts if v in (HOLDS, DOES_NOT_HOLD)]
+    if decided:
+        return HOLDS if all(v == HOLDS for v in decided) else DOES_NOT_HOLD
+    for verdict in (NOT_TESTABLE_AT_BUDGET, NOT_SHOWN_BY_PAPER):
+        if verdict in verdicts:
+            return verdict
+    return NOT_MEASURED
 
 
 def _fisher_verdict(outcomes: list[Outcome]) -> tuple[str, str]:
@@ -487,14 +647,17 @@ def claims_table(folders: Iterable[str | Path], problems: list[Problem] | None =
     folders = [str(f) for f in folders]
     problems = collect_problems(folders) if problems is None else problems
     studies = collect_fisher_studies(folders) if studies is None else studies
-    spec = [p for p in problems if p.setting_class == SPECIFICATION]
-    authors = [p for p in problems if p.setting_class == AUTHORS_CODE]
     rows = []
 
     def add(cid, claim, verdict_numbers, rule, source):
         verdict, numbers = verdict_numbers
-        rows.append({"id": cid, "claim": claim, "verdict": verdict, "numbers": numbers, "rule": rule,
-                     "source": source})
+        rows.append({"id": cid, "claim": claim, "problem": ALL_PROBLEMS, "setting": "fisher study",
+                     "verdict": verdict, "budget": "", "published_at_budget": NOT_PUBLISHED,
+                     "published_full": NOT_PUBLISHED, "key_number": "", "numbers": numbers,
+                     "published_numbers": "", "rule": rule, "source": source})
+
+    def judged(cid, claim, rule_fn, rule, source):
+        rows.extend(judge(cid, claim, problems, rule_fn, rule, source))
 
     fisher_source = _source(folders, [], studies)
     add("F1a", "Figure 1: all four approximations below KFAC on Error 1 and Error 2 throughout",
@@ -525,39 +688,32 @@ def claims_table(folders: Iterable[str | Path], problems: list[Problem] | None =
         f"which of the two errors peaks at about 6.5 -- Error 2's peak is in the numbers", fisher_source)
 
     run_source = _source(folders, problems)
-    add("F2a", "Figure 2: all five curvature methods faster than SGD and Adam per epoch",
-        combine([rule_faster_than_baselines(p, "epoch") for p in spec],
-                [rule_faster_than_baselines(p, "epoch") for p in authors]),
+    judged("F2a", "Figure 2: all five curvature methods faster than SGD and Adam per epoch",
+        lambda p: rule_faster_than_baselines(p, "epoch"),
         f"on each problem, for each of KFAC, KPSVD, Deflation, Lanczos, KFAC-corrected: R = loss_m(e) / "
         f"min(loss_SGD(e), loss_Adam(e)) at the matched epochs; holds on the problem iff every R <= 1 - "
         f"FASTER_MARGIN = {1 - FASTER_MARGIN:g} (FASTER_MARGIN = {FASTER_MARGIN:g}); {MATCHED}", run_source)
-    add("F2b", "Figure 2: all five curvature methods faster than SGD and Adam per second",
-        combine([rule_faster_than_baselines(p, "time") for p in spec],
-                [rule_faster_than_baselines(p, "time") for p in authors]),
+    judged("F2b", "Figure 2: all five curvature methods faster than SGD and Adam per second",
+        lambda p: rule_faster_than_baselines(p, "time"),
         f"as F2a at the matched times (T = the smallest total training time of the method, SGD and Adam): every "
         f"R <= 1 - FASTER_MARGIN = {1 - FASTER_MARGIN:g}; {MATCHED}{TIME_NOTE}", run_source)
-    add("F2c", "Figure 2: KFAC ≈ KPSVD",
-        combine([rule_same_as_kfac(p) for p in spec], [rule_same_as_kfac(p) for p in authors]),
+    judged("F2c", "Figure 2: KFAC ≈ KPSVD", rule_same_as_kfac,
         f"|loss_KPSVD / loss_KFAC - 1| <= SAME_TOLERANCE = {SAME_TOLERANCE:g} at every matched epoch (the "
         f"per-second ratios are reported, not judged); {MATCHED}", run_source)
-    add("F2d", "Figure 2: Deflation, Lanczos and KFAC-corrected much faster than KFAC per epoch",
-        combine([rule_much_faster_than_kfac(p, "epoch") for p in spec],
-                [rule_much_faster_than_kfac(p, "epoch") for p in authors]),
+    judged("F2d", "Figure 2: Deflation, Lanczos and KFAC-corrected much faster than KFAC per epoch",
+        lambda p: rule_much_faster_than_kfac(p, "epoch"),
         f"loss_m / loss_KFAC <= MUCH_FASTER_RATIO = {MUCH_FASTER_RATIO:g} at every matched epoch, for each of "
         f"Deflation, Lanczos, KFAC-corrected; {MATCHED}", run_source)
-    add("F2e", "Figure 2: Deflation, Lanczos and KFAC-corrected much faster than KFAC per second",
-        combine([rule_much_faster_than_kfac(p, "time") for p in spec],
-                [rule_much_faster_than_kfac(p, "time") for p in authors]),
+    judged("F2e", "Figure 2: Deflation, Lanczos and KFAC-corrected much faster than KFAC per second",
+        lambda p: rule_much_faster_than_kfac(p, "time"),
         f"as F2d at the matched times: loss_m / loss_KFAC <= MUCH_FASTER_RATIO = {MUCH_FASTER_RATIO:g}; "
         f"{MATCHED}{TIME_NOTE}", run_source)
-    add("T1", "Table 1: the four approximations cost the same order as KFAC",
-        combine([rule_same_order_cost(p) for p in spec], [rule_same_order_cost(p) for p in authors]),
+    judged("T1", "Table 1: the four approximations cost the same order as KFAC", rule_same_order_cost,
         f"seconds per epoch (median over the seeds of the best configuration; cumulative training time at the "
         f"last epoch / epochs) of KPSVD, Deflation, Lanczos, KFAC-corrected over KFAC's, same results folder "
         f"and problem: every ratio <= SAME_ORDER_FACTOR = {SAME_ORDER_FACTOR:g}{TIME_NOTE}; `kfac-bench bench` "
         f"measures the per-step cost of each approximation in isolation", run_source)
-    add("C1", "Conclusion: higher Kronecker rank, better optimisation",
-        combine([rule_higher_rank_better(p) for p in spec], [rule_higher_rank_better(p) for p in authors]),
+    judged("C1", "Conclusion: higher Kronecker rank, better optimisation", rule_higher_rank_better,
         f"the best rank-2 method (Deflation, Lanczos, KFAC-corrected) vs the best rank-1 method (KFAC, KPSVD), "
         f"the best = the lowest loss at E: loss ratio <= 1 - FASTER_MARGIN = {1 - FASTER_MARGIN:g} at every "
         f"matched epoch on every problem; ranks from kfac_bench.registry; "
@@ -565,22 +721,99 @@ def claims_table(folders: Iterable[str | Path], problems: list[Problem] | None =
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
 
 
-def _cell(text) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+AUTHORS_NAME = "authors' code"
+SETTINGS = ((SPECIFICATION, "specification"), (AUTHORS_CODE, AUTHORS_NAME))
+
+
+def judge(cid: str, claim: str, problems: list[Problem], rule_fn, rule: str, source: str) -> list[dict]:
+    """The rows of one Figure 2 / Table 1 / conclusion claim: one per (problem, horizon, setting), the
+    rule on our runs, on the authors' curves at our budget and at 200 epochs; then one row per
+    setting over all problems (:func:`overall_verdict`)."""
+    rows = []
+    for cls, name in SETTINGS:
+        mine = [p for p in problems if p.setting_class == cls]
+        verdicts = []
+        for problem in sorted(mine, key=lambda p: (p.label, p.horizon or 0)):
+            ours = rule_fn(problem)
+            at_budget, full = (rule_fn(published_problem(problem, full=f)) for f in (False, True))
+            verdict = problem_verdict(ours, at_budget, full)
+            verdicts.append(verdict)
+            rows.append({"id": cid, "claim": claim, "problem": problem.label, "setting": name, "verdict": verdict,
+                         "budget": problem.budget(), "published_at_budget": _word(at_budget),
+                         "published_full": _word(full), "key_number": ours.key, "numbers": ours.numbers,
+                         "published_numbers": f"at budget: {at_budget.numbers} || full: {full.numbers}",
+                         "rule": rule, "source": source})
+        missing = "" if mine else f"no runs: produced by {PRODUCED_BY[cls]}"
+        rows.append({"id": cid, "claim": claim, "problem": ALL_PROBLEMS, "setting": name,
+                     "verdict": overall_verdict(verdicts), "budget": "; ".join(sorted({r["budget"] for r in rows
+                                                                                      if r["setting"] == name})),
+                     "published_at_budget": "", "published_full": "", "key_number": "", "numbers": missing,
+                     "published_numbers": "", "rule": OVERALL_RULE, "source": source})
+    return rows
+
+
+OVERALL_RULE = ("over the problems: holds if every decided problem (holds / does not hold) holds, does not hold if "
+                "any decided problem fails; otherwise not testable at this budget if any problem says so, else not "
+                "shown by the paper's own curves if any says so, else not measured")
+
+
+def _cell(text, limit: int = 200) -> str:
+    text = str(text).replace("|", "\\|").replace("\n", " ")
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _overall(table: pd.DataFrame, cid: str, setting: str) -> str:
+    hit = table[(table["id"] == cid) & (table["problem"] == ALL_PROBLEMS) & (table["setting"] == setting)]
+    return hit["verdict"].iloc[0] if len(hit) else ""
+
+
+def _short(label: str) -> str:
+    """A problem's label without the folder and stand-in notes, for a compact cell."""
+    return label.split(" [")[0].replace(" (generated stand-in)", "*")
+
+
+def claims_summary_markdown(table: pd.DataFrame) -> str:
+    """One row per claim: the verdict under the specification and the authors' code, what the paper's own
+    curves show at our budgets, one key number per problem (the README's verdict block)."""
+    lines = ["| id | claim | specification | authors' code | paper's own curves at our budget | key number (spec.) |",
+             "|---|---|---|---|---|---|"]
+    for cid, group in table.groupby("id", sort=False):
+        claim = group["claim"].iloc[0]
+        if (group["setting"] == "fisher study").all():
+            verdict = group["verdict"].iloc[0]
+            lines.append(f"| {cid} | {_cell(claim)} | {verdict} | – | not published (Figure 1 is a picture) | – |")
+            continue
+        spec = group[(group["setting"] == "specification") & (group["problem"] != ALL_PROBLEMS)]
+        shown = (spec["published_at_budget"] == HOLDS).sum()
+        paper = f"holds on {shown} of {len(spec)} problems" if len(spec) else "–"
+        keys = "; ".join(f"{_short(r['problem'])} {r['budget'].split(' ')[0]} ep.: {r['key_number']}"
+                         for _, r in spec.iterrows() if r["key_number"])
+        lines.append(f"| {cid} | {_cell(claim)} | {_overall(table, cid, 'specification')} | "
+                     f"{_overall(table, cid, AUTHORS_NAME)} | {paper} | {_cell(keys or '–')} |")
+    return "\n".join(lines + ["", "\\* generated stand-in data (docs/data.md)"])
 
 
 def claims_markdown(table: pd.DataFrame, note: str | None = None, heading: str = "# Claims of the paper") -> str:
-    """The verdict table as Markdown (summary.md's section; the reproduction script's README block):
-    the verdicts at a glance, then every row in full."""
+    """The verdict table as Markdown (summary.md's section; ``docs/verdict/``): the verdicts at a glance,
+    every problem's row (no cell over 200 characters), then the rules; the numbers are in claims.csv."""
     lines = [heading, ""] if heading else []
     if note:
         lines += [f"**{note}**", ""]
-    lines += ["Each verdict comes from the rule in its row (thresholds: module-level constants of "
-              "`kfac_bench/report/claims.py`); 'specification' = runs with `authors_code=[]`, 'authors\' code' = "
-              "`authors_code=all` for the curvature methods, SGD and Adam without `first_order_weight_decay` "
-              "(`authors_setting`). Generated stand-in data are labelled '(generated stand-in)'.", "",
-              "| id | claim | verdict |", "|---|---|---|"]
-    lines += [f"| {r['id']} | {_cell(r['claim'])} | **{r['verdict']}** |" for _, r in table.iterrows()]
-    lines += ["", "| id | claim | verdict | numbers | rule | source |", "|---|---|---|---|---|---|"]
-    lines += ["| " + " | ".join(_cell(r[c]) for c in CLAIM_COLUMNS) + " |" for _, r in table.iterrows()]
+    lines += ["Each verdict comes from the rule below and its thresholds (module-level constants of "
+              "`kfac_bench/report/claims.py`), judged per problem against the authors' own published curves cut "
+              "to the same budget; 'specification' = runs with `authors_code=[]`, 'authors\' code' = "
+              "`authors_code=all` (SGD and Adam without `first_order_weight_decay`). The numbers behind every "
+              "row are in claims.csv.", "", claims_summary_markdown(table), "",
+              "| id | problem | setting | verdict | budget | paper's curves at budget | at 200 epochs | key number |",
+              "|---|---|---|---|---|---|---|---|"]
+    for _, r in table.iterrows():
+        if r["problem"] == ALL_PROBLEMS and r["setting"] != "fisher study":
+            continue
+        lines.append("| " + " | ".join(_cell(r[c]) for c in ("id", "problem", "setting", "verdict", "budget",
+                                                              "published_at_budget", "published_full",
+                                                              "key_number")) + " |")
+    lines += ["", "Rules:", ""]
+    for cid, group in table.groupby("id", sort=False):
+        lines.append(f"- **{cid}** {group['rule'].iloc[0]}")
+    lines += ["", f"- **over the problems**: {OVERALL_RULE}"]
     return "\n".join(lines + [""])

@@ -1,0 +1,58 @@
+"""The published verdict: ``docs/verdict/`` and the README's verdict block, recomputed from the compact
+run files committed under ``docs/runs/`` (:mod:`.archive`) and nothing else.
+
+    python scripts/publish_verdict.py            # archive results/verdict, then recompute and publish
+
+``kfac-bench report results_dir=docs/runs output_dir=DIR`` writes the same ``DIR/claims.csv`` (a test
+checks the committed one against the committed runs).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+README_CLAIMS = ("<!-- claims:start -->", "<!-- claims:end -->")
+RUNS_ROOT = "docs/runs"
+VERDICT_DIR = "docs/verdict"
+
+
+def runs_count(runs_root: Path) -> dict[str, int]:
+    """Finished runs per profile folder under ``runs_root``."""
+    counts: dict[str, int] = {}
+    for summary in sorted(Path(runs_root).rglob("summary.json")):
+        if json.loads(summary.read_text()).get("status") in ("ok", "diverged"):
+            profile = summary.relative_to(runs_root).parts[0]
+            counts[profile] = counts.get(profile, 0) + 1
+    return counts
+
+
+def readme_block(summary_markdown: str, counts: dict[str, int], planned: dict[str, int]) -> list[str]:
+    runs = ", ".join(f"{name}: {n}" + (f" of {planned[name]} planned" if name in planned else "")
+                     for name, n in sorted(counts.items()))
+    return [f"_Computed by `python scripts/publish_verdict.py` (= `kfac-bench report results_dir={RUNS_ROOT}`) from "
+            f"the finished runs committed under `{RUNS_ROOT}/` ({runs}); per problem, budget and rule: "
+            f"[{VERDICT_DIR}/claims.md]({VERDICT_DIR}/claims.md)._", "", summary_markdown.strip()]
+
+
+def replace_block(text: str, lines: list[str]) -> str | None:
+    start, end = README_CLAIMS
+    if start not in text or end not in text or text.index(start) > text.index(end):
+        return None
+    return text[:text.index(start) + len(start)] + "\n" + "\n".join(lines) + "\n" + text[text.index(end):]
+
+
+def publish_verdict(planned: dict[str, int] | None = None, readme: Path | None = None) -> Path:
+    """Recompute ``docs/verdict/`` from ``docs/runs/`` of the checkout in the working directory (relative
+    paths, so the published files name no machine folder) and refresh the README block."""
+    from . import build_report
+    root = Path.cwd()
+    out = root / VERDICT_DIR
+    build_report({"results_dir": RUNS_ROOT, "output_dir": VERDICT_DIR, "formats": ["png"], "dpi": 72,
+                  "note": "the runs committed under docs/runs/"})
+    readme = readme or root / "README.md"
+    if readme.exists():
+        block = readme_block((out / "claims_summary.md").read_text(), runs_count(root / RUNS_ROOT), planned or {})
+        updated = replace_block(readme.read_text(), block)
+        if updated is not None:
+            readme.write_text(updated)
+    return out

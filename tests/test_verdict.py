@@ -1,0 +1,42 @@
+"""The published verdict is recomputed from the committed run files: docs/verdict/claims.csv is what
+`kfac-bench report results_dir=docs/runs` computes from docs/runs/, and the README's verdict block is
+its one-row-per-claim summary."""
+from pathlib import Path
+
+import pandas as pd
+
+from kfac_bench.report import claims as C
+from kfac_bench.report.verdict import README_CLAIMS, RUNS_ROOT, VERDICT_DIR, readme_block, replace_block
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_published_claims_are_recomputed_from_the_committed_runs(monkeypatch):
+    monkeypatch.chdir(ROOT)          # the report ran on the relative folder docs/runs
+    published = (ROOT / VERDICT_DIR / "claims.csv").read_text()
+    recomputed = C.claims_table([RUNS_ROOT]).to_csv(index=False)
+    assert recomputed == published
+
+
+def test_no_published_row_refutes_what_the_papers_own_curves_do_not_show():
+    table = pd.read_csv(ROOT / VERDICT_DIR / "claims.csv", keep_default_na=False)
+    per_problem = table[(table["problem"] != C.ALL_PROBLEMS) & (table["setting"] != "fisher study")]
+    decided = per_problem[per_problem["verdict"].isin([C.HOLDS, C.DOES_NOT_HOLD])]
+    assert (decided["published_at_budget"] == C.HOLDS).all()
+
+
+def test_the_readme_block_is_the_published_summary():
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index(README_CLAIMS[0]) + len(README_CLAIMS[0]):readme.index(README_CLAIMS[1])]
+    summary = (ROOT / VERDICT_DIR / "claims_summary.md").read_text().strip()
+    assert summary in block
+    cells = [c for line in block.splitlines() if line.startswith("|") for c in line.split(" | ")]
+    assert max(len(c) for c in cells) <= 202
+
+
+def test_readme_block_replacement():
+    text = f"a\n{README_CLAIMS[0]}\nold\n{README_CLAIMS[1]}\nb\n"
+    lines = readme_block("| x |", {"verdict": 3}, {"verdict": 126})
+    new = replace_block(text, lines)
+    assert "old" not in new and "| x |" in new and "verdict: 3 of 126 planned" in new and new.endswith("\nb\n")
+    assert replace_block("no markers", lines) is None
