@@ -28,6 +28,8 @@ verbs:
   report   Figures 1-2 and the summary table from results/
   data     data fetch|describe mnist|curves|faces         e.g. kfac-bench data describe curves
 
+A sweep (run -m) exits 1 when any job failed or was refused (a diverged run is a result: 0).
+`kfac-bench --version` (-V) prints the version.
 `kfac-bench <verb> --help` lists the config groups and options of a Hydra verb;
 `kfac-bench <verb> --config-dir DIR ...` adds your own config folder (laid out like conf/)."""
 
@@ -72,33 +74,63 @@ def _container(cfg) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
+def _drop_log_file(folder: Path) -> None:
+    """Stop this job's log from going to a file in ``folder`` (Hydra opened it before the task
+    started): a command refused on a folder another process holds must write nothing there."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler) and \
+                Path(handler.baseFilename).resolve().parent == folder.resolve():
+            root.removeHandler(handler)
+            handler.close()
+
+
 def run_task(cfg) -> dict | None:
+    from . import sweep_outcomes
+    from .run_folder import RunFolderBusy, hold_folder
+
+    out = _output_dir()
+    try:
+        # taken before torch is even imported: a refusal comes at once
+        with hold_folder(out):
+            summary, outcome, code, message = _train_in(cfg, out)
+    except RunFolderBusy as err:
+        _drop_log_file(out)
+        summary, outcome, code, message = None, "refused", 2, str(err)
+    # diverged is a result (it is in the summary), not a failure of the command
+    sweep_outcomes.record(outcome, message)
+    if code:
+        return _fail(message, code)
+    log.info(message)
+    return summary
+
+
+def _train_in(cfg, out: Path) -> tuple[dict | None, str, int, str]:
+    """Train ``cfg`` into ``out`` (held by this process): (summary, outcome, exit code, message)."""
     from .data import DatasetError
     from .run_folder import RunFolderMismatch, record_refusal
     from .train import ConfigError, RunFolderError, run_training, write_failure
 
-    out = _output_dir()
     try:
         container = _container(cfg)
     except Exception as err:  # an interpolation that cannot resolve
-        return _fail(f"invalid configuration: {err}", 2)
+        return None, "failed", 2, f"invalid configuration: {err}"
     try:
         summary = run_training(container, out)
     except RunFolderMismatch as err:
         record_refusal(out, err)          # the folder's own run stays untouched
-        return _fail(str(err), 2)
+        return None, "refused", 2, str(err)
     except (ConfigError, DatasetError, RunFolderError) as err:
         write_failure(out, container, err)
-        return _fail(str(err), 2)
+        return None, "failed", 2, str(err)
     except Exception as err:  # noqa: BLE001 - recorded, reported, and never kills a sweep
         log.exception("run failed")
         write_failure(out, container, err)
-        return _fail(f"run failed: {type(err).__name__}: {err} (see {out})", 1)
+        return None, "failed", 1, f"run failed: {type(err).__name__}: {err} (see {out})"
     msg = (f"status {summary['status']}: train loss {summary['final_train_loss']:.6f}, "
            f"val loss {summary['final_val_loss']:.6f} after {summary['epochs_completed']} epochs, "
            f"{summary['total_time_s']:.1f} s training; run folder {out}")
-    log.info(msg)
-    return summary
+    return summary, summary["status"], 0, msg
 
 
 def fisher_task(cfg) -> None:
@@ -193,6 +225,18 @@ def describe_dataset(name: str, overrides: list[str], data_dir, olivetti=None) -
     return format_description(describe_splits(splits, container["likelihood"]))
 
 
+def version() -> str:
+    """The installed distribution's version; the package's own where it is not installed (a checkout
+    on PYTHONPATH)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+    try:
+        return dist_version("kfac-bench")
+    except PackageNotFoundError:
+        from . import __version__
+        return __version__
+
+
 def main(argv: list[str] | None = None) -> int | None:
     # OpenMP's default busy-wait makes 2 torch threads slower than 1 on a loaded 2-core machine
     # (an eigh of 1024x1024: 0.3 s passive vs up to 28 s spinning). Must precede the torch import.
@@ -200,6 +244,9 @@ def main(argv: list[str] | None = None) -> int | None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
+        return 0
+    if argv[0] in ("-V", "--version"):
+        print(f"kfac-bench {version()}")
         return 0
     verb, rest = argv[0], argv[1:]
     if verb == "data":
@@ -212,7 +259,9 @@ def main(argv: list[str] | None = None) -> int | None:
     sys.argv = [f"kfac-bench-{verb}"] + rest
     app = hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(task)
     app()
-    return 0
+    # a sweep whose jobs failed: Hydra itself returns as if all went well (see sweep_outcomes)
+    from . import sweep_outcomes
+    return sweep_outcomes.exit_status()
 
 
 if __name__ == "__main__":

@@ -17,6 +17,14 @@ Not part of the match:
   its own folder, and an interrupted one resumed with another target. ``config.yaml`` then records
   the new ``trainer.epochs`` -- the only entry a later command ever changes in it.
 
+One process per folder: :func:`hold_folder` takes an exclusive lock on ``.lock`` in the folder before
+anything is read or written there, and a second process is refused at once
+(:class:`RunFolderBusy` names the holder's pid and host, read from ``.lock.holder``). The lock is
+the operating system's (``flock`` through :mod:`filelock`), not a pid file, so the kernel releases it
+when its process dies, even by ``kill -9``, and a killed run never blocks its resume. ``.lock`` and
+``.lock.holder`` (:data:`LOCK_FILES`) are no part of the run: neither skipping, resuming, the
+fingerprint nor the report reads them, and starting a folder over keeps them.
+
 Folders written before fingerprints existed hold ``config.yaml`` but no ``fingerprint.json``: they
 are read as before (skipped when finished, resumed when interrupted) with a warning that their
 settings cannot be checked.
@@ -27,8 +35,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -39,6 +50,9 @@ REFUSALS_FILE = "refused.jsonl"
 # then written anew)
 RUN_FILES = ("summary.json", "metrics.csv", "checkpoint.pt", REFUSALS_FILE)
 FORMAT = 1
+LOCK_FILE = ".lock"
+HOLDER_FILE = ".lock.holder"     # pid, host and start of the process that holds the lock
+LOCK_FILES = (LOCK_FILE, HOLDER_FILE)
 
 # config entries that cannot change a result (dotted prefixes)
 NOT_RESULT_KEYS = ("device", "threads", "data_dir", "results_dir", "trainer.progress", "trainer.checkpoint",
@@ -61,6 +75,69 @@ class RunFolderMismatch(RunFolderError):
         self.run_dir = Path(run_dir)
         self.differences = differences
         super().__init__(mismatch_message(self.run_dir, differences))
+
+
+class RunFolderBusy(RunFolderError):
+    """Another process holds the folder's lock; this one wrote nothing there."""
+
+    def __init__(self, run_dir: Path, holder: dict | None):
+        self.run_dir, self.holder = Path(run_dir), holder
+        super().__init__(busy_message(self.run_dir, holder))
+
+
+def busy_message(run_dir: Path, holder: dict | None) -> str:
+    if holder:
+        who = (f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, running since "
+               f"{holder.get('started', '?')}: {holder.get('command', '?')}")
+    else:
+        who = f"pid and host not recorded yet in {run_dir / HOLDER_FILE}: it has only just started"
+    # the first line says it all: a sweep's closing list of failed jobs shows only that line
+    return (f"run folder {run_dir} is in use by another kfac-bench process ({who}); this command was "
+            f"refused and wrote nothing in the folder.\n"
+            f"One process trains in a run folder at a time. Wait for that process to end and rerun this "
+            f"command (it then skips, extends or resumes the run), or train in another folder "
+            f"(hydra.run.dir=<folder>; a sweep: hydra.sweep.dir=<folder>). The lock ({run_dir / LOCK_FILE}) is "
+            f"the operating system's and ends with its process, even one killed with kill -9, so that process "
+            f"is still running.")
+
+
+def read_holder(run_dir: Path) -> dict | None:
+    """What the holder recorded about itself; None while it has not yet (or the file is unreadable)."""
+    try:
+        holder = json.loads((Path(run_dir) / HOLDER_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return holder if isinstance(holder, dict) else None
+
+
+def _write_holder(run_dir: Path) -> None:
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv),
+              "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    # replaced whole, so that a refused process never reads half of it; plain open() honours the umask
+    tmp = Path(run_dir) / f"{HOLDER_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(holder) + "\n")
+    os.replace(tmp, Path(run_dir) / HOLDER_FILE)
+
+
+@contextmanager
+def hold_folder(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir`` for this process, or raise :class:`RunFolderBusy` at once (no waiting: a
+    second command on a busy folder is a mistake to report, not a queue) having written nothing."""
+    from filelock import FileLock, Timeout
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(run_dir / LOCK_FILE), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunFolderBusy(run_dir, read_holder(run_dir)) from None
+    try:
+        _write_holder(run_dir)
+        yield
+    finally:
+        # .lock itself stays: deleting it would let a waiter lock a file that is no longer the folder's
+        (run_dir / HOLDER_FILE).unlink(missing_ok=True)
+        lock.release()
 
 
 def flatten(obj, prefix: str = "") -> dict:
@@ -195,6 +272,7 @@ def record_refusal(run_dir: Path, err: RunFolderMismatch) -> None:
         pass   # the refusal is also in the log and on stderr
 
 
-__all__ = ["RunFolderError", "RunFolderMismatch", "NOT_RESULT_KEYS", "EXTENSIBLE_KEYS", "FINGERPRINT_FILE",
+__all__ = ["RunFolderError", "RunFolderMismatch", "RunFolderBusy", "LOCK_FILE", "HOLDER_FILE", "LOCK_FILES",
+           "hold_folder", "read_holder", "NOT_RESULT_KEYS", "EXTENSIBLE_KEYS", "FINGERPRINT_FILE",
            "CONFIG_FILE", "REFUSALS_FILE", "flatten", "result_settings", "fingerprint", "read_fingerprint",
            "differences", "check_folder", "start_folder", "record_epochs", "record_refusal"]

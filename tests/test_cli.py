@@ -123,5 +123,14 @@ def test_faces_runs_with_no_olivetti_setting(tmp_path):
 
 def test_help_and_unknown_verb(tmp_path):
     assert "verbs:" in kfac_bench("--help", tmp_path=tmp_path).stdout
+    assert "--version" in kfac_bench("--help", tmp_path=tmp_path).stdout
     proc = kfac_bench("frobnicate", tmp_path=tmp_path, check=False)
     assert proc.returncode == 2 and "unknown verb" in proc.stderr
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version(flag, tmp_path):
+    from importlib.metadata import version
+    proc = kfac_bench(flag, tmp_path=tmp_path)
+    assert proc.returncode == 0
+    assert proc.stdout == f"kfac-bench {version('kfac-bench')}\n"

@@ -81,6 +81,8 @@ def test_sigkill_mid_run_then_rerun_resumes(tmp_path):
     assert (killed_dir / "checkpoint.pt").exists()
     done = len(metrics(killed_dir)) - 1
     assert 1 <= done < 3
+    # the killed run's record of holding the folder stays, its operating-system lock does not
+    assert json.loads((killed_dir / ".lock.holder").read_text())["pid"] == proc.pid
     again = subprocess.run(base + [f"hydra.run.dir={killed_dir}"], env=env, cwd=tmp_path, capture_output=True,
                            text=True, timeout=300)
     assert again.returncode == 0, again.stderr

@@ -185,7 +185,8 @@ def test_cli_refuses_a_mismatch_and_a_damaged_checkpoint_with_their_messages(tmp
 @pytest.mark.slow
 def test_sweep_job_with_a_mismatch_fails_alone(tmp_path):
     """A sweep whose lr=0.1 folder already holds a run made with another seed: that job is refused
-    (and recorded as refused), the finished lr=0.3 job is skipped, the new lr=0.03 job runs."""
+    (and recorded as refused), the finished lr=0.3 job is skipped, the new lr=0.03 job runs; the
+    sweep then exits 1 naming the refused job."""
     sweep = ["optimizer.lr=0.1,0.3,0.03", "trainer.epochs=1", *TINY[:3]]
     runs = tmp_path / "results" / "runs" / "curves" / "sgd"
 
@@ -196,9 +197,11 @@ def test_sweep_job_with_a_mismatch_fails_alone(tmp_path):
     kfac_bench("run", "optimizer.lr=0.3", "trainer.epochs=1", *TINY, tmp_path=tmp_path)
     assert folder(0.3).is_dir()
     before = {lr: snapshot(folder(lr)) for lr in (0.1, 0.3)}
-    proc = kfac_bench("run", "-m", *sweep, tmp_path=tmp_path)
+    proc = kfac_bench("run", "-m", *sweep, tmp_path=tmp_path, check=False)
     log = proc.stdout + proc.stderr
     assert "Traceback" not in log
+    assert proc.returncode == 1                     # once the other jobs have run, the refusal is named
+    assert "job 0 refused: optimizer.lr=0.1" in proc.stderr
     assert f"run folder {folder(0.1)} holds a run made with other settings" in log
     assert "seed  5 (folder)  ->  0 (now)" in log
     assert log.count("already holds a finished run") == 1                  # lr 0.3

@@ -77,13 +77,18 @@ def test_sequential_sweep_survives_failures_and_a_rerun_skips_finished_runs(tmp_
     # the failing job (negative lr) and the diverging one (lr 1e6) come first: the last one must still run
     args = ["run", "-m", "+sweep=paper_grid_first_order", "optimizer=sgd", "optimizer.lr=-1,1e6,0.1",
             "trainer.epochs=3", *TINY]
-    proc = kfac_bench(*args, tmp_path=tmp_path)
+    proc = kfac_bench(*args, tmp_path=tmp_path, check=False)
     runs = _statuses(tmp_path)
     assert {name: s["status"] for name, s in runs.items()} == {
         _folder(-1, 3): "failed", _folder(1000000.0, 3): "diverged", _folder(0.1, 3): "ok"}
     assert "Traceback" not in proc.stderr
+    # the failed job makes the sweep exit 1 once all have run; the diverged one is a result
+    assert proc.returncode == 1, proc.stderr
+    named = proc.stderr[proc.stderr.index("1 of 3 jobs of the sweep failed"):]
+    assert "job 0 failed:" in named and "optimizer.lr=-1" in named and "1000000" not in named
     finished = {n: s["finished"] for n, s in runs.items()}
-    again = kfac_bench(*args, tmp_path=tmp_path)
+    again = kfac_bench(*args, tmp_path=tmp_path, check=False)
+    assert again.returncode == 1
     log = again.stdout + again.stderr
     assert log.count("already holds a finished run") == 2    # ok and diverged are skipped ...
     rerun = _statuses(tmp_path)
@@ -98,7 +103,10 @@ def test_parallel_launchers_survive_failures(tmp_path, launcher):
     extra = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else ["hydra.launcher.timeout_min=10"]
     bad = "-1" if launcher == "joblib" else "1e6"     # a failing job with one, a diverging one with the other
     proc = kfac_bench("run", "-m", "+sweep=paper_grid_first_order", "optimizer=sgd", f"optimizer.lr={bad},0.1",
-                      "trainer.epochs=3", *TINY, f"hydra/launcher={launcher}", *extra, tmp_path=tmp_path)
+                      "trainer.epochs=3", *TINY, f"hydra/launcher={launcher}", *extra, tmp_path=tmp_path,
+                      check=False)
+    # the jobs run in other processes: their outcomes still reach the sweep's exit status
+    assert proc.returncode == (1 if bad == "-1" else 0), proc.stderr
     runs = _statuses(tmp_path)
     expected = {"-1": "failed", "1e6": "diverged"}[bad]
     assert {name: s["status"] for name, s in runs.items()} == {
