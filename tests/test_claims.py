@@ -403,3 +403,22 @@ def test_the_authors_setting_of_the_baselines_leaves_out_their_weight_decay():
     assert A.setting_class(key(authors_setting("sgd")), "sgd") == A.AUTHORS_CODE
     assert "first_order_weight_decay" not in authors_setting("adam") and authors_setting("adam")
     assert A.setting_class(key([]), "adam") == A.SPECIFICATION
+
+
+def test_a_rule_is_judged_at_the_largest_shorter_horizon_the_published_curves_decide(monkeypatch):
+    """Their curves show the effect at 5 epochs but no longer at 20: a 20-epoch run is judged on its
+    first 5 epochs (the budget says so); where no horizon shows it, at its own horizon."""
+    def published(dataset, method, problem, full_cut):
+        last = 200 if full_cut else problem.horizon
+        fast = FAST_SPEC[method] if (full_cut or last <= 5) else 1.0
+        return curve([(e, fast if method in ("sgd", "adam") or e <= 5 else 1.0, float(e)) for e in range(1, last + 1)])
+    monkeypatch.setattr(C, "_reference_curve", published)
+    ours = problem(FAST_SPEC, epochs=20)
+    ours.dataset, ours.n_train, ours.batch_size, ours.horizon, ours.seeds = "curves", 16000, 256, 20, 1
+    rule = lambda p: C.rule_faster_than_baselines(p, "epoch")   # noqa: E731
+    decided, at_budget = C.decisive_budget(ours, rule)
+    assert decided.horizon == 5 and at_budget.holds and int(decided.curves["kfac"]["epoch"].max()) == 5
+    assert decided.budget().startswith("5 epochs")
+    never = lambda p: C.Outcome(False, "no")                    # noqa: E731
+    same, outcome = C.decisive_budget(ours, never)
+    assert same is ours and outcome.holds is False

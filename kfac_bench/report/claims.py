@@ -38,7 +38,9 @@ curves (:mod:`kfac_bench.reference`) cut to the same budget:
 
 The verdict on a problem (:func:`problem_verdict`): ``holds`` / ``does not hold`` only where
 ``published_at_budget`` holds (their own curves show the effect at this budget, so ours can confirm
-or refute it); ``not testable at this budget`` where their curves at our budget do not show it but at
+or refute it) -- where they do not at the runs' own horizon, the rule is judged at the largest shorter
+horizon of :data:`CUT_HORIZONS` where they do (the runs' first epochs; :func:`decisive_budget`), and the
+row's budget says so; ``not testable at this budget`` where their curves at our budget do not show it but at
 200 epochs do; ``not shown by the paper's own curves`` where they fail the rule even at 200 epochs;
 ``not measured`` where our runs lack a method. A claim's verdict under a setting (specification, the
 authors' code) comes from its problems' by :func:`overall_verdict`: ``holds`` if every decided problem
@@ -96,6 +98,9 @@ NOT_PUBLISHED = "not published"
 # the paper's problems: training examples, batch size and epochs (appendix D; the authors' outputs_<batch>)
 PAPER_SIZE = {"curves": (16000, 256), "mnist": (50000, 512), "faces": (82800, 1024)}
 PAPER_EPOCHS = 200
+# the shorter horizons a run is also judged at when its own cannot decide a rule (its first epochs are a
+# shorter run of the same seed): the largest at which the paper's own curves show the effect decides
+CUT_HORIZONS = (1, 2, 3, 5, 10, 15, 20, 30, 50, 100, 150)
 
 # what produces the inputs of a rule when they are absent
 PRODUCED_BY = {
@@ -721,6 +726,29 @@ def claims_table(folders: Iterable[str | Path], problems: list[Problem] | None =
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
 
 
+def cut_at(problem: Problem, horizon: int) -> Problem:
+    """``problem``'s curves up to ``horizon`` epochs (the same runs, a shorter budget)."""
+    curves = {m: c[c["epoch"] <= horizon] for m, c in problem.curves.items()}
+    return Problem(problem.label, problem.folder, problem.setting_class, curves, dict(problem.hyperparameters),
+                   dict(problem.run_dirs), list(problem.commands), problem.dataset, problem.n_train,
+                   problem.batch_size, horizon, problem.seeds)
+
+
+def decisive_budget(problem: Problem, rule_fn) -> tuple[Problem, Outcome]:
+    """The budget a rule is judged at on ``problem``: the runs' own horizon where the paper's curves
+    show the effect there, else the largest of :data:`CUT_HORIZONS` below it where they do (a verdict
+    at the shortest horizon that decides), else the runs' own; with the rule on the published curves."""
+    at_budget = rule_fn(published_problem(problem, full=False))
+    if at_budget.holds or not problem.horizon:
+        return problem, at_budget
+    for horizon in sorted((h for h in CUT_HORIZONS if h < problem.horizon), reverse=True):
+        cut = cut_at(problem, horizon)
+        published = rule_fn(published_problem(cut, full=False))
+        if published.holds:
+            return cut, published
+    return problem, at_budget
+
+
 AUTHORS_NAME = "authors' code"
 SETTINGS = ((SPECIFICATION, "specification"), (AUTHORS_CODE, AUTHORS_NAME))
 
@@ -734,8 +762,8 @@ def judge(cid: str, claim: str, problems: list[Problem], rule_fn, rule: str, sou
         mine = [p for p in problems if p.setting_class == cls]
         verdicts = []
         for problem in sorted(mine, key=lambda p: (p.label, p.horizon or 0)):
-            ours = rule_fn(problem)
-            at_budget, full = (rule_fn(published_problem(problem, full=f)) for f in (False, True))
+            problem, at_budget = decisive_budget(problem, rule_fn)
+            ours, full = rule_fn(problem), rule_fn(published_problem(problem, full=True))
             verdict = problem_verdict(ours, at_budget, full)
             verdicts.append(verdict)
             rows.append({"id": cid, "claim": claim, "problem": problem.label, "setting": name, "verdict": verdict,
