@@ -52,3 +52,15 @@ def test_no_function_is_over_the_limit():
     assert not offenders, (f"{len(offenders)} function(s) in kfac_bench/ over {MAX_FUNCTION_LINES} lines "
                            f"(docstring excluded); split them into steps:\n"
                            + "\n".join(f"  {path}: {name}: {lines} lines" for path, name, lines in offenders))
+
+
+def test_the_claims_name_roles_never_methods():
+    """kfac_bench/report/claims.py takes its subjects from the registry's roles: no string in it is a
+    method name."""
+    from kfac_bench.registry import ROLES, method_names, methods_in_role
+    source = (PACKAGE / "report" / "claims.py").read_text()
+    named = {node.value for node in ast.walk(ast.parse(source))
+             if isinstance(node, ast.Constant) and node.value in method_names()}
+    assert not named, f"kfac_bench/report/claims.py names methods {sorted(named)}; use a role of {list(ROLES)}"
+    assert methods_in_role("reference") == ("kfac",)
+    assert methods_in_role("rank2") == ("deflation", "lanczos", "kfac_corrected")
