@@ -124,6 +124,7 @@ CLAIM_COLUMNS = ["id", "claim", "problem", "setting", "verdict", "budget", "publ
                  "key_number", "numbers", "published_numbers", "rule", "source"]
 ALL_PROBLEMS = "all problems"
 
+
 # ------------------------------------------------------------------------------------------ inputs
 @dataclass
 class Problem:
@@ -495,7 +496,6 @@ def kronecker_rank(method: str, hyperparameters: dict | None = None) -> int | No
     """The number of Kronecker terms of a configured method, from the registry (a method whose rank
     is an option, e.g. ``lanczos_k``'s ``k``, reads it from its hyperparameters); None for a
     first-order or unknown method."""
-    from ..registry import get_method
     try:
         entry = get_method(method)
     except (KeyError, ValueError):
