@@ -187,5 +187,4 @@ def method_label(name: str, rank: int | None = None) -> str:
 
 
 __all__ = ["CURVATURE_OPTIONS", "METHODS", "Method", "method_names", "curvature_method_names",
-           "first_order_method_names", "paper_method_names", "get_method", "method_label", "REFERENCE_METHOD",
-           "FIGURE1_BEST_METHOD", "ROLES", "methods_in_role"]
+           "first_order_method_names", "paper_method_names", "get_method", "method_label"]
