@@ -133,6 +133,41 @@ def paper_method_names(curvature_only: bool = False) -> list[str]:
     return [m.name for m in METHODS.values() if m.in_paper and (m.is_curvature or not curvature_only)]
 
 
+# The roles the paper's claims give its methods: kfac_bench/report/claims.py names roles, never
+# methods, so a method added here joins the claims its rank and kind make it a subject of.
+REFERENCE_METHOD = "kfac"            # the approximation the paper measures the others against
+FIGURE1_BEST_METHOD = "deflation"    # the one its Figure 1 finds closest to the Fisher
+ROLES = {
+    "reference": "the paper's reference approximation (KFAC)",
+    "baselines": "the paper's first-order baselines",
+    "curvature": "the paper's Kronecker-factored methods",
+    "approximations": "the paper's Kronecker-factored methods but the reference: the ones it proposes",
+    "rank1": "the paper's Kronecker-factored methods of rank 1 (the reference among them)",
+    "rank1_approximations": "the paper's rank-1 methods but the reference",
+    "rank2": "the paper's Kronecker-factored methods of rank 2",
+    "figure1_best": "the approximation the paper's Figure 1 finds the closest to the Fisher",
+}
+
+
+def methods_in_role(role: str) -> tuple[str, ...]:
+    """The paper's methods in ``role`` (one of :data:`ROLES`), in the registry's order."""
+    paper = [METHODS[name] for name in paper_method_names()]
+    curvature = [m for m in paper if m.is_curvature]
+    members = {
+        "reference": [METHODS[REFERENCE_METHOD]],
+        "baselines": [m for m in paper if not m.is_curvature],
+        "curvature": curvature,
+        "approximations": [m for m in curvature if m.name != REFERENCE_METHOD],
+        "rank1": [m for m in curvature if m.rank == 1],
+        "rank1_approximations": [m for m in curvature if m.rank == 1 and m.name != REFERENCE_METHOD],
+        "rank2": [m for m in curvature if m.rank == 2],
+        "figure1_best": [METHODS[FIGURE1_BEST_METHOD]],
+    }
+    if role not in members:
+        raise ValueError(f"unknown role {role!r}; choose one of {list(ROLES)}")
+    return tuple(m.name for m in members[role])
+
+
 def get_method(name: str) -> Method:
     try:
         return METHODS[name]

@@ -116,8 +116,6 @@ def _fisher_figures(results_dir: Path, out_dir: Path, note: str | None, formats,
 
 def build_report(cfg: Mapping) -> dict:
     """Build the report described in the module docstring; returns the paths and the summary table."""
-    from .figure2 import plot_figure2
-
     results_dir = Path(cfg.get("results_dir") or "results")
     out_dir = Path(cfg.get("output_dir") or results_dir / "report")
     note = cfg.get("note") or None
@@ -146,12 +144,7 @@ def build_report(cfg: Mapping) -> dict:
     labels = dict(zip(probs["setting"], probs["label"]))
     selection = select_best(runs)
     table, curves = summary_table(long, runs, selection, labels)
-    headings = {}
-    for _, p in probs.iterrows():
-        source = runs.loc[runs["setting"] == p["setting"], "dataset_source"].dropna()
-        headings[p["setting"]] = problem_heading(p["dataset"], source.iloc[0] if len(source) else None, p["setting"])
-        if p["label"] != p["dataset"]:
-            headings[p["setting"]] = f"[{p['label']}] " + headings[p["setting"]]
+    headings = _headings(probs, runs)
     csv_table = table[CSV_COLUMNS].copy()
     csv_table["best_run_dir"] = [_relative(p, results_dir) for p in csv_table["best_run_dir"]]
     csv_table.to_csv(out_dir / "summary.csv", index=False)
@@ -170,7 +163,29 @@ def build_report(cfg: Mapping) -> dict:
     tables += extra_tables
     (out_dir / "summary.md").write_text(markdown + "\n")
 
-    rows, references, figures = [], [], list(figure1) + extra_figures
+    figures = list(figure1) + extra_figures
+    figures += _figure2_files(probs, curves, headings, runs, out_dir, note, formats, dpi, logy, overlay)
+    _say_results(table, curves, tables, figures, out_dir)
+    return {"figures": figures, "tables": tables, "summary": table, "output_dir": out_dir}
+
+
+def _headings(probs: pd.DataFrame, runs: pd.DataFrame) -> dict:
+    """setting -> the heading of its problem (what the data is; the label when it is not the dataset)."""
+    headings = {}
+    for _, p in probs.iterrows():
+        source = runs.loc[runs["setting"] == p["setting"], "dataset_source"].dropna()
+        headings[p["setting"]] = problem_heading(p["dataset"], source.iloc[0] if len(source) else None, p["setting"])
+        if p["label"] != p["dataset"]:
+            headings[p["setting"]] = f"[{p['label']}] " + headings[p["setting"]]
+    return headings
+
+
+def _figure2_files(probs, curves: dict, headings: dict, runs: pd.DataFrame, out_dir: Path, note, formats, dpi,
+                   logy: bool, overlay: bool) -> list[Path]:
+    """Figure 2 per problem (``figure2_<problem>``) and every problem in one (``figure2``)."""
+    from .figure2 import plot_figure2
+
+    rows, references, figures = [], [], []
     ordered = sorted(probs.itertuples(index=False), key=lambda p: (dataset_rank(p.dataset), p.label))
     title = "Figure 2: optimization performance at the best configuration of each method" + (
         f" · {note}" if note else "")
@@ -186,7 +201,11 @@ def build_report(cfg: Mapping) -> dict:
     if rows:   # every problem in one figure, a row each, as in the paper
         figures += plot_figure2(rows, out_dir / "figure2", title, formats, dpi, logy,
                                 references=references if overlay else None)
+    return figures
 
+
+def _say_results(table: pd.DataFrame, curves: dict, tables: list[Path], figures: list[Path], out_dir: Path) -> None:
+    """The terminal's account: each method's best configuration, the files written, the summary table."""
     for _, r in table.iterrows():
         if r["seeds"]:
             hp = " ".join(f"{k}={r[k]:g}" for k in ("lr", "damping", "kl_clip")
@@ -204,7 +223,6 @@ def build_report(cfg: Mapping) -> dict:
     figure2 = next((f for f in figures if f.name == "figure2.png"), None)
     if figure2 is not None:
         print(f"Figure 2: {figure2}", flush=True)
-    return {"figures": figures, "tables": tables, "summary": table, "output_dir": out_dir}
 
 
 def _verdict_sections(long, runs, selection, table, results_dir: Path, out_dir: Path, cfg: Mapping, note, formats,

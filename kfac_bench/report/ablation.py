@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from .results import problems
-from .tables import mean_curve, method_label, method_rank, wrap_title
+from .figures import save_figure
+from .tables import markdown_table, mean_curve, method_label, method_rank, wrap_title
 
 # the epochs the ablation table reports (plus the last epoch of the runs when it is not one of them)
 ABLATION_EPOCHS = (5, 10)
@@ -258,22 +259,17 @@ def ablation_markdown(table: pd.DataFrame) -> str:
         for t in tags:
             name = f"epoch {last} (last)" if t == "last" else t.replace("epoch", "epoch ")
             head += [f"{name} epoch-mean", f"{name} final"]
-        lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|"]
-        for _, r in group.iterrows():
-            cells = [r["step"], r["behaviours"], str(r["seeds"])]
-            for t in tags:
-                for q in ("running", "train"):
-                    cells.append(_fmt(r.get(f"{q}_loss_{t}")) + _fmt_delta(r.get(f"delta_{q}_loss_{t}")))
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+        rows = [[r["step"], r["behaviours"], str(r["seeds"])]
+                + [_fmt(r.get(f"{q}_loss_{t}")) + _fmt_delta(r.get(f"delta_{q}_loss_{t}"))
+                   for t in tags for q in ("running", "train")]
+                for _, r in group.iterrows()]
+        lines += [markdown_table(head, rows, right_from=2), ""]
     return "\n".join(lines)
 
 
 def plot_ablation(table: pd.DataFrame, out_stem, note: str | None = None, formats=("png",), dpi: int = 150):
     """``ablation.<fmt>``: per (problem, method, hyperparameters) a panel of the last-epoch training
     loss (final, and the epoch mean dashed) along the steps."""
-    from pathlib import Path
-
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -302,11 +298,4 @@ def plot_ablation(table: pd.DataFrame, out_stem, note: str | None = None, format
     title = ("Ablation: last-epoch training loss along the steps from the authors' code (all behaviours) to "
              "the specification (authors_code=[])") + (f" · {note}" if note else "")
     fig.suptitle(wrap_title(title, 120), fontsize=10)
-    out_stem = Path(out_stem)
-    out_stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for fmt in formats:
-        path = out_stem.with_name(f"{out_stem.name}.{fmt}")
-        fig.savefig(path, dpi=dpi)
-        paths.append(path)
-    return paths
+    return save_figure(fig, out_stem, formats, dpi)

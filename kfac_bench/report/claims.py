@@ -62,17 +62,18 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..registry import get_method, paper_method_names
+from ..registry import get_method, methods_in_role
 from .ablation import AUTHORS_CODE, SPECIFICATION, with_base
 from .results import load_results, runs_table
-from .tables import mean_curve, method_label, select_best
+from .tables import markdown_table, mean_curve, method_label, select_best
 
 # ------------------------------------------------------------------------------------ thresholds
 THROUGHOUT_FRACTION = 1.0    # F1a: fraction of evaluation points where an approximation beats KFAC
@@ -111,13 +112,18 @@ PRODUCED_BY = {
     "fisher": "`kfac-bench fisher dataset=<d>` (or the profiles' fisher stage) into <results>/fisher/<d>/",
 }
 
-# The claims' subjects, from the registry (kfac_bench/registry.py): the paper's curvature methods,
-# its first-order baselines, the four approximations it proposes (all but KFAC, the reference its
-# claims compare them with) and its Kronecker rank-2 methods.
-CURVATURE_METHODS = tuple(paper_method_names(curvature_only=True))
-BASELINES = tuple(m for m in paper_method_names() if not get_method(m).is_curvature)
-APPROXIMATIONS = tuple(m for m in CURVATURE_METHODS if m != "kfac")
-HIGH_RANK = tuple(m for m in CURVATURE_METHODS if get_method(m).rank == 2)
+# The claims' subjects are roles of the registry (kfac_bench/registry.py, ROLES), never method names:
+# the paper's reference approximation, its first-order baselines, its Kronecker-factored methods, the
+# approximations it proposes (all but the reference), those of rank 1 and rank 2, and the one its
+# Figure 1 finds best.
+REFERENCE = methods_in_role("reference")[0]
+BASELINES = methods_in_role("baselines")
+CURVATURE_METHODS = methods_in_role("curvature")
+APPROXIMATIONS = methods_in_role("approximations")
+RANK_ONE = methods_in_role("rank1")
+SAME_AS_REFERENCE = methods_in_role("rank1_approximations")
+HIGH_RANK = methods_in_role("rank2")
+FIGURE1_BEST = methods_in_role("figure1_best")[0]
 ERRORS = (("error_frobenius", "Error 1"), ("error_spectrum", "Error 2"))
 CLAIM_COLUMNS = ["id", "claim", "problem", "setting", "verdict", "budget", "published_at_budget", "published_full",
                  "key_number", "numbers", "published_numbers", "rule", "source"]
@@ -409,8 +415,19 @@ def _not_measured(problem: Problem, missing: list[str]) -> Outcome:
 
 
 # ------------------------------------------------------------------------------------ the rules
+def _names(methods: Iterable[str], last: str = ", ") -> str:
+    """The methods' labels, comma-separated (``last``: the word before the last one)."""
+    labels = [method_label(m) for m in methods]
+    return ", ".join(labels[:-1]) + last + labels[-1] if len(labels) > 1 else "".join(labels)
+
+
+def _subject(methods: tuple[str, ...]) -> str:
+    """How a ratio names the methods of a role: the label of a role of one method, else ``m``."""
+    return method_label(methods[0]) if len(methods) == 1 else "m"
+
+
 def rule_faster_than_baselines(problem: Problem, per: str) -> Outcome:
-    """F2a/F2b: every curvature method's loss / min(SGD, Adam) <= 1 - FASTER_MARGIN at M (or at the times)."""
+    """F2a/F2b: every curvature method's loss / min(baselines) <= 1 - FASTER_MARGIN at M (or at the times)."""
     missing = _missing(problem, (*CURVATURE_METHODS, *BASELINES))
     if missing:
         return _not_measured(problem, missing)
@@ -422,35 +439,42 @@ def rule_faster_than_baselines(problem: Problem, per: str) -> Outcome:
         holds &= ok
         worst += [r for _, r in ratios]
         parts.append(f"{method_label(m)} {_points(per, ratios)}")
-    return Outcome(holds, f"{problem.label}: loss/min(SGD, Adam) " + "; ".join(parts), _worst(worst))
+    return Outcome(holds, f"{problem.label}: loss/min({_names(BASELINES)}) " + "; ".join(parts), _worst(worst))
 
 
 def rule_same_as_kfac(problem: Problem) -> Outcome:
-    """F2c: |loss_KPSVD / loss_KFAC - 1| <= SAME_TOLERANCE at every matched epoch."""
-    missing = _missing(problem, ("kfac", "kpsvd"))
+    """F2c: |loss_m / loss_reference - 1| <= SAME_TOLERANCE at every matched epoch, for each rank-1
+    approximation m (KPSVD against KFAC)."""
+    missing = _missing(problem, (REFERENCE, *SAME_AS_REFERENCE))
     if missing:
         return _not_measured(problem, missing)
-    k, p = problem.curves["kfac"], problem.curves["kpsvd"]
-    per_epoch = _ratios(p, [k], "epoch")
-    per_second = _ratios(p, [k], "time")
-    holds = bool(per_epoch) and all(abs(r - 1) <= SAME_TOLERANCE for _, r in per_epoch)
-    spread = max((abs(r - 1) for _, r in per_epoch), default=math.nan)
-    return Outcome(holds, f"{problem.label}: KPSVD/KFAC {_points('epoch', per_epoch)} "
-                          f"(per second: {_points('time', per_second)})", f"max |KPSVD/KFAC - 1| {spread:.3g}")
+    reference, name = problem.curves[REFERENCE], method_label(REFERENCE)
+    parts, holds, spreads = [], True, []
+    for m in SAME_AS_REFERENCE:
+        per_epoch = _ratios(problem.curves[m], [reference], "epoch")
+        per_second = _ratios(problem.curves[m], [reference], "time")
+        holds &= bool(per_epoch) and all(abs(r - 1) <= SAME_TOLERANCE for _, r in per_epoch)
+        spreads += [abs(r - 1) for _, r in per_epoch]
+        parts.append(f"{method_label(m)}/{name} {_points('epoch', per_epoch)} "
+                     f"(per second: {_points('time', per_second)})")
+    spread = max(spreads, default=math.nan)
+    return Outcome(holds, f"{problem.label}: " + "; ".join(parts),
+                   f"max |{_subject(SAME_AS_REFERENCE)}/{name} - 1| {spread:.3g}")
 
 
 def rule_much_faster_than_kfac(problem: Problem, per: str) -> Outcome:
-    """F2d/F2e: loss_m / loss_KFAC <= MUCH_FASTER_RATIO for Deflation, Lanczos, KFAC-corrected."""
-    missing = _missing(problem, ("kfac", *HIGH_RANK))
+    """F2d/F2e: loss_m / loss_reference <= MUCH_FASTER_RATIO for each rank-2 method (Deflation,
+    Lanczos, KFAC-corrected against KFAC)."""
+    missing = _missing(problem, (REFERENCE, *HIGH_RANK))
     if missing:
         return _not_measured(problem, missing)
     parts, holds, worst = [], True, []
     for m in HIGH_RANK:
-        ratios = _ratios(problem.curves[m], [problem.curves["kfac"]], per)
+        ratios = _ratios(problem.curves[m], [problem.curves[REFERENCE]], per)
         holds &= bool(ratios) and all(r <= MUCH_FASTER_RATIO for _, r in ratios)
         worst += [r for _, r in ratios]
         parts.append(f"{method_label(m)} {_points(per, ratios)}")
-    return Outcome(holds, f"{problem.label}: loss/KFAC " + "; ".join(parts), _worst(worst))
+    return Outcome(holds, f"{problem.label}: loss/{method_label(REFERENCE)} " + "; ".join(parts), _worst(worst))
 
 
 def seconds_per_epoch(curve: pd.DataFrame) -> float:
@@ -459,25 +483,24 @@ def seconds_per_epoch(curve: pd.DataFrame) -> float:
 
 
 def rule_same_order_cost(problem: Problem) -> Outcome:
-    """T1: seconds per epoch of each approximation / KFAC's <= SAME_ORDER_FACTOR."""
-    missing = _missing(problem, ("kfac", *APPROXIMATIONS))
+    """T1: seconds per epoch of each approximation / the reference's <= SAME_ORDER_FACTOR."""
+    missing = _missing(problem, (REFERENCE, *APPROXIMATIONS))
     if missing:
         return _not_measured(problem, missing)
-    kfac = seconds_per_epoch(problem.curves["kfac"])
-    parts, holds, ratios = [f"KFAC {kfac:.3g} s/epoch"], True, []
+    reference, name = seconds_per_epoch(problem.curves[REFERENCE]), method_label(REFERENCE)
+    parts, holds, ratios = [f"{name} {reference:.3g} s/epoch"], True, []
     for m in APPROXIMATIONS:
-        ratio = seconds_per_epoch(problem.curves[m]) / kfac
+        ratio = seconds_per_epoch(problem.curves[m]) / reference
         holds &= bool(ratio <= SAME_ORDER_FACTOR)
         ratios.append(ratio)
         parts.append(f"{method_label(m)} ×{ratio:.2f}")
-    return Outcome(holds, f"{problem.label}: " + ", ".join(parts), f"largest ×{max(ratios):.2f} of KFAC's s/epoch")
+    return Outcome(holds, f"{problem.label}: " + ", ".join(parts), f"largest ×{max(ratios):.2f} of {name}'s s/epoch")
 
 
 def kronecker_rank(method: str, hyperparameters: dict | None = None) -> int | None:
     """The number of Kronecker terms of a configured method, from the registry (a method whose rank
     is an option, e.g. ``lanczos_k``'s ``k``, reads it from its hyperparameters); None for a
     first-order or unknown method."""
-    from ..registry import get_method
     try:
         entry = get_method(method)
     except (KeyError, ValueError):
@@ -524,64 +547,80 @@ def _points_by_method(study: FisherStudy, column: str) -> pd.DataFrame:
 
 
 def rule_below_kfac(study: FisherStudy) -> Outcome:
-    """F1a: per approximation and error, the fraction of points with error < KFAC's >= THROUGHOUT_FRACTION."""
+    """F1a: per approximation and error, the fraction of points with error < the reference's >=
+    THROUGHOUT_FRACTION."""
     parts, holds, any_value = [], True, False
-    for column, name in ERRORS:
+    name = method_label(REFERENCE)
+    for column, error in ERRORS:
         wide = _points_by_method(study, column)
-        if "kfac" not in wide:
-            return Outcome(None, f"{study.label}: no KFAC errors")
+        if REFERENCE not in wide:
+            return Outcome(None, f"{study.label}: no {name} errors")
         for m in APPROXIMATIONS:
             if m not in wide:
                 holds = False
-                parts.append(f"{method_label(m)} {name} missing")
+                parts.append(f"{method_label(m)} {error} missing")
                 continue
-            valid = wide[[m, "kfac"]].dropna()
+            valid = wide[[m, REFERENCE]].dropna()
             if valid.empty:
                 continue
-            fraction = float((valid[m] < valid["kfac"]).mean())
+            fraction = float((valid[m] < valid[REFERENCE]).mean())
             any_value = True
             holds &= fraction >= THROUGHOUT_FRACTION
-            parts.append(f"{method_label(m)} {name} {fraction:.2f}")
+            parts.append(f"{method_label(m)} {error} {fraction:.2f}")
     if not any_value:
         return Outcome(None, f"{study.label}: no error values")
-    return Outcome(holds, f"{study.label}: fraction of points below KFAC: " + ", ".join(parts))
+    return Outcome(holds, f"{study.label}: fraction of points below {name}: " + ", ".join(parts))
 
 
 def rule_deflation_best(study: FisherStudy) -> Outcome:
-    """F1b: the fraction of points where Deflation is the lowest of the five (within BEST_TIE_RTOL)
-    >= BEST_FRACTION, for both errors."""
+    """F1b: the fraction of points where the Figure 1 best (Deflation) is the lowest of the curvature
+    methods (within BEST_TIE_RTOL) >= BEST_FRACTION, for both errors."""
     parts, holds = [], True
-    for column, name in ERRORS:
+    best, name = FIGURE1_BEST, method_label(FIGURE1_BEST)
+    for column, error in ERRORS:
         wide = _points_by_method(study, column)
-        if "deflation" not in wide:
-            return Outcome(None, f"{study.label}: no Deflation errors")
-        others = [m for m in CURVATURE_METHODS if m in wide and m != "deflation"]
-        valid = wide[["deflation", *others]].dropna()
+        if best not in wide:
+            return Outcome(None, f"{study.label}: no {name} errors")
+        others = [m for m in CURVATURE_METHODS if m in wide and m != best]
+        valid = wide[[best, *others]].dropna()
         if valid.empty:
-            return Outcome(None, f"{study.label}: no {name} values")
+            return Outcome(None, f"{study.label}: no {error} values")
         lowest = valid.min(axis=1)
-        fraction = float((valid["deflation"] <= lowest * (1 + BEST_TIE_RTOL)).mean())
+        fraction = float((valid[best] <= lowest * (1 + BEST_TIE_RTOL)).mean())
         holds &= fraction >= BEST_FRACTION
-        parts.append(f"{name} {fraction:.2f} of {len(valid)} points")
-    return Outcome(holds, f"{study.label}: Deflation lowest: " + ", ".join(parts))
+        parts.append(f"{error} {fraction:.2f} of {len(valid)} points")
+    return Outcome(holds, f"{study.label}: {name} lowest: " + ", ".join(parts))
 
 
 def rule_kfac_peak(study: FisherStudy) -> tuple[str, str]:
-    """F1c on one MNIST study: (verdict, numbers)."""
+    """F1c on one MNIST study: (verdict, numbers) from the reference's (KFAC's) peak error."""
     wide = {c: _points_by_method(study, c) for c, _ in ERRORS}
-    if "kfac" not in wide["error_frobenius"]:
-        return NOT_MEASURED, f"{study.label}: no KFAC errors"
-    peak1 = float(wide["error_frobenius"]["kfac"].max())
-    peak2 = float(wide["error_spectrum"]["kfac"].max()) if "kfac" in wide["error_spectrum"] else math.nan
+    name = method_label(REFERENCE)
+    if REFERENCE not in wide["error_frobenius"]:
+        return NOT_MEASURED, f"{study.label}: no {name} errors"
+    peak1 = float(wide["error_frobenius"][REFERENCE].max())
+    peak2 = float(wide["error_spectrum"][REFERENCE].max()) if REFERENCE in wide["error_spectrum"] else math.nan
     paper_epochs = PAPER_FISHER_EPOCHS.get(study.dataset)
     points = int(study.table["iteration"].nunique())
-    numbers = (f"{study.label}: KFAC peak Error 1 {peak1:.3g} (Error 2 {peak2:.3g}) over {points} points in "
+    numbers = (f"{study.label}: {name} peak Error 1 {peak1:.3g} (Error 2 {peak2:.3g}) over {points} points in "
                f"{study.epochs:g} epochs of Adam (paper: {paper_epochs} epochs, every iteration)")
     if abs(peak1 / PEAK_VALUE - 1) <= PEAK_TOLERANCE:
         return HOLDS, numbers
     if paper_epochs is not None and not (study.epochs >= paper_epochs):
         return NOT_TESTABLE, numbers
     return DOES_NOT_HOLD, numbers
+
+
+def _peak_on_mnist(studies: list[FisherStudy]) -> tuple[str, str]:
+    """F1c over the studies: the MNIST study covering the most epochs decides, the others reported."""
+    mnist = [s for s in studies if s.dataset == "mnist"]
+    if not mnist:
+        return (NOT_MEASURED, f"no MNIST fisher study: produced by {PRODUCED_BY['fisher'].replace('<d>', 'mnist')} "
+                              f"(the paper's: trainer.epochs=26 fisher.every=1)")
+    longest = max(mnist, key=lambda s: (s.epochs if s.epochs == s.epochs else -1, s.table["iteration"].nunique()))
+    verdict, numbers = rule_kfac_peak(longest)
+    others = [rule_kfac_peak(s)[1] for s in mnist if s is not longest]
+    return verdict, numbers + (" || other MNIST studies: " + "; ".join(others) if others else "")
 
 
 # ------------------------------------------------------------------------------------- verdicts
@@ -644,6 +683,92 @@ TIME_NOTE = ("; the seconds are the runs' cumulative training time (evaluation e
              "reproduction shares between two runs at a time, not an isolated measurement")
 MATCHED = ("E = last epoch common to the compared runs, matched epochs {ceil(E/2), E}; matched times {T/2, T}, "
            "T = the smaller total training time of the compared runs, loss interpolated linearly in time")
+NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine"}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim of the paper: its id, its text, the rule that decides it and that rule in words.
+
+    ``on="runs"``: ``rule(problem) -> Outcome``, judged per problem and setting on our runs and on the
+    authors' published curves (:func:`judge`); ``on="fisher"``: ``rule(studies) -> (verdict, numbers)``
+    once over the Figure 1 studies."""
+    id: str
+    text: str
+    rule: Callable
+    description: str
+    on: str = "runs"
+
+
+def _count(methods: tuple[str, ...]) -> str:
+    return NUMBER_WORDS.get(len(methods), str(len(methods)))
+
+
+def paper_claims() -> tuple[Claim, ...]:
+    """The claims of the paper, in the table's order; their subjects are the registry's roles."""
+    ref, best = method_label(REFERENCE), method_label(FIGURE1_BEST)
+    # the methods that reach the same optimum as the Figure 1 best (best of the same rank): a tie with
+    # them is no defeat
+    same_optimum = [m for m in CURVATURE_METHODS if m != FIGURE1_BEST and get_method(m).best_of_rank
+                    and get_method(m).rank == get_method(FIGURE1_BEST).rank]
+    min_baselines = ", ".join(f"loss_{method_label(b)}(e)" for b in BASELINES)
+    same = _subject(SAME_AS_REFERENCE)
+    return (
+        Claim("F1a", f"Figure 1: all {_count(APPROXIMATIONS)} approximations below {ref} on Error 1 and Error 2 "
+                     f"throughout",
+              lambda studies: _fisher_verdict([rule_below_kfac(s) for s in studies]),
+              f"per fisher study, for {_names(APPROXIMATIONS)} and each error: the fraction of evaluation points "
+              f"(iteration, layer) where its error < {ref}'s; holds iff every fraction >= THROUGHOUT_FRACTION = "
+              f"{THROUGHOUT_FRACTION:g} on every study", on="fisher"),
+        Claim("F1b", f"Figure 1: {best} the best approximation",
+              lambda studies: _fisher_verdict([rule_deflation_best(s) for s in studies]),
+              f"per fisher study and error: the fraction of points where {best}'s error is the lowest of the "
+              f"{_count(CURVATURE_METHODS)} (within BEST_TIE_RTOL = {BEST_TIE_RTOL:g} relative: "
+              f"{_names(same_optimum, ' and ')} reaches the same optimum); holds iff >= BEST_FRACTION = "
+              f"{BEST_FRACTION:g} for both errors on every study", on="fisher"),
+        Claim("F1c", f"Figure 1: {ref}'s Error 1 peaks near {PEAK_VALUE:g} on MNIST", _peak_on_mnist,
+              f"the peak of {ref}'s Error 1 over the points of the MNIST study covering the most epochs; holds iff "
+              f"|peak / PEAK_VALUE - 1| <= PEAK_TOLERANCE = {PEAK_TOLERANCE:g} (PEAK_VALUE = {PEAK_VALUE:g}); "
+              f"otherwise 'not testable here' when the study covered fewer than PAPER_FISHER_EPOCHS['mnist'] = "
+              f"{PAPER_FISHER_EPOCHS['mnist']} epochs. Error 1 here is the paper's definition, ||F - F^||_F / "
+              f"||F||_F of layer 5's block (relative, so the loss's scale does not enter); the paper's caption does "
+              f"not say which of the two errors peaks at about {PEAK_VALUE:g} -- Error 2's peak is in the numbers",
+              on="fisher"),
+        Claim("F2a", f"Figure 2: all {_count(CURVATURE_METHODS)} curvature methods faster than "
+                     f"{_names(BASELINES, ' and ')} per epoch",
+              partial(rule_faster_than_baselines, per="epoch"),
+              f"on each problem, for each of {_names(CURVATURE_METHODS)}: R = loss_m(e) / min({min_baselines}) at "
+              f"the matched epochs; holds on the problem iff every R <= 1 - FASTER_MARGIN = {1 - FASTER_MARGIN:g} "
+              f"(FASTER_MARGIN = {FASTER_MARGIN:g}); {MATCHED}"),
+        Claim("F2b", f"Figure 2: all {_count(CURVATURE_METHODS)} curvature methods faster than "
+                     f"{_names(BASELINES, ' and ')} per second",
+              partial(rule_faster_than_baselines, per="time"),
+              f"as F2a at the matched times (T = the smallest total training time of the method, "
+              f"{_names(BASELINES, ' and ')}): every R <= 1 - FASTER_MARGIN = {1 - FASTER_MARGIN:g}; "
+              f"{MATCHED}{TIME_NOTE}"),
+        Claim("F2c", f"Figure 2: {ref} ≈ {_names(SAME_AS_REFERENCE, ' and ')}", rule_same_as_kfac,
+              f"|loss_{same} / loss_{ref} - 1| <= SAME_TOLERANCE = {SAME_TOLERANCE:g} at every matched epoch (the "
+              f"per-second ratios are reported, not judged); {MATCHED}"),
+        Claim("F2d", f"Figure 2: {_names(HIGH_RANK, ' and ')} much faster than {ref} per epoch",
+              partial(rule_much_faster_than_kfac, per="epoch"),
+              f"loss_m / loss_{ref} <= MUCH_FASTER_RATIO = {MUCH_FASTER_RATIO:g} at every matched epoch, for each "
+              f"of {_names(HIGH_RANK)}; {MATCHED}"),
+        Claim("F2e", f"Figure 2: {_names(HIGH_RANK, ' and ')} much faster than {ref} per second",
+              partial(rule_much_faster_than_kfac, per="time"),
+              f"as F2d at the matched times: loss_m / loss_{ref} <= MUCH_FASTER_RATIO = {MUCH_FASTER_RATIO:g}; "
+              f"{MATCHED}{TIME_NOTE}"),
+        Claim("T1", f"Table 1: the {_count(APPROXIMATIONS)} approximations cost the same order as {ref}",
+              rule_same_order_cost,
+              f"seconds per epoch (median over the seeds of the best configuration; cumulative training time at "
+              f"the last epoch / epochs) of {_names(APPROXIMATIONS)} over {ref}'s, same results folder and problem: "
+              f"every ratio <= SAME_ORDER_FACTOR = {SAME_ORDER_FACTOR:g}{TIME_NOTE}; `kfac-bench bench` measures "
+              f"the per-step cost of each approximation in isolation"),
+        Claim("C1", "Conclusion: higher Kronecker rank, better optimisation", rule_higher_rank_better,
+              f"the best rank-2 method ({_names(HIGH_RANK)}) vs the best rank-1 method ({_names(RANK_ONE)}), the "
+              f"best = the lowest loss at E: loss ratio <= 1 - FASTER_MARGIN = {1 - FASTER_MARGIN:g} at every "
+              f"matched epoch on every problem; ranks from kfac_bench.registry; ranks > 2 (if run) reported: does "
+              f"the loss decrease with rank; {MATCHED}"),
+    )
 
 
 def claims_table(folders: Iterable[str | Path], problems: list[Problem] | None = None,
@@ -652,77 +777,13 @@ def claims_table(folders: Iterable[str | Path], problems: list[Problem] | None =
     folders = [str(f) for f in folders]
     problems = collect_problems(folders) if problems is None else problems
     studies = collect_fisher_studies(folders) if studies is None else studies
+    sources = {"fisher": _source(folders, [], studies), "runs": _source(folders, problems)}
     rows = []
-
-    def add(cid, claim, verdict_numbers, rule, source):
-        verdict, numbers = verdict_numbers
-        rows.append({"id": cid, "claim": claim, "problem": ALL_PROBLEMS, "setting": "fisher study",
-                     "verdict": verdict, "budget": "", "published_at_budget": NOT_PUBLISHED,
-                     "published_full": NOT_PUBLISHED, "key_number": "", "numbers": numbers,
-                     "published_numbers": "", "rule": rule, "source": source})
-
-    def judged(cid, claim, rule_fn, rule, source):
-        rows.extend(judge(cid, claim, problems, rule_fn, rule, source))
-
-    fisher_source = _source(folders, [], studies)
-    add("F1a", "Figure 1: all four approximations below KFAC on Error 1 and Error 2 throughout",
-        _fisher_verdict([rule_below_kfac(s) for s in studies]),
-        f"per fisher study, for KPSVD, Deflation, Lanczos, KFAC-corrected and each error: the fraction of "
-        f"evaluation points (iteration, layer) where its error < KFAC's; holds iff every fraction >= "
-        f"THROUGHOUT_FRACTION = {THROUGHOUT_FRACTION:g} on every study", fisher_source)
-    add("F1b", "Figure 1: Deflation the best approximation",
-        _fisher_verdict([rule_deflation_best(s) for s in studies]),
-        f"per fisher study and error: the fraction of points where Deflation's error is the lowest of the five "
-        f"(within BEST_TIE_RTOL = {BEST_TIE_RTOL:g} relative: Lanczos reaches the same optimum); holds iff >= "
-        f"BEST_FRACTION = {BEST_FRACTION:g} for both errors on every study", fisher_source)
-    mnist = [s for s in studies if s.dataset == "mnist"]
-    if mnist:
-        longest = max(mnist, key=lambda s: (s.epochs if s.epochs == s.epochs else -1, s.table["iteration"].nunique()))
-        verdict, numbers = rule_kfac_peak(longest)
-        others = [rule_kfac_peak(s)[1] for s in mnist if s is not longest]
-        peak = (verdict, numbers + (" || other MNIST studies: " + "; ".join(others) if others else ""))
-    else:
-        peak = (NOT_MEASURED, f"no MNIST fisher study: produced by {PRODUCED_BY['fisher'].replace('<d>', 'mnist')} "
-                              f"(the paper's: trainer.epochs=26 fisher.every=1)")
-    add("F1c", "Figure 1: KFAC's Error 1 peaks near 6.5 on MNIST", peak,
-        f"the peak of KFAC's Error 1 over the points of the MNIST study covering the most epochs; holds iff "
-        f"|peak / PEAK_VALUE - 1| <= PEAK_TOLERANCE = {PEAK_TOLERANCE:g} (PEAK_VALUE = {PEAK_VALUE:g}); "
-        f"otherwise 'not testable here' when the study covered fewer than PAPER_FISHER_EPOCHS['mnist'] = "
-        f"{PAPER_FISHER_EPOCHS['mnist']} epochs. Error 1 here is the paper's definition, ||F - F^||_F / ||F||_F "
-        f"of layer 5's block (relative, so the loss's scale does not enter); the paper's caption does not say "
-        f"which of the two errors peaks at about 6.5 -- Error 2's peak is in the numbers", fisher_source)
-
-    run_source = _source(folders, problems)
-    judged("F2a", "Figure 2: all five curvature methods faster than SGD and Adam per epoch",
-        lambda p: rule_faster_than_baselines(p, "epoch"),
-        f"on each problem, for each of KFAC, KPSVD, Deflation, Lanczos, KFAC-corrected: R = loss_m(e) / "
-        f"min(loss_SGD(e), loss_Adam(e)) at the matched epochs; holds on the problem iff every R <= 1 - "
-        f"FASTER_MARGIN = {1 - FASTER_MARGIN:g} (FASTER_MARGIN = {FASTER_MARGIN:g}); {MATCHED}", run_source)
-    judged("F2b", "Figure 2: all five curvature methods faster than SGD and Adam per second",
-        lambda p: rule_faster_than_baselines(p, "time"),
-        f"as F2a at the matched times (T = the smallest total training time of the method, SGD and Adam): every "
-        f"R <= 1 - FASTER_MARGIN = {1 - FASTER_MARGIN:g}; {MATCHED}{TIME_NOTE}", run_source)
-    judged("F2c", "Figure 2: KFAC ≈ KPSVD", rule_same_as_kfac,
-        f"|loss_KPSVD / loss_KFAC - 1| <= SAME_TOLERANCE = {SAME_TOLERANCE:g} at every matched epoch (the "
-        f"per-second ratios are reported, not judged); {MATCHED}", run_source)
-    judged("F2d", "Figure 2: Deflation, Lanczos and KFAC-corrected much faster than KFAC per epoch",
-        lambda p: rule_much_faster_than_kfac(p, "epoch"),
-        f"loss_m / loss_KFAC <= MUCH_FASTER_RATIO = {MUCH_FASTER_RATIO:g} at every matched epoch, for each of "
-        f"Deflation, Lanczos, KFAC-corrected; {MATCHED}", run_source)
-    judged("F2e", "Figure 2: Deflation, Lanczos and KFAC-corrected much faster than KFAC per second",
-        lambda p: rule_much_faster_than_kfac(p, "time"),
-        f"as F2d at the matched times: loss_m / loss_KFAC <= MUCH_FASTER_RATIO = {MUCH_FASTER_RATIO:g}; "
-        f"{MATCHED}{TIME_NOTE}", run_source)
-    judged("T1", "Table 1: the four approximations cost the same order as KFAC", rule_same_order_cost,
-        f"seconds per epoch (median over the seeds of the best configuration; cumulative training time at the "
-        f"last epoch / epochs) of KPSVD, Deflation, Lanczos, KFAC-corrected over KFAC's, same results folder "
-        f"and problem: every ratio <= SAME_ORDER_FACTOR = {SAME_ORDER_FACTOR:g}{TIME_NOTE}; `kfac-bench bench` "
-        f"measures the per-step cost of each approximation in isolation", run_source)
-    judged("C1", "Conclusion: higher Kronecker rank, better optimisation", rule_higher_rank_better,
-        f"the best rank-2 method (Deflation, Lanczos, KFAC-corrected) vs the best rank-1 method (KFAC, KPSVD), "
-        f"the best = the lowest loss at E: loss ratio <= 1 - FASTER_MARGIN = {1 - FASTER_MARGIN:g} at every "
-        f"matched epoch on every problem; ranks from kfac_bench.registry; "
-        f"ranks > 2 (if run) reported: does the loss decrease with rank; {MATCHED}", run_source)
+    for claim in paper_claims():
+        if claim.on == "fisher":
+            rows.append(_fisher_row(claim, *claim.rule(studies), sources["fisher"]))
+        else:
+            rows.extend(judge(claim.id, claim.text, problems, claim.rule, claim.description, sources["runs"]))
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
 
 
@@ -747,6 +808,14 @@ def decisive_budget(problem: Problem, rule_fn) -> tuple[Problem, Outcome]:
         if published.holds:
             return cut, published
     return problem, at_budget
+
+
+def _fisher_row(claim: Claim, verdict: str, numbers: str, source: str) -> dict:
+    """The one row of a Figure 1 claim (the paper publishes Figure 1 as a picture: nothing to compare)."""
+    return {"id": claim.id, "claim": claim.text, "problem": ALL_PROBLEMS, "setting": "fisher study",
+            "verdict": verdict, "budget": "", "published_at_budget": NOT_PUBLISHED, "published_full": NOT_PUBLISHED,
+            "key_number": "", "numbers": numbers, "published_numbers": "", "rule": claim.description,
+            "source": source}
 
 
 AUTHORS_NAME = "authors' code"
@@ -803,22 +872,23 @@ def _short(label: str) -> str:
 def claims_summary_markdown(table: pd.DataFrame) -> str:
     """One row per claim: the verdict under the specification and the authors' code, what the paper's own
     curves show at our budgets, one key number per problem (the README's verdict block)."""
-    lines = ["| id | claim | specification | authors' code | paper's own curves at our budget | key number (spec.) |",
-             "|---|---|---|---|---|---|"]
-    for cid, group in table.groupby("id", sort=False):
-        claim = group["claim"].iloc[0]
-        if (group["setting"] == "fisher study").all():
-            verdict = group["verdict"].iloc[0]
-            lines.append(f"| {cid} | {_cell(claim)} | {verdict} | – | not published (Figure 1 is a picture) | – |")
-            continue
-        spec = group[(group["setting"] == "specification") & (group["problem"] != ALL_PROBLEMS)]
-        shown = (spec["published_at_budget"] == HOLDS).sum()
-        paper = f"holds on {shown} of {len(spec)} problems" if len(spec) else "–"
-        keys = "; ".join(f"{_short(r['problem'])} {r['budget'].split(' ')[0]} ep.: {r['key_number']}"
-                         for _, r in spec.iterrows() if r["key_number"])
-        lines.append(f"| {cid} | {_cell(claim)} | {_overall(table, cid, 'specification')} | "
-                     f"{_overall(table, cid, AUTHORS_NAME)} | {paper} | {_cell(keys or '–')} |")
-    return "\n".join(lines + ["", "\\* generated stand-in data (docs/data.md)"])
+    header = ["id", "claim", "specification", "authors' code", "paper's own curves at our budget", "key number (spec.)"]
+    rows = [_summary_cells(table, cid, group) for cid, group in table.groupby("id", sort=False)]
+    return "\n".join([markdown_table(header, rows), "", "\\* generated stand-in data (docs/data.md)"])
+
+
+def _summary_cells(table: pd.DataFrame, cid: str, group: pd.DataFrame) -> list[str]:
+    """A claim's row of the summary: its overall verdicts, the paper's curves, a key number per problem."""
+    claim = group["claim"].iloc[0]
+    if (group["setting"] == "fisher study").all():
+        return [cid, _cell(claim), group["verdict"].iloc[0], "–", "not published (Figure 1 is a picture)", "–"]
+    spec = group[(group["setting"] == "specification") & (group["problem"] != ALL_PROBLEMS)]
+    shown = (spec["published_at_budget"] == HOLDS).sum()
+    paper = f"holds on {shown} of {len(spec)} problems" if len(spec) else "–"
+    keys = "; ".join(f"{_short(r['problem'])} {r['budget'].split(' ')[0]} ep.: {r['key_number']}"
+                     for _, r in spec.iterrows() if r["key_number"])
+    return [cid, _cell(claim), _overall(table, cid, "specification"), _overall(table, cid, AUTHORS_NAME), paper,
+            _cell(keys or "–")]
 
 
 def claims_markdown(table: pd.DataFrame, note: str | None = None, heading: str = "# Claims of the paper") -> str:
@@ -831,15 +901,12 @@ def claims_markdown(table: pd.DataFrame, note: str | None = None, heading: str =
               "`kfac_bench/report/claims.py`), judged per problem against the authors' own published curves cut "
               "to the same budget; 'specification' = runs with `authors_code=[]`, 'authors\' code' = "
               "`authors_code=all` (SGD and Adam without `first_order_weight_decay`). The numbers behind every "
-              "row are in claims.csv.", "", claims_summary_markdown(table), "",
-              "| id | problem | setting | verdict | budget | paper's curves at budget | at 200 epochs | key number |",
-              "|---|---|---|---|---|---|---|---|"]
-    for _, r in table.iterrows():
-        if r["problem"] == ALL_PROBLEMS and r["setting"] != "fisher study":
-            continue
-        lines.append("| " + " | ".join(_cell(r[c]) for c in ("id", "problem", "setting", "verdict", "budget",
-                                                              "published_at_budget", "published_full",
-                                                              "key_number")) + " |")
+              "row are in claims.csv.", "", claims_summary_markdown(table), ""]
+    columns = ("id", "problem", "setting", "verdict", "budget", "published_at_budget", "published_full", "key_number")
+    rows = [[_cell(r[c]) for c in columns] for _, r in table.iterrows()
+            if r["problem"] != ALL_PROBLEMS or r["setting"] == "fisher study"]
+    lines.append(markdown_table(["id", "problem", "setting", "verdict", "budget", "paper's curves at budget",
+                                 "at 200 epochs", "key number"], rows))
     lines += ["", "Rules:", ""]
     for cid, group in table.groupby("id", sort=False):
         lines.append(f"- **{cid}** {group['rule'].iloc[0]}")

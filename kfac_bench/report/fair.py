@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from .ablation import SPECIFICATION, setting_class
-from .tables import mean_curve, method_label, method_rank, reach, wrap_title
+from .figures import save_figure
+from .tables import markdown_table, mean_curve, method_label, method_rank, reach, wrap_title
 
 PROFILE_TAU_MAX = 4.0
 FAIR_COLUMNS = ["problem", "dataset", "dataset_source", "method", "setting_class", "seeds", "target_loss",
@@ -89,15 +90,13 @@ def fair_markdown(fair: pd.DataFrame) -> str:
     if fair is None or fair.empty:
         return "\n".join(lines + ["No finished runs.", ""])
     head = ["problem", "method", "setting", "seeds (reaching)", "target", "epochs to target", "seconds to target"]
-    lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * 4) + "|"]
-    for _, r in fair.iterrows():
-        cells = [r["problem"], method_label(r["method"]), r["setting_class"], f"{r['seeds']} ({r['seeds_reaching']})",
-                 _g(r["target_loss"]),
-                 f"{_g(r['epochs_to_target_median'])} [{_g(r['epochs_to_target_min'])}–{_g(r['epochs_to_target_max'])}]",
-                 f"{_g(r['seconds_to_target_median'], 1)} [{_g(r['seconds_to_target_min'], 1)}–"
-                 f"{_g(r['seconds_to_target_max'], 1)}]"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines + [""])
+    rows = [[r["problem"], method_label(r["method"]), r["setting_class"], f"{r['seeds']} ({r['seeds_reaching']})",
+             _g(r["target_loss"]),
+             f"{_g(r['epochs_to_target_median'])} [{_g(r['epochs_to_target_min'])}–{_g(r['epochs_to_target_max'])}]",
+             f"{_g(r['seconds_to_target_median'], 1)} [{_g(r['seconds_to_target_min'], 1)}–"
+             f"{_g(r['seconds_to_target_max'], 1)}]"]
+            for _, r in fair.iterrows()]
+    return "\n".join(lines + [markdown_table(head, rows, right_from=3), ""])
 
 
 def _g(v, digits=None) -> str:
@@ -153,11 +152,4 @@ def plot_performance_profile(fair: pd.DataFrame, out_stem, note: str | None = No
     title = ("Performance profile: time to the common target loss (median over seeds, specification runs; "
              "never reached = ∞)") + (f" · {note}" if note else "")
     fig.suptitle(wrap_title(title, 110), fontsize=10)
-    out_stem = Path(out_stem)
-    out_stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for fmt in formats:
-        path = out_stem.with_name(f"{out_stem.name}.{fmt}")
-        fig.savefig(path, dpi=dpi)
-        paths.append(path)
-    return paths
+    return save_figure(fig, out_stem, formats, dpi)

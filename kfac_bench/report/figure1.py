@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..registry import get_method
+from .figures import save_figure
 from .tables import wrap_title
 
 METHOD_STYLE = {  # order, label (the registry's), colour, marker, line style (Lanczos dashed: it sits on Deflation)
@@ -102,10 +103,4 @@ def plot_figure1(df: pd.DataFrame, out_stem: str | Path, title: str, *, logy: bo
         else:
             ax.set_ylim(bottom=0)
     fig.suptitle(wrap_title(title, 110), fontsize=11)
-    written = []
-    out_stem.parent.mkdir(parents=True, exist_ok=True)
-    for fmt in formats:
-        path = Path(f"{out_stem}.{fmt}")
-        fig.savefig(path, dpi=dpi)
-        written.append(path)
-    return written
+    return save_figure(fig, out_stem, formats, dpi)

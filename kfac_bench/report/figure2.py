@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .figures import save_figure
 from .tables import method_label, method_rank, wrap_title
 
 COLORS = {"sgd": "#7f7f7f", "adam": "#bcbd22", "kfac": "#1f77b4", "kpsvd": "#2ca02c", "deflation": "#d62728",
@@ -101,14 +102,7 @@ def plot_figure2(rows: list[tuple[str, dict[str, pd.DataFrame]]], out_stem: str 
     :func:`kfac_bench.report.tables.mean_curve`); ``references``: None (no overlay) or, per row, a
     :class:`kfac_bench.report.reference.ReferenceRow`. Writes ``out_stem.<fmt>``, returns the paths."""
     fig = draw_figure2(rows, title, logy, references)
-    out_stem = Path(out_stem)
-    out_stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for fmt in formats:
-        path = out_stem.with_name(f"{out_stem.name}.{fmt}")
-        fig.savefig(path, dpi=dpi)
-        paths.append(path)
-    return paths
+    return save_figure(fig, out_stem, formats, dpi)
 
 
 def draw_figure2(rows: list[tuple[str, dict[str, pd.DataFrame]]], title: str, logy: bool = True,

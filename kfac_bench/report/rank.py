@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..registry import method_label
+from .figures import save_figure
 from .tables import wrap_title
 
 REQUIRED = ["layer", "rank", "error_frobenius", "error_spectrum"]
@@ -95,14 +96,7 @@ def plot_error_vs_rank(rank_df: pd.DataFrame, out_stem: str | Path, title: str, 
             ax3.grid(True, alpha=0.3)
             ax3.legend(fontsize=8)
     fig.suptitle(wrap_title(title, 110), fontsize=11)
-    out_stem = Path(out_stem)
-    out_stem.parent.mkdir(parents=True, exist_ok=True)
-    written = []
-    for fmt in formats:
-        path = Path(f"{out_stem}.{fmt}")
-        fig.savefig(path, dpi=dpi)
-        written.append(path)
-    return written
+    return save_figure(fig, out_stem, formats, dpi)
 
 
 def _bench_tables(results_dir: Path) -> pd.DataFrame:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .tables import PAPER_SETTING, dataset_rank, method_label, method_rank
+from .tables import PAPER_SETTING, dataset_rank, markdown_table, method_label, method_rank
 
 MATCH_EPOCHS = (1, 2, 5, 10, 20, 50, 100, 200)
 # (our column in mean_curve, the authors' column, what both are)
@@ -152,12 +152,11 @@ def comparison_markdown(comparison: pd.DataFrame, headings: dict[str, str], sett
                                                   QUANTITIES[0][2]),
                                                  ("ours_val_loss", "authors_val_loss", "val_ratio", QUANTITIES[1][2])):
             lines += [f"{title[0].upper()}{title[1:]}:", ""]
-            lines += ["| Method | " + " | ".join(f"epoch {e}" for e in epochs) + " |",
-                      "|---|" + "---:|" * len(epochs)]
+            rows = []
             for method, m in group.groupby("method", sort=False):
                 by_epoch = m.set_index("epoch")
-                cells = [_cell(by_epoch.at[e, our_col], by_epoch.at[e, their_col], by_epoch.at[e, ratio])
-                         if e in by_epoch.index else "–" for e in epochs]
-                lines.append(f"| {method_label(method)} | " + " | ".join(cells) + " |")
-            lines.append("")
+                rows.append([method_label(method)] + [
+                    _cell(by_epoch.at[e, our_col], by_epoch.at[e, their_col], by_epoch.at[e, ratio])
+                    if e in by_epoch.index else "–" for e in epochs])
+            lines += [markdown_table(["Method", *(f"epoch {e}" for e in epochs)], rows, right_from=1), ""]
     return "\n".join(lines)

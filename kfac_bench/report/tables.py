@@ -231,20 +231,29 @@ def to_markdown(table: pd.DataFrame, headings: dict[str, str], note: str | None 
             "final train loss", "final val loss", "time (s)", "target", "epochs to target", "s to target"]
     for setting, group in table.groupby("setting", sort=False):
         lines += [f"## {headings.get(setting, group['problem'].iloc[0])}", ""]
-        lines += ["| " + " | ".join(cols) + " |", "|" + "|".join(["---"] + ["---:"] * (len(cols) - 1)) + "|"]
-        for _, r in group.iterrows():
-            name = r["method_label"] + (f" ({r['other_varied']})" if r["other_varied"] else "")
-            cells = [name, _fmt(r["lr"]), _fmt(r["damping"]), _fmt(r["kl_clip"]), _fmt(r["configs_tried"], "int"),
-                     f"{r['runs_ok']} / {r['runs_diverged']} / {r['runs_failed']} / {r['runs_incomplete']}",
-                     _fmt(r["seeds"], "int"),
-                     _fmt(r["final_train_loss"], "loss") + (f" ± {r['final_train_loss_std']:.2g}"
-                                                            if r["seeds"] > 1 else ""),
-                     _fmt(r["final_val_loss"], "loss"), _fmt(r["total_time_s"], "time"),
-                     _fmt(r["target_loss"], "loss"), _fmt(r["epochs_to_target"], "int"),
-                     _fmt(r["seconds_to_target"], "time")]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += [markdown_table(cols, [_summary_cells(r) for _, r in group.iterrows()], right_from=1), ""]
     return "\n".join(lines)
+
+
+def _summary_cells(r) -> list[str]:
+    """One method's row of a problem's summary table."""
+    name = r["method_label"] + (f" ({r['other_varied']})" if r["other_varied"] else "")
+    return [name, _fmt(r["lr"]), _fmt(r["damping"]), _fmt(r["kl_clip"]), _fmt(r["configs_tried"], "int"),
+            f"{r['runs_ok']} / {r['runs_diverged']} / {r['runs_failed']} / {r['runs_incomplete']}",
+            _fmt(r["seeds"], "int"),
+            _fmt(r["final_train_loss"], "loss") + (f" ± {r['final_train_loss_std']:.2g}" if r["seeds"] > 1 else ""),
+            _fmt(r["final_val_loss"], "loss"), _fmt(r["total_time_s"], "time"),
+            _fmt(r["target_loss"], "loss"), _fmt(r["epochs_to_target"], "int"),
+            _fmt(r["seconds_to_target"], "time")]
+
+
+def markdown_table(header: list[str], rows, right_from: int | None = None) -> str:
+    """A Markdown table: the header, the rule (columns from ``right_from`` on right-aligned -- the
+    numbers; None: every column left-aligned) and one line per row of cells (strings). The one
+    table writer of the report, the bench and the Figure 1 study."""
+    rule = ["---" if right_from is None or i < right_from else "---:" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(rule) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in rows])
 
 
 CSV_COLUMNS = ["dataset", "problem", "dataset_source", "method", "lr", "damping", "kl_clip", "other_varied",
