@@ -531,7 +531,7 @@ def _evaluate_targets(df: pd.DataFrame, targets: dict) -> pd.DataFrame:
     df["lanczos_ok"] = None
     df.loc[kron, "floor_ok"] = df.loc[kron, "floor_ratio"] <= targets["floor_ratio"]
     df.loc[kron, "curvature_ok"] = df.loc[kron, "curvature_share"] < targets["curvature_share"]
-    lz = df["method"] == "lanczos"
+    lz = df["method"] == LANCZOS_VS_DEFLATION[0]
     df.loc[lz, "lanczos_ok"] = df.loc[lz, "lanczos_vs_deflation"].map(
         lambda v: None if pd.isna(v) else bool(v <= 1.0))
     return df
