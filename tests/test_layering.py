@@ -11,7 +11,7 @@ from torch import Tensor
 
 from kfac_bench.curvature import (KFAC, Approximation, CurvatureBlock, CurvatureEstimate, DampedInverse,
                                   EstimationMethod, FittedEstimate, SampledFisherBlock)
-from kfac_bench.curvature.kronecker import unvec, vec
+from kfac_bench.curvature.kronecker import vec
 from kfac_bench.models import build_mlp
 from kfac_bench.optim import KFAC as KFACOptimizer
 from kfac_bench.optim import FirstOrder, KroneckerFactoredOptimizer, StepReport, TrainingOptimizer
