@@ -17,10 +17,14 @@ methods at the paper's batch sizes (the dataset configs' ``batch_size``) and ``T
   ways: ``factors_first`` (the optimizer's first update: batch operator only, cold start),
   ``factors`` (a steady-state update inside the step: the operator ``rho F_old + (1 - rho) F_batch``,
   warm-started) and, on one further steady-state operator, ``factors_warm_refit`` against
-  ``factors_cold`` (the same operator, every solver started from the identity). Per-layer fit and
-  inverse times inside the step come from the optimizer's public timing hook
-  (``add_timing_callback``); the bench asks for an update with ``request_curvature_update()`` and
-  reads the layers' curvature through ``opt.blocks`` -- never an optimizer's private attribute.
+  ``factors_cold`` (the same operator, every solver started from the identity). Every method is
+  driven through the harness's one optimizer interface
+  (:class:`kfac_bench.optim.training.TrainingOptimizer`): each step's report gives its phases and
+  per-layer fit and inverse times (with ``record_timings``) and its fits; the bench asks for an
+  update with ``request_curvature_update()``, reads the layers' curvature estimates through
+  ``curvature_layers()`` and the operator of the next update through ``trial_statistics()`` --
+  never an optimizer's private attribute, and never a branch on the kind of optimizer (a
+  first-order one reports no curvature work and has no curvature layers).
 * **the floor**: the bare matrix products a preconditioning step needs, with the cached inverses'
   own tensors (same shapes, dtype, device) and the layer's real gradient, as each inverse states
   them (``bare_products``): rank-1 methods 2 products per layer ``G^-1 X A^-1``, rank-2 methods 4
@@ -80,14 +84,21 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
+from .bench_common import bench_batches, markdown_table, optimizer_config
 from .configs import config_dir
-from .curvature.stats import collect_statistics, get_likelihood
+from .curvature.stats import get_likelihood
 from .models import build_autoencoder
-from .optim.factory import build_optimizer
+from .optim.factory import build_training_optimizer
+from .optim.training import layer_gradient
 from .registry import first_order_method_names, get_method, method_names
 from .utils import atomic_write_text, git_commit, select_device, synchronize
 
 log = logging.getLogger("kfac_bench.bench")
+
+# The subjects of the bench's comparisons (what its columns are ratios to), not of how a method is driven:
+BASELINE = "sgd"                             # ratio_sgd; always benched
+REFERENCE = "kfac"                           # ratio_kfac, when benched
+LANCZOS_VS_DEFLATION = ("lanczos", "deflation")   # issue 6's target: Lanczos no slower than Deflation
 
 DEFAULTS: dict = {
     "datasets": ["curves", "mnist", "faces"],
@@ -143,9 +154,9 @@ def _bench_settings(cfg: dict) -> dict:
             raise ValueError(f"bench.methods: unknown method {m!r}; choose among {known} (or all)")
     if len(set(methods)) != len(methods):
         raise ValueError(f"bench.methods lists a method twice: {methods}")
-    if "sgd" not in methods:
-        log.info("bench: adding sgd, the baseline of every ratio")
-        methods.insert(0, "sgd")
+    if BASELINE not in methods:
+        log.info("bench: adding %s, the baseline of every ratio", BASELINE)
+        methods.insert(0, BASELINE)
     bench["methods"] = methods
     ranks = bench["ranks"]
     if ranks is not None:
@@ -195,24 +206,6 @@ def _bench_entries(bench: dict) -> list[tuple[str, int | None]]:
         variable = get_method(m).rank_option is not None
         entries += [(m, r) for r in bench["ranks"]] if variable and bench["ranks"] else [(m, None)]
     return entries
-
-
-def _optimizer_config(method: str, bench: dict, rank: int | None = None) -> dict:
-    """conf/optimizer/<method>.yaml with the bench's lr, damping, T1, T2, rank and overrides."""
-    path = config_dir() / "optimizer" / f"{method}.yaml"
-    entry = get_method(method)
-    node = OmegaConf.load(path) if path.is_file() else OmegaConf.create({"name": method})
-    node.lr = bench["lr"]
-    if entry.is_curvature:
-        node.damping = bench["damping"]
-        node.T1, node.T2 = bench["T1"], bench["T2"]
-    for k, v in (bench["optimizer_overrides"] or {}).get(method, {}).items():
-        node[k] = v
-    if rank is not None:
-        node[entry.rank_option] = rank
-    if "tuned" in node:
-        del node["tuned"]
-    return OmegaConf.to_container(node, resolve=True)
 
 
 # ------------------------------------------------------------------------------------ timing
@@ -276,21 +269,18 @@ def _iters_text(iterations: dict | None) -> str:
 
 # ------------------------------------------------------------------------------ one method
 class _Method:
-    """One method's model, optimizer and measurements on one dataset."""
+    """One method's model, optimizer and measurements on one dataset. The optimizer is driven
+    through the harness's interface (:class:`kfac_bench.optim.training.TrainingOptimizer`), alike
+    for every method: a first-order one reports no curvature work and has no curvature layers, so
+    its curvature measurements stay empty."""
 
     def __init__(self, name: str, ds: dict, bench: dict, device, seed: int, rank: int | None = None):
         self.name = name
-        entry = get_method(name)
-        config = _optimizer_config(name, bench, rank)
-        self.rank = entry.rank_of(config)
+        config = optimizer_config(name, bench, rank)
+        self.rank = get_method(name).rank_of(config)
         self.likelihood = get_likelihood(ds["likelihood"])
         self.model = build_autoencoder(ds, seed).to(device)
-        self.opt = build_optimizer(config, self.model, self.likelihood.name, seed, record_timings=True)
-        self.kron = entry.is_curvature
-        # per-layer fit / inverse seconds of the step under way, from the optimizer's timing hook
-        self.layer_times: dict[str, dict[int, float]] = {"fit": {}, "layer_inverse": {}}
-        if self.kron:
-            self.opt.add_timing_callback(self.on_timing)
+        self.opt = build_training_optimizer(config, self.model, self.likelihood.name, seed, record_timings=True)
         self.steps: list[dict] = []             # per timed step: total and phase seconds
         self.updates: list[dict] = []           # per curvature update: per-layer fit/inverse seconds
         self.solve: dict[int, list[float]] = {}  # layer -> seconds per solve (tight loop)
@@ -302,40 +292,26 @@ class _Method:
         return self.name if self.rank is None or get_method(self.name).rank_option is None \
             else f"{self.name}[{self.rank}]"
 
-    def on_timing(self, phase: str, layer: int | None, seconds: float) -> None:
-        if layer is not None and phase in self.layer_times:
-            self.layer_times[phase][layer] = seconds
-
     def force_update(self) -> None:
         """Make the next step a statistics + inverse update, through the optimizer's public request."""
-        if self.kron:
-            self.opt.request_curvature_update()
+        self.opt.request_curvature_update()
 
     # -- a training step ------------------------------------------------------------------
     def step(self, x, sync, slot) -> None:
         opt = self.opt
-        before = dict(opt.timer.totals) if self.kron else {}
-        self.layer_times = {"fit": {}, "layer_inverse": {}}
         sync()
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss = self.likelihood.batch_loss(self.model(x), x)
         loss.backward()
-        if self.kron:
-            opt.step(targets=x)
-        else:
-            opt.step()
+        report = opt.train_step(targets=x)
         sync()
-        total = time.perf_counter() - t0
-        rec = {"fit": self.layer_times["fit"], "inverse": self.layer_times["layer_inverse"]}
-        record = {"total": total, "slot": slot}
-        if self.kron:
-            record.update({k: v - before.get(k, 0.0) for k, v in opt.timer.totals.items()
-                           if k not in before or v > before[k]})
+        record = {"total": time.perf_counter() - t0, "slot": slot, **report.phases}
         if "statistics" in record:
             record["first"] = not self.updates
-            self.updates.append({"first": record["first"], "fit": rec["fit"], "inverse": rec["inverse"],
-                                 "iterations": [dict(f.iterations) for f in opt.last_fit]})
+            self.updates.append({"first": record["first"], "fit": report.layer_phases.get("fit", {}),
+                                 "inverse": report.layer_phases.get("layer_inverse", {}),
+                                 "iterations": [dict(f.iterations) for f in report.fits]})
         if not math.isfinite(float(loss.detach())):
             raise ValueError(f"{self.name}: non-finite training loss during the bench; "
                              f"lower bench.lr or raise bench.damping")
@@ -343,9 +319,10 @@ class _Method:
 
     # -- preconditioning: tight-loop solves and their bare products ---------------------------
     def _layer_inputs(self):
-        """(layer index, cached inverse, the layer's gradient [W | b]) of every preconditioned layer."""
-        for i, (layer, block) in enumerate(zip(self.opt.layers, self.opt.blocks)):
-            x = self.opt.layer_gradient(layer)
+        """(layer index, its curvature estimate, the layer's gradient [W | b]) of every layer with
+        an inverse (none for a first-order method)."""
+        for i, (layer, block) in enumerate(self.opt.curvature_layers()):
+            x = layer_gradient(layer)
             if block.inverse is None or x is None:
                 continue
             yield i, block, x
@@ -353,7 +330,7 @@ class _Method:
     def time_bare(self, sync, target_s: float) -> None:
         """Right after a step: the bare products of that step's preconditioning, per layer, with the
         step's own gradients -- paired with the step's ``precondition`` phase."""
-        if not self.kron or "precondition" not in self.steps[-1]:
+        if "precondition" not in self.steps[-1]:
             return
         total = 0.0
         for i, block, x in self._layer_inputs():
@@ -364,8 +341,6 @@ class _Method:
 
     def time_solves(self, sync, target_s: float) -> None:
         """The optimizer's own ``inverse.solve`` per layer in a tight loop (once per round)."""
-        if not self.kron:
-            return
         for i, block, x in self._layer_inputs():
             self.solve.setdefault(i, []).append(_time_call(lambda: block.solve(x), sync, target_s))
 
@@ -373,14 +348,9 @@ class _Method:
     def refit_factors(self, x, sync, seed: int) -> None:
         """The operator of the optimizer's next update (``rho F_old_hat + (1 - rho) F_batch``),
         solved warm (the optimizer's stored vectors) and cold (``warm={}``); state untouched."""
-        if not self.kron:
-            return
-        opt = self.opt
         gen = torch.Generator(device=x.device).manual_seed(seed + 7)
-        blocks = collect_statistics(self.model, opt.layers, x, opt.likelihood, gen, None, opt.reduction)
         self.refit = []
-        for curvature, batch in zip(opt.blocks, blocks):
-            rho = opt.averaging_weight(curvature.updates + 1)
+        for curvature, batch, rho in self.opt.trial_statistics(x, gen):
             row = {}
             for kind in ("warm", "cold"):
                 sync()
@@ -396,14 +366,31 @@ class _Method:
         updates = [s for s in self.steps if _is_update(s)]
         out = {"regular_step_ms": 1e3 * _median(regular), "timed_steps": len(self.steps),
                "update_steps": len(updates)}
-        if not self.kron:
+        if not updates:   # no curvature: the step is the regular step
             out["step_ms"] = out["regular_step_ms"]
             return out
+        out.update(self._factor_summary(updates))
         ms = lambda xs: 1e3 * _median(xs)  # noqa: E731
         out["update_step_ms"] = ms([s["total"] for s in updates])
         out["stats_ms"] = ms([s["statistics"] for s in updates if "statistics" in s])
         out["inverse_ms"] = ms([s["inverse"] for s in updates if "inverse" in s])
         out["precondition_ms"] = ms([s.get("precondition") for s in self.steps])
+        curvature = out["stats_ms"] / T1 + out["factors_ms"] / T1 + out["inverse_ms"] / T2
+        out["curvature_amortised_ms"] = curvature
+        out["step_ms"] = out["regular_step_ms"] + curvature
+        out["curvature_share"] = curvature / out["step_ms"]
+        solve = [_median(v) for v in self.solve.values()]
+        bare = [_median(v) for v in self.bare.values()]
+        out["solve_ms"] = 1e3 * sum(solve) if solve else float("nan")
+        out["bare_ms"] = 1e3 * sum(bare) if bare else float("nan")
+        paired = [st["precondition"] / st["bare"] for st in self.steps if st.get("bare")]
+        out["floor_ratio"] = _median(paired)
+        return out
+
+    def _factor_summary(self, updates: list[dict]) -> dict:
+        """Factor estimation: the first update, steady-state updates inside the step (the real
+        thing), the warm and cold refits; ``factors_ms`` from the best of those available."""
+        out = {}
         first = [s for s in updates if s.get("first")]
         later = [s for s in updates if not s.get("first") and "factors" in s]
         out["factors_first_ms"] = 1e3 * first[0]["factors"] if first else float("nan")
@@ -417,7 +404,7 @@ class _Method:
             out["factors_cold_ms"] = 1e3 * sum(r["cold"][0] for r in self.refit)
             out["iters_cold"] = sum(_iters_total(r["cold"][1]) for r in self.refit)
         if later:  # steady-state updates inside the step: the real thing
-            out["factors_ms"], out["factors_source"] = ms([s["factors"] for s in later]), "step"
+            out["factors_ms"], out["factors_source"] = 1e3 * _median([s["factors"] for s in later]), "step"
             out["iters"] = _median([sum(_iters_total(it) for it in u["iterations"]) for u in later_u])
         elif self.refit:
             out["factors_ms"], out["factors_source"] = out["factors_warm_refit_ms"], "refit"
@@ -425,50 +412,40 @@ class _Method:
         else:
             out["factors_ms"], out["factors_source"] = out["factors_first_ms"], "first"
             out["iters"] = out.get("iters_first", float("nan"))
-        curvature = out["stats_ms"] / T1 + out["factors_ms"] / T1 + out["inverse_ms"] / T2
-        out["curvature_amortised_ms"] = curvature
-        out["step_ms"] = out["regular_step_ms"] + curvature
-        out["curvature_share"] = curvature / out["step_ms"]
-        solve = [_median(v) for v in self.solve.values()]
-        bare = [_median(v) for v in self.bare.values()]
-        out["solve_ms"] = 1e3 * sum(solve) if solve else float("nan")
-        out["bare_ms"] = 1e3 * sum(bare) if bare else float("nan")
-        paired = [st["precondition"] / st["bare"] for st in self.steps if st.get("bare")]
-        out["floor_ratio"] = _median(paired)
         return out
 
     def layer_rows(self) -> list[dict]:
-        if not self.kron:
-            return []
-        rows = []
+        """One row per curvature layer (none for a first-order method)."""
         first = next((u for u in self.updates if u["first"]), None)
         later = [u for u in self.updates if not u["first"]]
         inverse_times: dict[int, list[float]] = {}
         for u in self.updates:
             for i, t in u["inverse"].items():
                 inverse_times.setdefault(i, []).append(t)
-        for i, layer in enumerate(self.opt.layers):
-            row = {"method": self.name, "layer": i, "d_out": layer.out_features,
-                   "d_in_plus_1": layer.in_features + (layer.bias is not None), "rank": self.opt.blocks[i].rank}
-            if first is not None and i in first["fit"]:
-                row["factors_first_ms"] = 1e3 * first["fit"][i]
-                row["iters_first"] = _iters_text(first["iterations"][i])
-            steady = [u for u in later if i in u["fit"]]
-            if steady:
-                row["factors_ms"] = 1e3 * _median([u["fit"][i] for u in steady])
-                row["iters"] = _iters_text(steady[-1]["iterations"][i])
-            if i < len(self.refit):
-                r = self.refit[i]
-                row["factors_warm_refit_ms"], row["iters_warm_refit"] = 1e3 * r["warm"][0], _iters_text(r["warm"][1])
-                row["factors_cold_ms"], row["iters_cold"] = 1e3 * r["cold"][0], _iters_text(r["cold"][1])
-            if i in inverse_times:
-                row["inverse_ms"] = 1e3 * _median(inverse_times[i])
-            if i in self.solve:
-                row["solve_ms"] = 1e3 * _median(self.solve[i])
-                row["bare_ms"] = 1e3 * _median(self.bare[i])
-                row["solve_over_bare"] = row["solve_ms"] / row["bare_ms"]
-            rows.append(row)
-        return rows
+        return [self._layer_row(i, layer, block, first, later, inverse_times)
+                for i, (layer, block) in enumerate(self.opt.curvature_layers())]
+
+    def _layer_row(self, i, layer, block, first, later, inverse_times) -> dict:
+        row = {"method": self.name, "layer": i, "d_out": layer.out_features,
+               "d_in_plus_1": layer.in_features + (layer.bias is not None), "rank": block.rank}
+        if first is not None and i in first["fit"]:
+            row["factors_first_ms"] = 1e3 * first["fit"][i]
+            row["iters_first"] = _iters_text(first["iterations"][i])
+        steady = [u for u in later if i in u["fit"]]
+        if steady:
+            row["factors_ms"] = 1e3 * _median([u["fit"][i] for u in steady])
+            row["iters"] = _iters_text(steady[-1]["iterations"][i])
+        if i < len(self.refit):
+            r = self.refit[i]
+            row["factors_warm_refit_ms"], row["iters_warm_refit"] = 1e3 * r["warm"][0], _iters_text(r["warm"][1])
+            row["factors_cold_ms"], row["iters_cold"] = 1e3 * r["cold"][0], _iters_text(r["cold"][1])
+        if i in inverse_times:
+            row["inverse_ms"] = 1e3 * _median(inverse_times[i])
+        if i in self.solve:
+            row["solve_ms"] = 1e3 * _median(self.solve[i])
+            row["bare_ms"] = 1e3 * _median(self.bare[i])
+            row["solve_over_bare"] = row["solve_ms"] / row["bare_ms"]
+        return row
 
 
 def _is_update(step: dict) -> bool:
@@ -476,25 +453,10 @@ def _is_update(step: dict) -> bool:
 
 
 # ------------------------------------------------------------------------------ one dataset
-def _batches(ds: dict, bench: dict, data_dir, device, seed: int) -> tuple[list[torch.Tensor], str]:
-    bs, d = int(ds["batch_size"]), int(ds["layers"][0])
-    n = int(bench["n_batches"])
-    if bench["data"] == "dataset":
-        from .data import load_dataset
-        splits = load_dataset(ds, data_dir, device=device, log=log.info)
-        train = splits.train
-        if train.shape[0] < bs:
-            raise ValueError(f"{ds['name']}: {train.shape[0]} training images, fewer than one batch of {bs}")
-        n = max(1, min(n, train.shape[0] // bs))
-        return [train[i * bs:(i + 1) * bs].contiguous() for i in range(n)], f"dataset ({splits.source})"
-    gen = torch.Generator().manual_seed(seed + 1)
-    return [torch.rand(bs, d, generator=gen).to(device) for _ in range(n)], "random U[0,1]"
-
-
 def _bench_dataset(ds: dict, bench: dict, cfg: dict, device) -> tuple[list[dict], list[dict]]:
     seed = int(cfg.get("seed", 0))
     sync = _syncer(device)
-    batches, data_label = _batches(ds, bench, cfg.get("data_dir", "data"), device, seed)
+    batches, data_label = bench_batches(ds, bench, cfg.get("data_dir", "data"), device, seed)
     methods = [_Method(m, ds, bench, device, seed, rank) for m, rank in _bench_entries(bench)]
     target_s = float(bench["product_target_ms"]) / 1e3
     # Warm-up, untimed: one forward/backward of every model (allocator, autograd), no update.
@@ -524,7 +486,7 @@ def _bench_dataset(ds: dict, bench: dict, cfg: dict, device) -> tuple[list[dict]
         log.info("bench %s: round %d/%d done (%.0f s)", ds["name"], r + 1, rounds, time.perf_counter() - t_start)
     T1, T2 = int(bench["T1"]), int(bench["T2"])
     rows, layer_rows = [], []
-    sgd = next(m for m in methods if m.name == "sgd")
+    sgd = next(m for m in methods if m.name == BASELINE)
     sgd_slot = {st["slot"]: st["total"] for st in sgd.steps}
     sgd_ms = 1e3 * _median(list(sgd_slot.values()))
     for m in methods:
@@ -538,15 +500,13 @@ def _bench_dataset(ds: dict, bench: dict, cfg: dict, device) -> tuple[list[dict]
                      "data": data_label, "device": str(device), **s})
         for lr_ in m.layer_rows():
             layer_rows.append({"dataset": ds["name"], **lr_})
-        if m.kron:
-            m.opt.remove_timing_callback(m.on_timing)
-            m.opt.close()
+        m.opt.close()
     by_name = {m.key: row for m, row in zip(methods, rows)}
-    if "kfac" in by_name:
+    if REFERENCE in by_name:
         for row in rows:
-            row["ratio_kfac"] = row["step_ms"] / by_name["kfac"]["step_ms"]
-    if "lanczos" in by_name and "deflation" in by_name:
-        lz, de = by_name["lanczos"], by_name["deflation"]
+            row["ratio_kfac"] = row["step_ms"] / by_name[REFERENCE]["step_ms"]
+    if set(LANCZOS_VS_DEFLATION) <= set(by_name):
+        lz, de = (by_name[m] for m in LANCZOS_VS_DEFLATION)
         common = sorted(set(lz["_paired"]) & set(de["_paired"]))
         ratios = [lz["_paired"][c] / de["_paired"][c] for c in common]
         lo, hi = _median_ci(ratios, seed)
@@ -571,45 +531,13 @@ def _evaluate_targets(df: pd.DataFrame, targets: dict) -> pd.DataFrame:
     df["lanczos_ok"] = None
     df.loc[kron, "floor_ok"] = df.loc[kron, "floor_ratio"] <= targets["floor_ratio"]
     df.loc[kron, "curvature_ok"] = df.loc[kron, "curvature_share"] < targets["curvature_share"]
-    lz = df["method"] == "lanczos"
+    lz = df["method"] == LANCZOS_VS_DEFLATION[0]
     df.loc[lz, "lanczos_ok"] = df.loc[lz, "lanczos_vs_deflation"].map(
         lambda v: None if pd.isna(v) else bool(v <= 1.0))
     return df
 
 
 # ------------------------------------------------------------------------------------ output
-def _fmt(v, digits: int = 4) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, bool):
-        return "ok" if v else "MISS"
-    if isinstance(v, float):
-        if math.isnan(v):
-            return ""
-        if abs(v) >= 100:
-            return f"{v:.0f}"
-        return f"{v:.{digits}g}"
-    return str(v)
-
-
-def markdown_table(df: pd.DataFrame, columns: list[str]) -> str:
-    cols = [c for c in columns if c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for _, row in df.iterrows():
-        lines.append("| " + " | ".join(_fmt(_clean(row[c])) for c in cols) + " |")
-    return "\n".join(lines)
-
-
-def _clean(v):
-    if v is None:
-        return None
-    if isinstance(v, float) and math.isnan(v):
-        return None
-    if hasattr(v, "item") and not isinstance(v, str):
-        v = v.item()
-    return v
-
-
 SUMMARY_COLUMNS = ["dataset", "method", "rank", "step_ms", "ratio_sgd", "ratio_kfac", "regular_step_ms", "stats_ms",
                    "factors_ms", "iters", "factors_cold_ms", "iters_cold", "inverse_ms",
                    "curvature_share", "precondition_ms", "bare_ms", "floor_ratio", "floor_ok",

@@ -49,9 +49,10 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .bench_common import bench_batches, markdown_table, optimizer_config
 from .curvature.stats import get_likelihood
 from .models import build_autoencoder
-from .optim.factory import build_optimizer
+from .optim.factory import build_training_optimizer
 from .utils import atomic_write_text, synchronize
 
 log = logging.getLogger("kfac_bench.bench")
@@ -92,51 +93,62 @@ def check_peers(peers) -> list[str]:
 
 # ------------------------------------------------------------------------------------ runners
 class _Runner:
-    """One model with one optimizer; ``step(x)`` is one full training step on batch ``x``."""
+    """One model with one optimizer; ``step(x)`` is one full training step on batch ``x`` and says
+    whether it did curvature work (a statistics or an inverse update)."""
 
-    def __init__(self, name: str, model: nn.Module, step, is_update):
-        self.name, self.model, self._step, self.is_update = name, model, step, is_update
+    def __init__(self, name: str, model: nn.Module, step):
+        self.name, self.model, self._step = name, model, step
         self.windows: list[list[float]] = []       # per timed round: seconds of each step
+        self.update_slots: set[int] = set()        # slots of a window whose step did curvature work
 
-    def step(self, x: torch.Tensor) -> None:
-        self._step(x)
+    def step(self, x: torch.Tensor) -> bool:
+        return bool(self._step(x))
+
+    def is_update(self, k: int) -> bool:
+        return k in self.update_slots
 
 
 def _ours(method: str, ds: dict, bench: dict, device, seed: int) -> _Runner:
-    from .bench import _optimizer_config
+    """Our optimizer of ``method``, driven like every other through the harness's interface: the
+    step's report says whether it did curvature work."""
     likelihood = get_likelihood(ds["likelihood"])
     model = build_autoencoder(ds, seed).to(device)
-    opt = build_optimizer(_optimizer_config(method, bench), model, likelihood.name, seed)
-    kron = method != "sgd"
+    opt = build_training_optimizer(optimizer_config(method, bench), model, likelihood.name, seed)
 
     def step(x):
         opt.zero_grad(set_to_none=True)
         loss = likelihood.batch_loss(model(x), x)
         loss.backward()
-        if kron:
-            opt.step(targets=x)
-        else:
-            opt.step()
+        return opt.train_step(targets=x).curvature_work
 
-    due = (lambda k: k % bench["T1"] == 0 or k % bench["T2"] == 0) if kron else (lambda k: False)
-    return _Runner(f"ours_{method}", model, step, due)
+    return _Runner(f"ours_{method}", model, step)
 
 
-def _asdl(method: str, ds: dict, bench: dict, device, seed: int) -> _Runner:
-    from .bench import _optimizer_config
+def _torch_sgd(ds: dict, bench: dict, device, seed: int):
+    """The model, torch's SGD (our SGD config's lr and momentum), the loss and the likelihood."""
     likelihood = get_likelihood(ds["likelihood"])
     model = build_autoencoder(ds, seed).to(device)
-    sgd_cfg = _optimizer_config("sgd", bench)
+    sgd_cfg = optimizer_config("sgd", bench)
     opt = torch.optim.SGD(model.parameters(), lr=sgd_cfg["lr"], momentum=sgd_cfg.get("momentum", 0.9))
     loss_fn = nn.BCEWithLogitsLoss() if likelihood.name == "bernoulli" else nn.MSELoss()
-    if method == "sgd":
-        def step(x):
-            opt.zero_grad(set_to_none=True)
-            loss_fn(model(x), x).backward()
-            opt.step()
-        return _Runner("asdl_sgd", model, step, lambda k: False)
+    return model, opt, loss_fn, likelihood
+
+
+def _asdl_sgd(ds: dict, bench: dict, device, seed: int) -> _Runner:
+    model, opt, loss_fn, _ = _torch_sgd(ds, bench, device, seed)
+
+    def step(x):
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x), x).backward()
+        opt.step()
+        return False
+    return _Runner("asdl_sgd", model, step)
+
+
+def _asdl_kfac(ds: dict, bench: dict, device, seed: int) -> _Runner:
+    model, opt, loss_fn, likelihood = _torch_sgd(ds, bench, device, seed)
     from asdl import KfacGradientMaker, PreconditioningConfig
-    kfac_cfg = _optimizer_config("kfac", bench)
+    kfac_cfg = optimizer_config("kfac", bench)
     config = PreconditioningConfig(data_size=int(ds["batch_size"]), damping=float(kfac_cfg["damping"]),
                                    curvature_upd_interval=int(bench["T1"]),
                                    preconditioner_upd_interval=int(bench["T2"]),
@@ -144,14 +156,18 @@ def _asdl(method: str, ds: dict, bench: dict, device, seed: int) -> _Runner:
     maker = KfacGradientMaker(model, config, fisher_type="fisher_mc",
                               loss_type="cross_entropy" if likelihood.name == "bernoulli" else "mse")
 
+    count = [0]   # ASDL's own step counter: its interval schedule is step % interval == 0
+
     def step(x):
         opt.zero_grad(set_to_none=True)
         dummy_y = maker.setup_model_call(model, x)
         maker.setup_loss_call(loss_fn, dummy_y, x)
         maker.forward_and_backward()
         opt.step()
+        k, count[0] = count[0], count[0] + 1
+        return k % bench["T1"] == 0 or k % bench["T2"] == 0
 
-    return _Runner("asdl_kfac", model, step, lambda k: k % bench["T1"] == 0 or k % bench["T2"] == 0)
+    return _Runner("asdl_kfac", model, step)
 
 
 # -------------------------------------------------------------------------------------- rounds
@@ -161,11 +177,10 @@ def _median(xs: list[float]) -> float:
 
 
 def _peer_dataset(ds: dict, bench: dict, cfg: dict, device) -> dict:
-    from .bench import _batches
     seed = int(cfg.get("seed", 0))
-    batches, _ = _batches(ds, bench, cfg.get("data_dir", "data"), device, seed)
+    batches, _ = bench_batches(ds, bench, cfg.get("data_dir", "data"), device, seed)
     runners = [_ours("sgd", ds, bench, device, seed), _ours("kfac", ds, bench, device, seed),
-               _asdl("sgd", ds, bench, device, seed), _asdl("kfac", ds, bench, device, seed)]
+               _asdl_sgd(ds, bench, device, seed), _asdl_kfac(ds, bench, device, seed)]
     window = math.lcm(int(bench["T1"]), int(bench["T2"]))
     order = random.Random(seed)
     rounds = int(bench.get("peer_rounds") or bench["rounds"])
@@ -176,9 +191,11 @@ def _peer_dataset(ds: dict, bench: dict, cfg: dict, device) -> dict:
             for run in order.sample(runners, len(runners)):
                 synchronize(device)
                 t0 = time.perf_counter()
-                run.step(x)
+                updated = run.step(x)
                 synchronize(device)
                 times[run.name].append(time.perf_counter() - t0)
+                if updated:
+                    run.update_slots.add(k)
         if r:
             for run in runners:
                 run.windows.append(times[run.name])
@@ -225,7 +242,6 @@ def run_peers(datasets: list[dict], bench: dict, cfg: dict, device, out_dir: Pat
     finally:
         torch.set_num_threads(threads_before)
     df = pd.DataFrame(rows, columns=COLUMNS)
-    from .bench import markdown_table
     shown = ["dataset", "batch_size", "ours_sgd_ms", "ours_kfac_ms", "asdl_sgd_ms", "asdl_kfac_ms",
              "ours_ratio", "asdl_ratio", "ours_over_asdl", "ours_over_asdl_lo", "ours_over_asdl_hi", "sgd_control"]
     text = (f"Peers ({', '.join(peers)}), {device}, T1 = {bench['T1']}, T2 = {bench['T2']}: amortised step "

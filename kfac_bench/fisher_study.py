@@ -53,6 +53,7 @@ import platform
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -61,12 +62,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .curvature import APPROXIMATIONS, collect_statistics, get_likelihood, make_approximation
-from .registry import METHODS, paper_method_names
+from .curvature import collect_statistics, get_likelihood
+from .registry import APPROXIMATIONS, METHODS, make_approximation, paper_method_names
 from .curvature.metrics import DENSE_MAX, SPECTRUM_POWERS, SPECTRUM_RTOL, FisherReference, fisher_error
 from .data import load_dataset
 from .models import build_autoencoder
-from .utils import atomic_write_json, atomic_write_text, git_commit, select_device, synchronize
+from .utils import (atomic_write_json, atomic_write_text, configure_cpu_eigensolvers, git_commit, select_device,
+                    synchronize)
 
 log = logging.getLogger("kfac_bench.fisher")
 
@@ -79,6 +81,8 @@ COLUMNS = REQUIRED_COLUMNS[:3] + ["epoch"] + REQUIRED_COLUMNS[3:] + [
 RANK_COLUMNS = ["iteration", "epoch", "layer", "rank", "method", "error_frobenius", "error_spectrum",
                 "error_frobenius_optimal", "seconds", "iterations", "converged", "metric_seconds", "train_loss"]
 RANK_METHOD = "lanczos_k"   # the registry's method of any Kronecker rank
+# the subjects of the paper's Figure 1 claim ("Deflation best, all below KFAC"), checked by summarize()
+CLAIM_REFERENCE, CLAIMED_BEST = "kfac", "deflation"
 TIE_RTOL = 1e-4  # means within this relative margin of the lowest count as the best
 
 
@@ -222,12 +226,13 @@ def summarize(df: pd.DataFrame) -> dict:
             low = min(means.values())
             # Deflation and Lanczos reach the same optimum: equal to ~1e-6, so compare with a margin
             entry["best_methods"] = sorted(m for m, v in means.items() if v <= low * (1 + TIE_RTOL))
-            entry["deflation_best"] = "deflation" in entry["best_methods"]
-        if "kfac" in means:
+            entry["deflation_best"] = CLAIMED_BEST in entry["best_methods"]
+        if CLAIM_REFERENCE in means:
             wide = df.pivot_table(index=["iteration", "layer"], columns="method", values=col)
             entry["fraction_of_points_below_kfac"] = {
-                m: float((wide[m] < wide["kfac"]).mean()) for m in wide.columns if m != "kfac"}
-            entry["all_means_below_kfac"] = all(v < means["kfac"] for m, v in means.items() if m != "kfac")
+                m: float((wide[m] < wide[CLAIM_REFERENCE]).mean()) for m in wide.columns if m != CLAIM_REFERENCE}
+            entry["all_means_below_kfac"] = all(v < means[CLAIM_REFERENCE] for m, v in means.items()
+                                                if m != CLAIM_REFERENCE)
         claim[col] = entry
     out["paper_claim"] = claim
     return out
@@ -242,125 +247,171 @@ def _summary_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class _Study:
+    """A Figure 1 study under way: the settings, the network trained by Adam, the methods measured."""
+
+    cfg: Mapping
+    out_dir: Path
+    opts: dict
+    seed: int
+    device: torch.device
+    data: object
+    likelihood: object
+    model: nn.Module
+    linears: list
+    layers: list[int]
+    point_args: dict = field(default_factory=dict)   # _evaluate_point's settings and methods
+    rows: list[dict] = field(default_factory=list)
+    rank_rows: list[dict] = field(default_factory=list)
+    iteration: int = 0
+
+
 def run_fisher_study(cfg: Mapping, out_dir: str | Path) -> pd.DataFrame:
     """Run the Figure 1 study described by ``cfg`` (the resolved plain dict of conf/fisher.yaml)
-    into ``out_dir``; returns the table also written to ``fisher_errors.csv``."""
+    into ``out_dir``; returns the table also written to ``fisher_errors.csv``.
+
+    The steps: validate and set up (torch, the data, the network, the methods), train with Adam
+    and measure every method at the scheduled iterations, publish (figures, summary, log)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     opts = _validate(cfg)
-    fisher = cfg["fisher"]
     try:
         import yaml
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(dict(cfg), sort_keys=False))
     except Exception:  # noqa: BLE001 - provenance only
         pass
+    configure_cpu_eigensolvers()   # the error metrics' eigensolvers: threads from OMP_WAIT_POLICY
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    study = _set_up(cfg, out_dir, opts)
+    schedule, title = _plan(study)
+    t_start = time.perf_counter()
+    _train_and_measure(study, schedule)
+    total_s = time.perf_counter() - t_start
+    df = _write_csv(out_dir, study.rows)
+    _publish(study, df, schedule, title, started, total_s)
+    return df
+
+
+def _set_up(cfg: Mapping, out_dir: Path, opts: dict) -> _Study:
+    """Torch settings, the data, the network and the methods (with their warm-start stores)."""
+    fisher = cfg["fisher"]
     seed = int(cfg.get("seed", 0))
     device = select_device(cfg.get("device", "auto"))
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
     torch.manual_seed(seed)
     torch.set_flush_denormal(True)  # subnormals make CPU products ~100x slower (see train.py)
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     data = load_dataset(cfg["dataset"], cfg.get("data_dir", "data"), device=device, log=log.info)
     likelihood = get_likelihood(cfg["dataset"]["likelihood"])
     model = build_autoencoder(cfg["dataset"], seed).to(device)
     linears = [mod for mod in model.modules() if isinstance(mod, nn.Linear)]
     layers = resolve_layers(fisher.get("layer", 5), len(linears))
-    adam = torch.optim.Adam(model.parameters(), lr=opts["lr"])
     solver_opts = dict(tol=float(fisher.get("tol", 1e-6)), max_iter=int(fisher.get("max_iter", 1000)),
                        krylov_dim=int(fisher.get("krylov_dim", 6)), max_restarts=int(fisher.get("max_restarts", 100)))
     approximations = {name: make_approximation(name, **solver_opts) for name in opts["methods"]}
-    fit_warm = {(name, layer): {} for name in approximations for layer in layers}
     rank_approximations = {k: make_approximation(RANK_METHOD, k=k, **solver_opts) for k in range(1, opts["ranks"] + 1)}
-    rank_warm = {(k, layer): {} for k in rank_approximations for layer in layers}
-    spectrum = bool(fisher.get("spectrum", True))
-    spectrum_max_n = fisher.get("spectrum_max_n")
-    spectrum_opts = dict(solver=opts["solver"], rtol=float(fisher.get("spectrum_rtol", SPECTRUM_RTOL)),
-                         dense_max=int(fisher.get("dense_max", DENSE_MAX)),
-                         powers=int(fisher.get("spectrum_powers", SPECTRUM_POWERS)))
-    optimal = bool(fisher.get("optimal", True))
-    reduction = str(fisher.get("reduction", "mean"))
+    point_args = dict(
+        likelihood=likelihood, sampler=torch.Generator(device=device).manual_seed(seed + 1),
+        reduction=str(fisher.get("reduction", "mean")), approximations=approximations,
+        fit_warm={(name, layer): {} for name in approximations for layer in layers},
+        spectrum=bool(fisher.get("spectrum", True)), spectrum_max_n=fisher.get("spectrum_max_n"),
+        spectrum_opts=dict(solver=opts["solver"], rtol=float(fisher.get("spectrum_rtol", SPECTRUM_RTOL)),
+                           dense_max=int(fisher.get("dense_max", DENSE_MAX)),
+                           powers=int(fisher.get("spectrum_powers", SPECTRUM_POWERS))),
+        optimal=bool(fisher.get("optimal", True)), device=device, rank_approximations=rank_approximations,
+        rank_warm={(k, layer): {} for k in rank_approximations for layer in layers})
+    return _Study(cfg=cfg, out_dir=out_dir, opts=opts, seed=seed, device=device, data=data, likelihood=likelihood,
+                  model=model, linears=linears, layers=layers, point_args=point_args)
 
-    shuffle = torch.Generator().manual_seed(seed)
-    sampler = torch.Generator(device=device).manual_seed(seed + 1)
-    batch_size, n_train = opts["batch_size"], data.train.shape[0]
-    n_batches = math.ceil(n_train / batch_size)
-    total = opts["epochs"] * n_batches
-    schedule = evaluation_schedule(total, opts["every"], opts["points"], opts["max_points"])
-    todo = set(schedule)
-    last = schedule[-1]
+
+def _plan(study: _Study) -> tuple[list[int], str]:
+    """The evaluation schedule and the figure title (logged, with the layers whose rank-2 spectrum
+    is skipped)."""
+    opts, data, layers = study.opts, study.data, study.layers
+    n_batches = math.ceil(data.train.shape[0] / opts["batch_size"])
+    schedule = evaluation_schedule(opts["epochs"] * n_batches, opts["every"], opts["points"], opts["max_points"])
     title = (f"Figure 1: {str(data.name).upper()} layer {', '.join(map(str, layers))}, "
-             f"Adam lr {opts['lr']:g}, batch {batch_size}")
+             f"Adam lr {opts['lr']:g}, batch {opts['batch_size']}")
     if data.source == "generated":
         title += f" (GENERATED STAND-IN data, generator v{data.details.get('generator_version')})"
     log.info("fisher study: %s, layer(s) %s (of %d), methods %s; %d evaluation points over %d iterations "
-             "(%d epochs of %d)", data.description, layers, len(linears), ", ".join(opts["methods"]),
-             len(schedule), last, opts["epochs"], n_batches)
+             "(%d epochs of %d)", data.description, layers, len(study.linears), ", ".join(opts["methods"]),
+             len(schedule), schedule[-1], opts["epochs"], n_batches)
+    spectrum_max_n = study.point_args["spectrum_max_n"]
     for layer in layers:
-        lin = linears[layer - 1]
+        lin = study.linears[layer - 1]
         n = (lin.in_features + (lin.bias is not None)) * lin.out_features
-        if spectrum and spectrum_max_n is not None and n > int(spectrum_max_n):
+        if study.point_args["spectrum"] and spectrum_max_n is not None and n > int(spectrum_max_n):
             log.warning("layer %d: n = %d > fisher.spectrum_max_n = %s: Error 2 of the rank-2 methods is "
                         "not computed (NaN) there", layer, n, spectrum_max_n)
+    return schedule, title
 
-    rows: list[dict] = []
-    rank_rows: list[dict] = []
-    point_times: list[float] = []
-    iteration, done = 0, False
-    bar = tqdm(total=last, desc="fisher", disable=not (cfg.get("trainer") or {}).get("progress", True),
+
+def _train_and_measure(study: _Study, schedule: list[int]) -> None:
+    """Adam on the auto-encoder; at each scheduled iteration, after the backward and before the
+    step, every method on that batch's statistics (rows written as they come)."""
+    opts, data, model, device = study.opts, study.data, study.model, study.device
+    adam = torch.optim.Adam(model.parameters(), lr=opts["lr"])
+    shuffle = torch.Generator().manual_seed(study.seed)
+    batch_size, n_train = opts["batch_size"], data.train.shape[0]
+    n_batches = math.ceil(n_train / batch_size)
+    todo, last = set(schedule), schedule[-1]
+    bar = tqdm(total=last, desc="fisher", disable=not (study.cfg.get("trainer") or {}).get("progress", True),
                dynamic_ncols=True, file=sys.stderr)
     model.train()
-    t_start = time.perf_counter()
     for epoch in range(1, opts["epochs"] + 1):
         perm = torch.randperm(n_train, generator=shuffle).to(device)
         for b in range(n_batches):
-            iteration += 1
+            study.iteration += 1
             x = data.train[perm[b * batch_size:(b + 1) * batch_size]]
             adam.zero_grad(set_to_none=True)
-            loss = likelihood.batch_loss(model(x), x)
+            loss = study.likelihood.batch_loss(model(x), x)
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
-                raise ValueError(f"non-finite training loss at iteration {iteration}; lower adam.lr")
+                raise ValueError(f"non-finite training loss at iteration {study.iteration}; lower adam.lr")
             loss.backward()
-            if iteration in todo:
-                point_rows, point_rank_rows = _evaluate_point(
-                    model, linears, layers, x, likelihood, sampler, reduction, approximations, fit_warm,
-                    spectrum, spectrum_max_n, spectrum_opts, optimal, device, rank_approximations, rank_warm)
-                seconds = point_rows[0]["point_seconds"]
-                point_times.append(seconds)
-                for r in point_rows + point_rank_rows:
-                    r.update(iteration=iteration, epoch=epoch, train_loss=loss_value)
-                rows += point_rows
-                rank_rows += point_rank_rows
-                df = _write_csv(out_dir, rows)
-                if rank_rows:
-                    _write_rank_csv(out_dir, rank_rows)
+            if study.iteration in todo:
+                seconds = _measure_point(study, x, epoch, loss_value)
                 bar.set_postfix(point_s=f"{seconds:.1f}")
             adam.step()
             bar.update(1)
-            if iteration >= last:
-                done = True
-                break
-        if done:
-            break
+            if study.iteration >= last:
+                bar.close()
+                return
     bar.close()
-    total_s = time.perf_counter() - t_start
-    df = _write_csv(out_dir, rows)
 
+
+def _measure_point(study: _Study, x: torch.Tensor, epoch: int, loss_value: float) -> float:
+    """Every method at one evaluation point, its rows added and written; the point's seconds."""
+    point_rows, point_rank_rows = _evaluate_point(study.model, study.linears, study.layers, x, **study.point_args)
+    for r in point_rows + point_rank_rows:
+        r.update(iteration=study.iteration, epoch=epoch, train_loss=loss_value)
+    study.rows += point_rows
+    study.rank_rows += point_rank_rows
+    _write_csv(study.out_dir, study.rows)
+    if study.rank_rows:
+        _write_rank_csv(study.out_dir, study.rank_rows)
+    return point_rows[0]["point_seconds"]
+
+
+def _publish(study: _Study, df: pd.DataFrame, schedule: list[int], title: str, started: str, total_s: float) -> None:
+    """Figures, summary.json and the log's tables."""
     from .report.figure1 import plot_figure1
+    out_dir, opts, data, device = study.out_dir, study.opts, study.data, study.device
     figures = plot_figure1(df, out_dir / "figure1", title)
     summary = summarize(df)
-    if rank_rows:
+    if study.rank_rows:
         from .report.rank import plot_error_vs_rank
-        rank_df = _write_rank_csv(out_dir, rank_rows)
+        rank_df = _write_rank_csv(out_dir, study.rank_rows)
         summary["ranks"] = summarize_ranks(rank_df)
         figures += plot_error_vs_rank(rank_df, out_dir / "figure1_rank", title + " -- error vs Kronecker rank")
     summary.update({
         "dataset": data.name, "dataset_source": data.source, "dataset_description": data.description,
         "dataset_details": data.details, "dataset_generator_version": data.details.get("generator_version"),
-        "layers": layers,
-        "evaluation_iterations": schedule, "iterations_trained": iteration, "epochs": opts["epochs"],
-        "batch_size": batch_size, "adam_lr": opts["lr"], "seed": seed, "total_time_s": total_s,
+        "layers": study.layers,
+        "evaluation_iterations": schedule, "iterations_trained": study.iteration, "epochs": opts["epochs"],
+        "batch_size": opts["batch_size"], "adam_lr": opts["lr"], "seed": study.seed, "total_time_s": total_s,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
         "torch_version": torch.__version__, "git_commit": git_commit(), "started": started,
@@ -380,7 +431,6 @@ def run_fisher_study(cfg: Mapping, out_dir: str | Path) -> pd.DataFrame:
                  " = ".join(claim.get("best_methods", [])), claim.get("all_means_below_kfac"),
                  {m: round(v, 3) for m, v in claim.get("fraction_of_points_below_kfac", {}).items()})
     log.info("run folder %s", out_dir)
-    return df
 
 
 def _evaluate_point(model, linears, layers, x, likelihood, sampler, reduction, approximations, fit_warm,

@@ -3,11 +3,17 @@
 An entry names a method (the ``optimizer.name`` of its config, ``conf/optimizer/<name>.yaml``), its
 label in tables and figures, its Kronecker rank (``None`` for the first-order baselines), where its
 optimizer and approximation classes live, and the options its optimizer accepts. Adding a method is
-one entry here, one approximation class and one config file.
+one entry here, one approximation class and one config file (docs/design.md, "Adding a method").
+
+The registry sits above the mathematics (:mod:`kfac_bench.curvature`) and the optimizers
+(:mod:`kfac_bench.optim`): it names their classes, they never read it. The tables of classes by
+name -- :data:`APPROXIMATIONS`, :data:`OPTIMIZERS` -- and :func:`make_approximation` are built here
+from the entries.
 
 Importing this module imports nothing heavy (no torch, no OmegaConf): listing names is free. The
-classes are resolved on demand (:meth:`Method.optimizer_class`, :meth:`Method.approximation_class`)
-and the tuned settings are read from the method's config (:meth:`Method.tuned`).
+classes are resolved on demand (:meth:`Method.optimizer_class`, :meth:`Method.approximation_class`,
+and the two tables, resolved at their first use) and the tuned settings are read from the method's
+config (:meth:`Method.tuned`).
 """
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ import importlib
 from dataclasses import dataclass
 
 # Options every Kronecker-factored optimizer accepts (kfac_bench.optim.KroneckerFactoredOptimizer);
-# an entry adds the options of its own approximation (solver settings, the rank).
+# an entry adds the options of its own approximation (its class's ``extra_options``: the rank, ...).
 CURVATURE_OPTIONS = ("damping", "T1", "T2", "alpha", "kl_clip", "momentum", "weight_decay", "fisher",
                      "reduction", "stats_fraction", "psd_floor", "route", "curvature_schedule",
                      "damping_convention", "stats_sampling", "averaging", "gaussian_target_std",
@@ -186,5 +192,34 @@ def method_label(name: str, rank: int | None = None) -> str:
     return entry.label
 
 
-__all__ = ["CURVATURE_OPTIONS", "METHODS", "Method", "method_names", "curvature_method_names",
+def approximation_classes() -> dict:
+    """Curvature method name -> its approximation class (:mod:`kfac_bench.curvature.approximations`)."""
+    return {name: METHODS[name].approximation_class() for name in curvature_method_names()}
+
+
+def optimizer_classes() -> dict:
+    """Curvature method name -> its ``torch.optim`` class (:mod:`kfac_bench.optim`)."""
+    return {name: METHODS[name].optimizer_class() for name in curvature_method_names()}
+
+
+def make_approximation(name: str, **options: object):
+    """The approximation of curvature method ``name`` built with ``options`` (solver settings and the
+    method's own options)."""
+    classes = approximation_classes()
+    if name not in classes:
+        raise ValueError(f"unknown approximation {name!r}; choose one of {list(classes)}")
+    return classes[name](**options)
+
+
+def __getattr__(name: str):
+    # APPROXIMATIONS and OPTIMIZERS, the tables of classes, resolved (importing torch) at first use
+    tables = {"APPROXIMATIONS": approximation_classes, "OPTIMIZERS": optimizer_classes}
+    if name in tables:
+        value = globals()[name] = tables[name]()
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["CURVATURE_OPTIONS", "METHODS", "APPROXIMATIONS", "OPTIMIZERS", "approximation_classes",
+           "optimizer_classes", "make_approximation", "Method", "method_names", "curvature_method_names",
            "first_order_method_names", "paper_method_names", "get_method", "method_label"]

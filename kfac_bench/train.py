@@ -23,6 +23,7 @@ import platform
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -33,8 +34,8 @@ from .curvature.stats import get_likelihood
 from .data import DatasetError, generator_version, load_dataset, recorded_generator_version
 from .models import build_autoencoder
 from .optim import authors_code
-from .optim.factory import build_optimizer, validate_optimizer_config
-from .optim.kronecker_optimizer import KroneckerFactoredOptimizer
+from .optim.factory import build_training_optimizer, validate_optimizer_config
+from .optim.training import TrainingOptimizer
 from .run_folder import RunFolderError, RunFolderMismatch, check_folder, record_epochs, start_folder
 from .utils import atomic_torch_save, atomic_write_json, atomic_write_text, git_commit, select_device, synchronize
 
@@ -227,14 +228,84 @@ def _check_unfingerprinted_data_version(run_dir: Path, previous: dict | None, cf
         raise RunFolderMismatch(run_dir, [("dataset.generator_version", made_with, current)])
 
 
+@dataclass
+class _Run:
+    """One training run under way: what it trains and where it stands (what a checkpoint holds)."""
+
+    cfg: Mapping
+    run_dir: Path
+    device: torch.device
+    seed: int
+    data: object
+    likelihood: object
+    behaviours: list
+    optimizer_cfg: dict
+    model: torch.nn.Module
+    optimizer: TrainingOptimizer
+    shuffle: torch.Generator
+    epochs: int
+    batch_size: int
+    started: str
+    rows: list[dict] = field(default_factory=list)
+    iteration: int = 0
+    train_time: float = 0.0
+    first_epoch: int = 1
+    solver_counts: dict[str, list[int]] = field(default_factory=dict)
+    status: str = "ok"
+    error: str | None = None
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoint.pt"
+
+
 def run_training(cfg: Mapping, run_dir: str | Path) -> dict:
-    """Train one configuration into ``run_dir``; returns the summary (also written to disk)."""
+    """Train one configuration into ``run_dir``; returns the summary (also written to disk).
+
+    The steps: settle the folder (skip a finished run, else validate and start or continue it),
+    set torch up, build the run (data, model, optimizer), restore a checkpoint or evaluate the
+    initial network, train epoch by epoch (each one evaluated, recorded and checkpointed), write the
+    summary."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = with_data_version(cfg)
+    previous = read_summary(run_dir)
+    continuing, skip = _settle_folder(cfg, run_dir, previous)
+    if skip:
+        return previous
+    seed, device = _set_up_torch(cfg)
+    resume = bool(cfg["trainer"].get("resume", True))
+    checkpoint_path = run_dir / "checkpoint.pt"
+    # read before the data are loaded: a damaged checkpoint is reported at once
+    ckpt = (load_checkpoint(checkpoint_path, device, finished=bool(previous and previous.get("status") == "ok"))
+            if resume and checkpoint_path.exists() else None)
+    run = _build_run(cfg, run_dir, device, seed)
+    if ckpt is not None:
+        _restore(run, ckpt)
+    if continuing:
+        record_epochs(run_dir, run.epochs)   # an extension, or a resume with another target
+    else:
+        _record_initial_network(run)
+    run.model.train()
+    for epoch in range(run.first_epoch, run.epochs + 1):
+        running = _train_epoch(run, epoch)
+        if run.status != "ok" or not _end_epoch(run, epoch, running):
+            log.error("run diverged: %s; metrics up to epoch %d are kept", run.error, epoch - 1)
+            break
+    run.optimizer.close()
+    summary = _summary(run)
+    atomic_write_json(run_dir / "summary.json", summary)
+    if run.status in FINAL_STATUSES and not cfg["trainer"].get("keep_checkpoint", True):
+        checkpoint_path.unlink(missing_ok=True)   # after summary.json: an interruption loses nothing
+    return summary
+
+
+def _settle_folder(cfg: Mapping, run_dir: Path, previous: dict | None) -> tuple[bool, bool]:
+    """Validate the settings and start the folder or check it against them; returns
+    ``(continuing, skip)``: whether the folder's run is extended or resumed, and whether it is a
+    finished run to leave as it is (its summary is the result)."""
     trainer = cfg["trainer"]
     resume = bool(trainer.get("resume", True))
-    previous = read_summary(run_dir)
     checkpoint_path = run_dir / "checkpoint.pt"
     continuing = resume and _holds_run(run_dir, previous)
     if continuing:
@@ -253,7 +324,7 @@ def run_training(cfg: Mapping, run_dir: str | Path) -> dict:
             if previous["status"] == "ok" and int(previous.get("epochs_completed", 0)) < int(trainer.get("epochs", 0) or 0):
                 log.warning("%s has no checkpoint.pt (trainer.keep_checkpoint=false?), so its %s epochs cannot be "
                             "extended to %s", run_dir, previous.get("epochs_completed"), trainer.get("epochs"))
-            return previous
+            return continuing, True
         validate_config(cfg)
     elif _holds_run(run_dir, previous):
         validate_config(cfg)          # trainer.resume=false: bad input must not delete the earlier run
@@ -261,6 +332,11 @@ def run_training(cfg: Mapping, run_dir: str | Path) -> dict:
     else:
         start_folder(run_dir, cfg)    # a new folder: config.yaml even for a run that fails validation
         validate_config(cfg)
+    return continuing, False
+
+
+def _set_up_torch(cfg: Mapping) -> tuple[int, torch.device]:
+    """The seed and the device; threads, torch's seed and the denormal flush set."""
     seed = int(cfg.get("seed", 0))
     device = select_device(cfg.get("device", "auto"))
     if cfg.get("threads"):
@@ -269,9 +345,11 @@ def run_training(cfg: Mapping, run_dir: str | Path) -> dict:
     # Subnormal floats make CPU matrix products 100x slower once ReLU activations get tiny;
     # flushing them to zero changes nothing measurable in the losses.
     torch.set_flush_denormal(True)
-    # read before the data are loaded: a damaged checkpoint is reported at once
-    ckpt = (load_checkpoint(checkpoint_path, device, finished=bool(previous and previous.get("status") == "ok"))
-            if resume and checkpoint_path.exists() else None)
+    return seed, device
+
+
+def _build_run(cfg: Mapping, run_dir: Path, device: torch.device, seed: int) -> _Run:
+    """The data, the model and its optimizer (as the loop drives it), the shuffling generator."""
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     data = load_dataset(cfg["dataset"], cfg.get("data_dir", "data"), device=device, log=log.info)
     likelihood = get_likelihood(cfg["dataset"]["likelihood"])
@@ -280,140 +358,143 @@ def run_training(cfg: Mapping, run_dir: str | Path) -> dict:
         log.info("authors' code behaviour on: %s", line)
     optimizer_cfg = authors_code.expand(cfg["optimizer"], behaviours)
     model = build_autoencoder(cfg["dataset"], seed, **authors_code.model_options(behaviours)).to(device)
-    optimizer = build_optimizer(optimizer_cfg, model, likelihood.name, seed)
-    shuffle = torch.Generator().manual_seed(seed)
-    epochs, batch_size = int(trainer["epochs"]), int(cfg["dataset"]["batch_size"])
-    n_train = data.train.shape[0]
-    n_batches = math.ceil(n_train / batch_size)
-    rows: list[dict] = []
-    iteration, train_time, first_epoch = 0, 0.0, 1
-    solver_counts: dict[str, list[int]] = {}
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        shuffle.set_state(ckpt["shuffle_rng"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
-        rows, iteration, train_time = ckpt["metrics"], ckpt["iteration"], ckpt["time_s"]
-        solver_counts = ckpt.get("solver_counts", {})
-        first_epoch = ckpt["epoch"] + 1
-        log.info("resuming %s from the end of epoch %d", run_dir, ckpt["epoch"])
-    if continuing:
-        record_epochs(run_dir, epochs)   # an extension, or a resume with another target
-    else:
-        t0 = time.perf_counter()
-        rows.append(dict(epoch=0, iteration=0, time_s=0.0, train_loss=evaluate(model, data.train, likelihood),
-                         val_loss=evaluate(model, data.val, likelihood), train_loss_running=float("nan"),
+    optimizer = build_training_optimizer(optimizer_cfg, model, likelihood.name, seed)
+    return _Run(cfg=cfg, run_dir=run_dir, device=device, seed=seed, data=data, likelihood=likelihood,
+                behaviours=behaviours, optimizer_cfg=optimizer_cfg, model=model, optimizer=optimizer,
+                shuffle=torch.Generator().manual_seed(seed), epochs=int(cfg["trainer"]["epochs"]),
+                batch_size=int(cfg["dataset"]["batch_size"]), started=started)
+
+
+def _restore(run: _Run, ckpt: dict) -> None:
+    """Model, optimizer, generators and metrics from a checkpoint."""
+    run.model.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.shuffle.set_state(ckpt["shuffle_rng"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    if run.device.type == "cuda" and ckpt.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+    run.rows, run.iteration, run.train_time = ckpt["metrics"], ckpt["iteration"], ckpt["time_s"]
+    run.solver_counts = ckpt.get("solver_counts", {})
+    run.first_epoch = ckpt["epoch"] + 1
+    log.info("resuming %s from the end of epoch %d", run.run_dir, ckpt["epoch"])
+
+
+def _record_initial_network(run: _Run) -> None:
+    """Row 0 of metrics.csv: the initial network's losses."""
+    t0 = time.perf_counter()
+    run.rows.append(dict(epoch=0, iteration=0, time_s=0.0,
+                         train_loss=evaluate(run.model, run.data.train, run.likelihood),
+                         val_loss=evaluate(run.model, run.data.val, run.likelihood), train_loss_running=float("nan"),
                          eval_time_s=time.perf_counter() - t0))
-        _write_metrics(run_dir, rows)
-    status, error = "ok", None
-    is_curvature = isinstance(optimizer, KroneckerFactoredOptimizer)
-    model.train()
+    _write_metrics(run.run_dir, run.rows)
+
+
+def _diverged(run: _Run, bad: int, epoch: int) -> None:
+    run.status, run.error = "diverged", f"non-finite training loss at iteration {bad} (epoch {epoch})"
+    run.iteration = bad - 1
+
+
+def _train_epoch(run: _Run, epoch: int) -> float:
+    """One epoch of steps (``run.status`` becomes ``diverged`` at a non-finite loss); returns the
+    running mean of its training losses."""
+    optimizer, device, bs = run.optimizer, run.device, run.batch_size
+    n_train = run.data.train.shape[0]
+    perm = torch.randperm(n_train, generator=run.shuffle).to(device)
+    losses = _LossTracker()
     check_every = loss_check_interval(device)
-    for epoch in range(first_epoch, epochs + 1):
-        perm = torch.randperm(n_train, generator=shuffle).to(device)
-        losses = _LossTracker()
-        synchronize(device)
-        t0 = time.perf_counter()
-        bar = tqdm(range(n_batches), desc=f"epoch {epoch}/{epochs}", disable=not trainer.get("progress", True),
-                   leave=False, dynamic_ncols=True, file=sys.stderr)
-        for b in bar:
-            x = data.train.index_select(0, perm[b * batch_size:(b + 1) * batch_size])
-            optimizer.zero_grad(set_to_none=True)
-            loss = likelihood.batch_loss(model(x), x)
-            losses.add(iteration + 1, loss, x.shape[0])
-            stats_step = is_curvature and optimizer.curvature_due()
-            # a curvature update never sees a diverged model: the losses are read before it
-            if len(losses) >= check_every or stats_step:
-                bad = losses.flush()
-                if bad is not None:
-                    status, error = "diverged", f"non-finite training loss at iteration {bad} (epoch {epoch})"
-                    iteration = bad - 1
-                    break
-                if check_every > 1 or b % 10 == 0:
-                    bar.set_postfix(loss=f"{losses.last:.5f}", refresh=False)
-            loss.backward()
-            if is_curvature:
-                optimizer.step(targets=x)
-                if stats_step:
-                    for fit in optimizer.last_fit:
-                        for key, value in fit.iterations.items():
-                            solver_counts.setdefault(key, []).append(int(value))
-            else:
-                optimizer.step()
-            iteration += 1
-        if status == "ok":
-            bad = losses.flush()          # the epoch's last steps
+    synchronize(device)
+    t0 = time.perf_counter()
+    bar = tqdm(range(math.ceil(n_train / bs)), desc=f"epoch {epoch}/{run.epochs}", leave=False,
+               disable=not run.cfg["trainer"].get("progress", True), dynamic_ncols=True, file=sys.stderr)
+    for b in bar:
+        x = run.data.train.index_select(0, perm[b * bs:(b + 1) * bs])
+        optimizer.zero_grad(set_to_none=True)
+        loss = run.likelihood.batch_loss(run.model(x), x)
+        losses.add(run.iteration + 1, loss, x.shape[0])
+        # a curvature update never sees a diverged model: the losses are read before it
+        if len(losses) >= check_every or optimizer.curvature_due():
+            bad = losses.flush()
             if bad is not None:
-                status, error = "diverged", f"non-finite training loss at iteration {bad} (epoch {epoch})"
-                iteration = bad - 1
-        running, seen = losses.running, losses.seen
-        synchronize(device)
-        train_time += time.perf_counter() - t0
-        bar.close()
-        if status != "ok":
-            log.error("run diverged: %s; metrics up to epoch %d are kept", error, epoch - 1)
-            break
-        t0 = time.perf_counter()
-        row = dict(epoch=epoch, iteration=iteration, time_s=train_time,
-                   train_loss=evaluate(model, data.train, likelihood),
-                   val_loss=evaluate(model, data.val, likelihood),
-                   train_loss_running=running / max(seen, 1), eval_time_s=0.0)
-        row["eval_time_s"] = time.perf_counter() - t0
-        if not (math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])):
-            status, error = "diverged", f"non-finite evaluation loss after epoch {epoch}"
-            log.error("run diverged: %s; metrics up to epoch %d are kept", error, epoch - 1)
-            break
-        rows.append(row)
-        _write_metrics(run_dir, rows)
-        log.info("epoch %d/%d  train %.6f  val %.6f  time %.1fs", epoch, epochs, row["train_loss"],
-                 row["val_loss"], train_time)
-        if trainer.get("checkpoint", True):
-            atomic_torch_save({
-                "epoch": epoch, "iteration": iteration, "time_s": train_time, "metrics": rows,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "shuffle_rng": shuffle.get_state(), "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
-                "solver_counts": solver_counts,
-            }, checkpoint_path)
-    if is_curvature:
-        optimizer.close()
-    last = rows[-1]
-    summary = {
-        "status": status,
-        "error": error,
+                _diverged(run, bad, epoch)
+                break
+            if check_every > 1 or b % 10 == 0:
+                bar.set_postfix(loss=f"{losses.last:.5f}", refresh=False)
+        loss.backward()
+        report = optimizer.train_step(targets=x)
+        for fit in report.fits:
+            for key, value in fit.iterations.items():
+                run.solver_counts.setdefault(key, []).append(int(value))
+        run.iteration += 1
+    if run.status == "ok":
+        bad = losses.flush()          # the epoch's last steps
+        if bad is not None:
+            _diverged(run, bad, epoch)
+    synchronize(device)
+    run.train_time += time.perf_counter() - t0
+    bar.close()
+    return losses.running / max(losses.seen, 1)
+
+
+def _end_epoch(run: _Run, epoch: int, running: float) -> bool:
+    """Evaluate the epoch's network, record it and checkpoint the run; False (``run.status``
+    ``diverged``) when an evaluation loss is not finite."""
+    t0 = time.perf_counter()
+    row = dict(epoch=epoch, iteration=run.iteration, time_s=run.train_time,
+               train_loss=evaluate(run.model, run.data.train, run.likelihood),
+               val_loss=evaluate(run.model, run.data.val, run.likelihood),
+               train_loss_running=running, eval_time_s=0.0)
+    row["eval_time_s"] = time.perf_counter() - t0
+    if not (math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])):
+        run.status, run.error = "diverged", f"non-finite evaluation loss after epoch {epoch}"
+        return False
+    run.rows.append(row)
+    _write_metrics(run.run_dir, run.rows)
+    log.info("epoch %d/%d  train %.6f  val %.6f  time %.1fs", epoch, run.epochs, row["train_loss"],
+             row["val_loss"], run.train_time)
+    if run.cfg["trainer"].get("checkpoint", True):
+        atomic_torch_save({
+            "epoch": epoch, "iteration": run.iteration, "time_s": run.train_time, "metrics": run.rows,
+            "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+            "shuffle_rng": run.shuffle.get_state(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if run.device.type == "cuda" else None,
+            "solver_counts": run.solver_counts,
+        }, run.checkpoint_path)
+    return True
+
+
+def _summary(run: _Run) -> dict:
+    """summary.json of the run."""
+    cfg, data, device, last = run.cfg, run.data, run.device, run.rows[-1]
+    return {
+        "status": run.status,
+        "error": run.error,
         "dataset": cfg["dataset"]["name"],
         "dataset_source": data.source,
         "dataset_description": data.description,
         "dataset_details": data.details,
         "dataset_generator_version": data.details.get("generator_version"),  # None: genuine data
         "optimizer": cfg["optimizer"]["name"],
-        "hyperparameters": optimizer_cfg,
-        "authors_code": behaviours,
-        "seed": seed,
-        "epochs_requested": epochs,
+        "hyperparameters": run.optimizer_cfg,
+        "authors_code": run.behaviours,
+        "seed": run.seed,
+        "epochs_requested": run.epochs,
         "epochs_completed": int(last["epoch"]),
-        "iterations": iteration,
+        "iterations": run.iteration,
         "final_train_loss": last["train_loss"],
         "final_val_loss": last["val_loss"],
-        "best_val_loss": min(r["val_loss"] for r in rows),
-        "total_time_s": train_time,
-        "seconds_per_epoch": train_time / max(int(last["epoch"]), 1),
+        "best_val_loss": min(r["val_loss"] for r in run.rows),
+        "total_time_s": run.train_time,
+        "seconds_per_epoch": run.train_time / max(int(last["epoch"]), 1),
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
         "torch_version": torch.__version__,
         "git_commit": git_commit(),
-        "solver_iterations": _solver_summary(solver_counts),
-        "curvature_updates_skipped": getattr(optimizer, "skipped_updates", 0),
-        "started": started,
+        "solver_iterations": _solver_summary(run.solver_counts),
+        "curvature_updates_skipped": run.optimizer.skipped_updates,
+        "started": run.started,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(sys.argv),
     }
-    atomic_write_json(run_dir / "summary.json", summary)
-    if status in FINAL_STATUSES and not trainer.get("keep_checkpoint", True):
-        checkpoint_path.unlink(missing_ok=True)   # after summary.json: an interruption loses nothing
-    return summary
 
 
 def write_failure(run_dir: Path, cfg: Mapping, err: BaseException) -> dict:

@@ -5,6 +5,11 @@ import pathlib
 import pytest
 
 from kfac_bench.data.faces import PACKAGED_OLIVETTI
+from kfac_bench.utils import configure_cpu_eigensolvers
+
+# as the harness does where it starts: the error metrics' eigensolvers on one CPU thread unless
+# OMP_WAIT_POLICY=PASSIVE (kfac_bench.curvature.metrics reads no environment itself)
+configure_cpu_eigensolvers()
 
 
 class Logs(list):

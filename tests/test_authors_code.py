@@ -6,11 +6,12 @@ import pytest
 import scipy.linalg
 import torch
 
-from kfac_bench.curvature.approximations import make_approximation
+from kfac_bench.registry import make_approximation
 from kfac_bench.curvature.inverse import authors_damped_inverse, damped_inverse
 from kfac_bench.curvature.kronecker import KroneckerSum, SampledFisherBlock
 from kfac_bench.models import build_mlp
-from kfac_bench.optim import OPTIMIZERS, authors_code
+from kfac_bench.optim import authors_code
+from kfac_bench.registry import OPTIMIZERS
 from kfac_bench.optim.factory import build_optimizer
 
 from oracles import DT, best_rank_r_of_zigzag, dense_fisher, random_stats, vec
@@ -164,13 +165,13 @@ def test_factor_averaging_averages_each_factor_with_the_authors_counter():
         xb = x[step * 12:(step + 1) * 12]
         opt.zero_grad()
         model(xb)
-        before = opt._curv[0]["approx"]
+        before = opt.blocks[0].approximation
         # the batch's own KPSVD factors (what the authors' power_svd_mlp returns for the batch alone)
         from kfac_bench.curvature.stats import collect_statistics
         blocks = collect_statistics(model, opt.layers, xb, opt.likelihood, None, xb)
         alone = make_approximation("kpsvd", tol=1e-12, max_iter=20000).fit(blocks[0]).approximation
         opt.update_curvature(targets=xb)
-        after = opt._curv[0]["approx"]
+        after = opt.blocks[0].approximation
         rho = opt.averaging_weight(step + 1)
         if before is None or rho == 0.0:
             expected = alone.terms[0]
@@ -257,7 +258,7 @@ def test_per_tensor_kl_clip_sums_weight_and_bias_parts_separately():
         get_likelihood("bernoulli").batch_loss(model(x), x).backward()
         grads = [opt.layer_gradient(l).clone() for l in opt.layers]
         opt.step()
-        deltas = [c["inverse"].solve(g) for c, g in zip(opt._curv, grads)]   # the inverse the step used
+        deltas = [c.inverse.solve(g) for c, g in zip(opt.blocks, grads)]   # the inverse the step used
         if terms == "layer":
             s = sum(abs(float(torch.sum(d * g))) for d, g in zip(deltas, grads))
         else:

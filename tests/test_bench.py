@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from kfac_bench import bench
+from kfac_bench.bench_common import optimizer_config
 from kfac_bench.bench import COLUMNS, LAYER_COLUMNS, run_bench
 
 REPO = Path(__file__).resolve().parents[1]
@@ -158,15 +159,15 @@ def test_invalid_settings_are_rejected(tmp_path, options, match):
 
 def test_optimizer_config_comes_from_conf_with_the_bench_settings():
     settings = bench._bench_settings(tiny_cfg(T1=7, T2=9, lr=0.5, damping=0.25))
-    kfac = bench._optimizer_config("lanczos", settings)
+    kfac = optimizer_config("lanczos", settings)
     assert kfac["name"] == "lanczos" and kfac["lr"] == 0.5 and kfac["damping"] == 0.25
     assert kfac["T1"] == 7 and kfac["T2"] == 9
     assert kfac["kl_clip"] == pytest.approx(1e-2)  # KL clipping stays active, as in training
     assert "tuned" not in kfac
-    adam = bench._optimizer_config("adam", settings)
+    adam = optimizer_config("adam", settings)
     assert adam["lr"] == 0.5 and "damping" not in adam
     over = bench._bench_settings(tiny_cfg(optimizer_overrides={"lanczos": {"krylov_dim": 4}}))
-    assert bench._optimizer_config("lanczos", over)["krylov_dim"] == 4
+    assert optimizer_config("lanczos", over)["krylov_dim"] == 4
 
 
 def test_median_interval_is_seeded_and_brackets_the_median():

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from kfac_bench.curvature.stats import get_likelihood
+from kfac_bench.optim import as_training_optimizer
 from kfac_bench.optim.factory import build_optimizer, optimizer_names
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
@@ -81,19 +82,18 @@ def test_a_regular_training_step_makes_no_host_sync(method):
     _step(model, opt, data[:64], kron)           # the first step: curvature update (may sync)
     torch.cuda.synchronize()
     losses = _LossTracker()
+    loop_opt = as_training_optimizer(opt)
     torch.cuda.set_sync_debug_mode("error")
     try:
-        # what the training loop does between two loss checks (kfac_bench/train.py)
+        # what the training loop does between two loss checks (kfac_bench/train.py), through the
+        # harness's optimizer interface
         x = data.index_select(0, perm[64:128])
-        opt.zero_grad(set_to_none=True)
+        loop_opt.zero_grad(set_to_none=True)
         loss = get_likelihood("bernoulli").batch_loss(model(x), x)
         losses.add(2, loss, x.shape[0])
-        assert not (kron and opt.curvature_due())
+        assert not loop_opt.curvature_due()
         loss.backward()
-        if kron:
-            opt.step(targets=x)
-        else:
-            opt.step()
+        loop_opt.train_step(targets=x)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert losses.flush() is None and losses.seen == 64

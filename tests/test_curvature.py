@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from kfac_bench.curvature.approximations import (
-    APPROXIMATIONS, KFAC, KPSVD, Deflation, KFACCorrected, Lanczos, make_approximation)
+from kfac_bench.curvature.approximations import KFAC, KPSVD, Deflation, KFACCorrected, Lanczos
+from kfac_bench.registry import APPROXIMATIONS, make_approximation
 from kfac_bench.curvature.inverse import damped_first_term, damped_inverse
 from kfac_bench.curvature.kronecker import KroneckerSum, SampledFisherBlock, ZigzagOperator, unvec
 from kfac_bench.curvature.kronecker import vec as fast_vec

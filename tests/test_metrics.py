@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from kfac_bench.curvature import KroneckerSum, SampledFisherBlock, make_approximation
+from kfac_bench.curvature import KroneckerSum, SampledFisherBlock
+from kfac_bench.registry import make_approximation
 from kfac_bench.curvature.metrics import (
     FisherReference, fisher_error, fisher_frobenius_sq, fisher_inner, fisher_spectrum,
     kronecker_product_spectrum, kronecker_sum_frobenius_sq, kronecker_sum_spectrum, spectrum_error_sq,

@@ -9,7 +9,8 @@ from torch import nn
 from kfac_bench.curvature.kronecker import KroneckerSum
 from kfac_bench.curvature.stats import collect_statistics, get_likelihood
 from kfac_bench.models import build_mlp
-from kfac_bench.optim import KFAC, KPSVD, OPTIMIZERS, Deflation, KFACCorrected, Lanczos
+from kfac_bench.optim import KFAC, KPSVD, Deflation, KFACCorrected, Lanczos
+from kfac_bench.registry import OPTIMIZERS
 from kfac_bench.optim.factory import build_optimizer
 
 
@@ -181,7 +182,7 @@ def test_non_finite_factors_keep_the_previous_approximation():
     x = tiny_data()
     opt = KPSVD(model, lr=0.05, T1=1, T2=1)
     train_steps(opt, model, x, 1)
-    kept = [c["approx"] for c in opt._curv]
+    kept = [c.approximation for c in opt.blocks]
     real_fit = opt.method.fit
 
     def poisoned(block, previous=None, rho=0.0, warm=None):
@@ -193,7 +194,7 @@ def test_non_finite_factors_keep_the_previous_approximation():
     opt.method.fit = poisoned
     with pytest.warns(UserWarning, match="non-finite"):
         train_steps(opt, model, x, 1)
-    assert all(c["approx"] is k for c, k in zip(opt._curv, kept))
+    assert all(c.approximation is k for c, k in zip(opt.blocks, kept))
     assert opt.skipped_updates == len(kept)
     assert all(torch.isfinite(p).all() for p in model.parameters())
 

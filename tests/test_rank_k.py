@@ -14,7 +14,8 @@ import torch
 
 from kfac_bench import registry
 from kfac_bench.curvature import (KPSVD, CurvatureBlock, KroneckerSum, KroneckerSumInverse, Lanczos, LanczosK,
-                                  SampledFisherBlock, make_approximation)
+                                  SampledFisherBlock)
+from kfac_bench.registry import make_approximation
 from kfac_bench.curvature.inverse import damped_first_term, damped_inverse, leading_damped_inverse
 from kfac_bench.curvature.kronecker import vec
 from kfac_bench.curvature.metrics import FisherReference
@@ -40,13 +41,14 @@ def test_registry_lists_every_method_once_in_order():
 
 
 def test_registry_resolves_classes_and_configs():
-    from kfac_bench.curvature import APPROXIMATIONS
-    from kfac_bench.optim import OPTIMIZERS
+    from kfac_bench.registry import APPROXIMATIONS, OPTIMIZERS
     assert list(APPROXIMATIONS) == list(OPTIMIZERS) == registry.curvature_method_names()
     for name in registry.curvature_method_names():
         entry = registry.get_method(name)
         assert entry.approximation_class().name == name
-        assert entry.optimizer_class().approximation_name == name
+        assert entry.optimizer_class().approximation_class.name == name
+        # the optimizer checks a method's own options against its class: the entry lists the same
+        assert entry.extra_options == entry.approximation_class().extra_options
         assert set(entry.tuned()) == {"curves", "mnist", "faces"}    # conf/optimizer/<name>.yaml exists
     assert registry.get_method("sgd").optimizer_class() is torch.optim.SGD
 
@@ -167,7 +169,7 @@ def test_curvature_block_lifecycle_and_state_round_trip():
     abar, g = random_stats(30, 3, 4, seed=26)
     block = CurvatureBlock(LanczosK(k=3, tol=1e-12))
     fit, accepted = block.update(SampledFisherBlock(abar, g), rho=0.0)
-    assert accepted and block.rank == 3 and block.updates == 1 and block["approx"] is block.approximation
+    assert accepted and block.rank == 3 and block.updates == 1 and block.approximation is fit.approximation
     grad = torch.randn(4, 4, generator=torch.Generator().manual_seed(2), dtype=DT)
     assert block.solve(grad) is grad                              # no inverse yet: the plain gradient
     block.invert(1e-1, psd_floor=1e-12)

@@ -7,7 +7,7 @@ import torch
 from kfac_bench.curvature.approximations import ROUTES
 from kfac_bench.curvature.stats import get_likelihood
 from kfac_bench.models import build_mlp
-from kfac_bench.optim import OPTIMIZERS
+from kfac_bench.registry import OPTIMIZERS
 from kfac_bench.optim.factory import build_optimizer, validate_optimizer_config
 
 

@@ -4,7 +4,8 @@ one Kronecker product (whose remainder is zero: the solvers must stop and say so
 import pytest
 import torch
 
-from kfac_bench.curvature.approximations import KFAC, make_approximation
+from kfac_bench.curvature.approximations import KFAC
+from kfac_bench.registry import make_approximation
 from kfac_bench.curvature.kronecker import SampledFisherBlock
 
 from oracles import DT, best_rank_r_of_zigzag, dense_fisher, random_stats

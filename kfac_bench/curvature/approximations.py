@@ -4,8 +4,10 @@ any Kronecker rank).
 Each one is a strategy that turns a batch of statistics (a :class:`SampledFisherBlock`), the
 previous approximation and a moving-average weight ``rho`` into a :class:`KroneckerSum`. Everything
 else -- schedules, preconditioning, error metrics -- is shared; each class names its damped inverse
-(:meth:`Approximation.damped_inverse`). A new method is one more subclass here, one entry in
-:mod:`kfac_bench.registry` and one config file.
+(:meth:`Approximation.damped_inverse`) and the per-layer estimate that holds it
+(:meth:`Approximation.new_estimate`): an :class:`Approximation` is an
+:class:`~kfac_bench.curvature.estimate.EstimationMethod`. Nothing here lists the methods: the list is
+:mod:`kfac_bench.registry`, above the mathematics (docs/design.md, "Adding a method").
 
 Moving averages (a decision; docs/design.md §4): KFAC averages its factors, as in the paper (section 2.2).
 Averaging singular-vector factors separately is ill-posed -- a joint sign flip of ``(u, v)`` leaves
@@ -22,11 +24,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from .block import CurvatureBlock
 from .gram import GramZigzagOperator
 from .inverse import CG_MAX_ITER, KroneckerInverse, KroneckerSumInverse, TwoTermKroneckerInverse, leading_damped_inverse
 from .kronecker import KroneckerSum, SampledFisherBlock, ZigzagOperator
 from .svd import SingularTriplets, lanczos_svd, power_svd, rounding_floor
-from ..registry import curvature_method_names, get_method
 
 ROUTES = ("auto", "direct", "gram")
 SECOND_TERMS = ("deflated", "leading")
@@ -34,7 +36,10 @@ SECOND_TERMS = ("deflated", "leading")
 
 @dataclass
 class FitResult:
-    approximation: KroneckerSum
+    """What a fit returns: the fitted estimate and the solvers' report (the bench's iteration
+    counts, Figure 1's singular values)."""
+
+    approximation: KroneckerSum   # a FittedEstimate (kfac_bench.curvature.estimate)
     iterations: dict[str, int] = field(default_factory=dict)   # solver -> pairs of Z products
     sigmas: list[float] = field(default_factory=list)           # singular values found
     converged: bool = True
@@ -111,6 +116,9 @@ class Approximation:
     name = "base"
     rank = 1
     inverse_class = KroneckerInverse   # what :meth:`damped_inverse` returns (and rebuilds from a state)
+    # the options of this method beyond the solver settings every approximation takes (tol, max_iter,
+    # route, krylov_dim, max_restarts): its registry entry's ``extra_options``, checked by the optimizer
+    extra_options: tuple[str, ...] = ()
 
     def __init__(self, tol: float = 1e-6, max_iter: int = 1000, route: str = "auto", warm_start: bool = True,
                  second_term: str = "deflated", **_: object):
@@ -148,6 +156,10 @@ class Approximation:
     def inverse_from_state(self, state: dict):
         """The inverse :meth:`damped_inverse` returned, rebuilt from its ``state()``."""
         return self.inverse_class.from_state(state)
+
+    def new_estimate(self) -> CurvatureBlock:
+        """A fresh per-layer estimate of this method (a :class:`CurvatureEstimate`)."""
+        return CurvatureBlock(self)
 
     def _start(self, previous: KroneckerSum | None, rho: float, warm: dict | None, k: int, dim: int):
         """Warm start of the (k+1)-th right vector (paper section 4): the previous approximation's k-th
@@ -219,6 +231,7 @@ class Deflation(Approximation):
     name = "deflation"
     rank = 2
     inverse_class = TwoTermKroneckerInverse
+    extra_options = ("second_term",)
 
     def fit(self, batch, previous=None, rho=0.0, warm=None) -> FitResult:
         op = self.operator(batch, previous, rho)
@@ -288,6 +301,7 @@ class LanczosK(Lanczos):
 
     name = "lanczos_k"
     inverse_class = KroneckerSumInverse
+    extra_options = ("k", "cg_tol", "cg_max_iter")
 
     def __init__(self, tol: float = 1e-6, max_iter: int = 1000, route: str = "auto",
                  krylov_dim: int = 6, max_restarts: int = 100, k: int = 3, cg_tol: float | None = None,
@@ -316,6 +330,7 @@ class KFACCorrected(Approximation):
     name = "kfac_corrected"
     rank = 2
     inverse_class = TwoTermKroneckerInverse
+    extra_options = ("second_term",)
 
     def fit(self, batch, previous=None, rho=0.0, warm=None) -> FitResult:
         kfac = KroneckerSum([KFAC.averaged_factors(batch, previous, rho)])
@@ -330,16 +345,3 @@ class KFACCorrected(Approximation):
         corr = factors_from_triplet(t.sigma, t.u, t.v)
         return FitResult(KroneckerSum(kfac.terms + [corr]), {"power_2": t.iterations}, [t.sigma],
                          t.converged, t.zero)
-
-
-# Read from the registry (kfac_bench/registry.py), the one list of methods; resolved here, after
-# the classes exist, so the registry's "module:Class" paths of this module find them.
-APPROXIMATIONS: dict[str, type[Approximation]] = {
-    name: get_method(name).approximation_class() for name in curvature_method_names()
-}
-
-
-def make_approximation(name: str, **options: object) -> Approximation:
-    if name not in APPROXIMATIONS:
-        raise ValueError(f"unknown approximation {name!r}; choose one of {list(APPROXIMATIONS)}")
-    return APPROXIMATIONS[name](**options)

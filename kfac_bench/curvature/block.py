@@ -8,15 +8,20 @@ measures a solve against) and :meth:`CurvatureBlock.state` / :meth:`CurvatureBlo
 The block delegates everything that depends on the method to its :class:`Approximation` (the fit
 and the kind of damped inverse), so nothing that holds a block branches on the Kronecker rank or
 the type of the inverse. It knows nothing of training loops: the optimizer decides when to call it.
+It is the :class:`~kfac_bench.curvature.estimate.CurvatureEstimate` of every Kronecker-sum method
+(:meth:`Approximation.new_estimate`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from torch import Tensor
 
-from .approximations import Approximation, FitResult
 from .kronecker import KroneckerSum, SampledFisherBlock
+
+if TYPE_CHECKING:   # the approximations make blocks (Approximation.new_estimate): no import cycle
+    from .approximations import Approximation, FitResult
 
 
 def average_factors(previous: KroneckerSum | None, new: KroneckerSum, rho: float) -> KroneckerSum:
@@ -101,6 +106,12 @@ class CurvatureBlock:
     def rank(self) -> int:
         return 0 if self.approximation is None else self.approximation.rank
 
+    def to_dense(self) -> Tensor:
+        """The explicit fitted approximation (tests, Figure 1 on small layers)."""
+        if self.approximation is None:
+            raise ValueError("no approximation yet: update() the block first")
+        return self.approximation.to_dense()
+
     # ------------------------------------------------------------------------ checkpoints
     def state(self) -> dict:
         return {
@@ -120,16 +131,6 @@ class CurvatureBlock:
             {k: move(v) for k, v in saved["inverse"].items()})
         self.warm = {k: move(v) for k, v in saved["warm"].items()}
         self.updates = int(saved["updates"])
-
-    # Read-only mapping access under the keys of the per-layer dicts this class replaced
-    # ("approx", "inverse", "warm", "updates"), for code written against them.
-    _LEGACY_KEYS = {"approx": "approximation", "inverse": "inverse", "warm": "warm", "updates": "updates"}
-
-    def __getitem__(self, key: str):
-        try:
-            return getattr(self, self._LEGACY_KEYS[key])
-        except KeyError:
-            raise KeyError(f"{key!r}; a CurvatureBlock has {list(self._LEGACY_KEYS)}") from None
 
 
 __all__ = ["AVERAGINGS", "CurvatureBlock", "average_factors"]

@@ -506,13 +506,3 @@ class KroneckerSumInverse:
         n_extra = sum(1 for k in state if k.startswith("term") and k.endswith(".c"))
         extra = [(state[f"term{i}.c"], state[f"term{i}.d"]) for i in range(3, 3 + n_extra)]
         return cls(leading, extra, cg_tol, int(cg_max_iter))
-
-
-def inverse_from_state(state: dict):
-    """Rebuild a cached closed-form inverse from its :meth:`state` (checkpoints written before the
-    inverse classes had ``from_state``; new code calls the class's own ``from_state``)."""
-    if "a_inv" in state:
-        return KroneckerInverse.from_state(state)
-    if "k1" in state:
-        return TwoTermKroneckerInverse.from_state(state)
-    return KroneckerSumInverse.from_state(state)

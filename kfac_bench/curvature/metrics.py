@@ -72,7 +72,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -93,9 +92,19 @@ SPECTRUM_POWERS = 2       # structured products per Rayleigh-Ritz step
 # With OpenMP's default (active, spinning) wait policy and the cores shared with other processes they
 # stall: eigh of a 1024 x 1024 matrix took 2-28 s on 2 threads and 0.25-0.6 s on 1 on this project's
 # 2-core machine under load; with OMP_WAIT_POLICY=PASSIVE in the environment (set before torch
-# starts) 2 threads took 0.3 s. So on CPU the eigensolvers here run single-threaded unless the wait
-# policy is passive (None: leave torch's setting alone); matrix products keep all threads.
-CPU_EIGEN_THREADS: int | None = None if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE" else 1
+# starts) 2 threads took 0.3 s. So the eigensolvers here can run with their own CPU thread count
+# (matrix products keep all threads): None (the default) leaves torch's setting alone. The mathematics
+# reads no environment and changes no setting at import; the harness decides, where it starts
+# (kfac_bench.utils.configure_cpu_eigensolvers: one thread unless the wait policy is passive).
+CPU_EIGEN_THREADS: int | None = None
+
+
+def set_cpu_eigen_threads(threads: int | None) -> None:
+    """The torch CPU thread count of this module's eigensolvers (None: torch's own setting)."""
+    global CPU_EIGEN_THREADS
+    if threads is not None and (isinstance(threads, bool) or int(threads) != threads or threads < 1):
+        raise ValueError(f"eigensolver threads must be None or an integer >= 1, got {threads!r}")
+    CPU_EIGEN_THREADS = None if threads is None else int(threads)
 
 
 @contextmanager

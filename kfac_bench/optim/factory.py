@@ -1,4 +1,10 @@
-"""Build an optimizer from a plain mapping (an ``optimizer`` config group entry)."""
+"""Build an optimizer from a plain mapping (an ``optimizer`` config group entry): the class its
+registry entry names (:mod:`kfac_bench.registry`), with the options that entry lists.
+:func:`build_optimizer` returns the ``torch.optim`` optimizer, :func:`build_training_optimizer` the
+same as the harness drives it (:class:`kfac_bench.optim.training.TrainingOptimizer`).
+
+This module and :mod:`kfac_bench.optim.authors_code` are the harness's glue: they read the registry;
+the optimizers themselves (:mod:`kfac_bench.optim.kronecker_optimizer`) do not."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -8,15 +14,16 @@ from torch import nn
 
 from ..curvature.approximations import ROUTES, SECOND_TERMS
 from ..curvature.inverse import DAMPING_CONVENTIONS
-from ..registry import first_order_method_names, get_method, method_names
+from ..registry import get_method, method_names
 from .kronecker_optimizer import AVERAGINGS, CURVATURE_SCHEDULES, KL_CLIP_TERMS, STATS_SAMPLINGS
+from .training import TrainingOptimizer, as_training_optimizer
 
 OPTION_CHOICES = {"curvature_schedule": CURVATURE_SCHEDULES, "damping_convention": DAMPING_CONVENTIONS,
                   "second_term": SECOND_TERMS, "stats_sampling": STATS_SAMPLINGS, "averaging": AVERAGINGS,
                   "kl_clip_terms": KL_CLIP_TERMS}
 
-# from the registry (kfac_bench/registry.py), the one list of methods and of their options
-FIRST_ORDER = tuple(first_order_method_names())
+# A first-order option whose default here is not torch's: heavy-ball momentum 0.9 (paper 4.2)
+FIRST_ORDER_DEFAULTS = {"momentum": 0.9}
 
 
 def optimizer_names() -> list[str]:
@@ -57,6 +64,10 @@ def validate_optimizer_config(cfg: Mapping) -> None:
             value = cfg.get(key)
             if value is not None and value not in choices:
                 raise ValueError(f"optimizer.{key}={value!r} is unknown; choose one of {list(choices)}")
+    if cfg.get("nesterov") and not cfg.get("momentum", FIRST_ORDER_DEFAULTS["momentum"]) > 0:
+        # nesterov=True: the authors' SGD baseline (apps/mlp_cnn/train_mlp.py line 86 at commit
+        # 97105b6); the paper says heavy-ball momentum, our default
+        raise ValueError("optimizer.nesterov=true needs optimizer.momentum > 0")
     mom = cfg.get("momentum", 0.0)
     if not (isinstance(mom, (int, float)) and 0 <= mom < 1):
         raise ValueError(f"optimizer.momentum must be in [0, 1), got {mom!r}")
@@ -67,23 +78,26 @@ def validate_optimizer_config(cfg: Mapping) -> None:
 
 def build_optimizer(cfg: Mapping, model: nn.Module, likelihood: str, seed: int = 0,
                     record_timings: bool = False) -> torch.optim.Optimizer:
+    """The ``torch.optim`` optimizer of ``cfg`` (validated): the class of the registry entry
+    ``cfg["name"]`` with the options the entry lists (a first-order entry's torch class gets its
+    ``torch.optim`` arguments; a curvature one the model, the likelihood and the seed too)."""
     validate_optimizer_config(cfg)
-    name = cfg["name"]
-    if name == "sgd":
-        # nesterov=True: the authors' SGD baseline (apps/mlp_cnn/train_mlp.py line 86 at commit
-        # 97105b6); the paper says heavy-ball momentum, our default
-        momentum = cfg.get("momentum", 0.9)
-        nesterov = bool(cfg.get("nesterov", False))
-        if nesterov and not momentum > 0:
-            raise ValueError("optimizer.nesterov=true needs optimizer.momentum > 0")
-        return torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=momentum, nesterov=nesterov,
-                               weight_decay=cfg.get("weight_decay", 0.0))
-    if name == "adam":
-        betas = tuple(cfg.get("betas", (0.9, 0.999)))
-        return torch.optim.Adam(model.parameters(), lr=cfg["lr"], betas=betas,
-                                weight_decay=cfg.get("weight_decay", 0.0))
+    entry = get_method(cfg["name"])
+    if not entry.is_curvature:
+        # lists (a YAML betas) become tuples, as torch's own defaults are
+        options = {k: tuple(cfg[k]) if isinstance(cfg[k], list) else cfg[k]
+                   for k in entry.options if cfg.get(k) is not None}
+        options = {**{k: v for k, v in FIRST_ORDER_DEFAULTS.items() if k in entry.options}, **options}
+        return entry.optimizer_class()(model.parameters(), lr=cfg["lr"], **options)
     # None means "the default" except for kl_clip, where it switches clipping off
-    options = {k: cfg[k] for k in get_method(name).options
+    options = {k: cfg[k] for k in entry.options
                if k in cfg and cfg[k] is not None or k == "kl_clip" and k in cfg}
-    return get_method(name).optimizer_class()(model, lr=cfg["lr"], likelihood=likelihood, seed=seed,
-                                              record_timings=record_timings, **options)
+    return entry.optimizer_class()(model, lr=cfg["lr"], likelihood=likelihood, seed=seed,
+                                   record_timings=record_timings, **options)
+
+
+def build_training_optimizer(cfg: Mapping, model: nn.Module, likelihood: str, seed: int = 0,
+                             record_timings: bool = False) -> TrainingOptimizer:
+    """:func:`build_optimizer`, as the harness drives it (first-order ones wrapped in
+    :class:`kfac_bench.optim.training.FirstOrder`)."""
+    return as_training_optimizer(build_optimizer(cfg, model, likelihood, seed, record_timings))

@@ -1,9 +1,12 @@
 """The ``torch.optim`` front of the Kronecker-factored methods.
 
-One class does the work; the public ones only name their approximation (the methods and their
-options are listed once, in :mod:`kfac_bench.registry`). Each ``nn.Linear`` layer's curvature is a
-:class:`kfac_bench.curvature.block.CurvatureBlock` (``opt.blocks``), which owns the fit, the damped
-inverse, the solve and the checkpoint state; the optimizer only schedules them. A user's loop stays::
+One class does the work; the public ones only name their approximation class (the list of methods
+and their options is :mod:`kfac_bench.registry`, which sits above this module: nothing here reads it).
+Each ``nn.Linear`` layer's curvature is a :class:`kfac_bench.curvature.estimate.CurvatureEstimate`
+(``opt.blocks``, made by the approximation's ``new_estimate``: a
+:class:`kfac_bench.curvature.block.CurvatureBlock` for the Kronecker sums), which owns the fit, the
+damped inverse, the solve and the checkpoint state; the optimizer only schedules them. A user's loop
+stays::
 
     opt = Lanczos(model, lr=3e-3, damping=1e-3, likelihood="bernoulli")
     for x, y in batches:
@@ -68,11 +71,14 @@ from typing import Callable, Protocol
 import torch
 from torch import Tensor, nn
 
-from ..curvature.approximations import ROUTES, Approximation, FitResult, make_approximation
-from ..curvature.block import AVERAGINGS, CurvatureBlock
+from .. import curvature
+from ..curvature.approximations import ROUTES, Approximation, FitResult
+from ..curvature.block import AVERAGINGS
+from ..curvature.estimate import CurvatureEstimate
 from ..curvature.inverse import DAMPING_CONVENTIONS, CurvatureError
+from ..curvature.kronecker import SampledFisherBlock
 from ..curvature.stats import collect_statistics, get_likelihood
-from ..registry import curvature_method_names, get_method
+from .training import StepReport, layer_gradient
 
 
 # Options that emulate the authors' code (default: the paper's specification). Each is documented
@@ -94,20 +100,22 @@ class TimingCallback(Protocol):
 
 class PhaseTimer:
     """Wall time per phase when enabled (synchronising CUDA so times are real): totals and counts of
-    the optimizer-wide phases ``statistics``, ``factors``, ``inverse``, ``precondition``, and every
-    measurement -- those and the per-layer ``fit`` and ``layer_inverse`` -- passed to the registered
-    callbacks as ``callback(phase, layer, seconds)`` (``layer`` None for optimizer-wide phases)."""
+    the optimizer-wide phases ``statistics``, ``factors``, ``inverse``, ``precondition``, the last
+    seconds of the per-layer phases ``fit`` and ``layer_inverse`` (``layers[phase][layer]``, cleared
+    by the caller), and every measurement passed to the registered callbacks as
+    ``callback(phase, layer, seconds)`` (``layer`` None for optimizer-wide phases)."""
 
     def __init__(self, enabled: bool, device: torch.device):
         self.enabled = enabled
         self.cuda = device.type == "cuda"
         self.totals: dict[str, float] = {}
         self.counts: dict[str, int] = {}
+        self.layers: dict[str, dict[int, float]] = {}
         self.callbacks: list[TimingCallback] = []
 
     @contextlib.contextmanager
     def __call__(self, phase: str, layer: int | None = None):
-        if not (self.enabled or self.callbacks) or (layer is not None and not self.callbacks):
+        if not (self.enabled or self.callbacks):
             yield
             return
         if self.cuda:
@@ -120,18 +128,25 @@ class PhaseTimer:
         if layer is None:
             self.totals[phase] = self.totals.get(phase, 0.0) + seconds
             self.counts[phase] = self.counts.get(phase, 0) + 1
+        else:
+            self.layers.setdefault(phase, {})[layer] = seconds
         for callback in self.callbacks:
             callback(phase, layer, seconds)
 
 
 class KroneckerFactoredOptimizer(torch.optim.Optimizer):
     """Natural-gradient optimizer with a Kronecker-factored approximation of each Linear layer's
-    Fisher block. ``approximation`` is a curvature method of :mod:`kfac_bench.registry`;
-    ``method_options`` are that method's own options, its registry entry's ``extra_options`` (e.g.
-    ``k`` of ``lanczos_k``, ``second_term`` of Deflation and KFAC-corrected).
+    Fisher block. ``approximation`` is the class of a curvature method (an
+    :class:`~kfac_bench.curvature.estimate.EstimationMethod`; the subclasses name theirs in
+    ``approximation_class``); ``method_options`` are that method's own options, its class's
+    ``extra_options`` (e.g. ``k`` of ``lanczos_k``, ``second_term`` of Deflation and KFAC-corrected).
+
+    It is also the harness's :class:`~kfac_bench.optim.training.TrainingOptimizer` (``train_step``,
+    ``curvature_due``, ``curvature_layers``, ...): the training loop, the bench and the peer bench
+    drive it and any first-order optimizer alike.
     """
 
-    approximation_name: str | None = None
+    approximation_class: type[Approximation] | None = None
 
     def __init__(
         self,
@@ -140,7 +155,7 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
         damping: float = 1e-3,
         likelihood: str = "bernoulli",
         *,
-        approximation: str | None = None,
+        approximation: type[Approximation] | None = None,
         T1: int = 100,
         T2: int = 100,
         alpha: float = 0.95,
@@ -166,14 +181,15 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
         kl_clip_terms: str = "layer",
         **method_options,
     ):
-        name = approximation or self.approximation_name
-        entry = get_method(name)
-        if not entry.is_curvature:
-            raise ValueError(f"{name!r} is a first-order method; choose one of {curvature_method_names()}")
-        unknown = sorted(set(method_options) - set(entry.extra_options))
+        method_class = approximation or self.approximation_class
+        if not (isinstance(method_class, type) and issubclass(method_class, Approximation)):
+            raise TypeError(f"approximation must be a curvature method class (e.g. kfac_bench.curvature.KFAC), "
+                            f"got {method_class!r}")
+        name, own = method_class.name, method_class.extra_options
+        unknown = sorted(set(method_options) - set(own))
         if unknown:
             raise TypeError(f"{name} takes no option(s) {unknown}"
-                            + (f"; its own options are {list(entry.extra_options)}" if entry.extra_options else ""))
+                            + (f"; its own options are {list(own)}" if own else ""))
         _check("lr", lr > 0, "positive", lr)
         _check("damping", damping > 0, "positive", damping)
         _check("T1", int(T1) == T1 and T1 >= 1, "an integer >= 1", T1)
@@ -198,8 +214,8 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
                "positive or None", gaussian_target_std)
         _check("route", route in ROUTES, f"one of {ROUTES}", route)
         self.likelihood = get_likelihood(likelihood)
-        self.method: Approximation = make_approximation(
-            name, tol=tol, max_iter=max_iter, krylov_dim=krylov_dim, max_restarts=max_restarts,
+        self.method: Approximation = method_class(
+            tol=tol, max_iter=max_iter, krylov_dim=krylov_dim, max_restarts=max_restarts,
             route=route, **method_options)
         self.curvature_schedule = curvature_schedule
         self.damping_convention = damping_convention
@@ -224,17 +240,13 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
         self.steps = 0
         self.last_fit: list[FitResult] = []
         self.skipped_updates = 0
-        self.blocks: list[CurvatureBlock] = [CurvatureBlock(self.method) for _ in self.layers]
+        self.blocks: list[CurvatureEstimate] = [self.method.new_estimate() for _ in self.layers]
+        self._last_updates = (False, False)   # (refit, inverses) of the last step
         self._update_requested = False
         self._last_input: Tensor | None = None
         self._hook = model.register_forward_pre_hook(self._remember_input)
         layer_params = {id(p) for layer in self.layers for p in layer.parameters(recurse=False)}
         self._other_params = [p for p in model.parameters() if id(p) not in layer_params]
-
-    @property
-    def _curv(self) -> list[CurvatureBlock]:
-        # The per-layer state under its former name; each block also reads as the former dict.
-        return self.blocks
 
     # ----------------------------------------------------------------------------- public hooks
     def add_timing_callback(self, callback: TimingCallback) -> None:
@@ -322,15 +334,7 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
             return False
         return self.steps % self.T2 == 0
 
-    @staticmethod
-    def layer_gradient(layer: nn.Linear) -> Tensor | None:
-        """The layer's gradient as one matrix ``[dW | db]`` (bias last, like ``a_bar``); None when
-        the weight has no gradient."""
-        grad = layer.weight.grad
-        if grad is None or layer.bias is None:
-            return grad
-        bias_grad = layer.bias.grad if layer.bias.grad is not None else torch.zeros_like(layer.bias)
-        return torch.cat([grad, bias_grad[:, None]], dim=1)
+    layer_gradient = staticmethod(layer_gradient)   # [dW | db] of a layer (kfac_bench.optim.training)
 
     def update_inverses(self) -> None:
         with self.timer("inverse"):
@@ -352,11 +356,14 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        if self.curvature_due():
+        refit = self.curvature_due()
+        if refit:
             self.update_curvature(targets=targets)
-        if self.inverse_due():
+        invert = self.inverse_due()
+        if invert:
             self.update_inverses()
         self._update_requested = False
+        self._last_updates = (refit, invert)
         group = self.param_groups[0]
         with self.timer("precondition"):
             clip = group["kl_clip"] is not None
@@ -468,43 +475,65 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
         """Remove the forward pre-hook from the model."""
         self._hook.remove()
 
+    # ------------------------------------------------- the harness's interface (TrainingOptimizer)
+    def train_step(self, targets: Tensor | None = None) -> StepReport:
+        """``step(targets=targets)`` (targets: the real ones, for ``fisher="empirical"``), reported:
+        whether it refit the curvature and recomputed the inverses, the fits, and -- with
+        ``record_timings`` -- the seconds of its phases (optimizer-wide and per layer)."""
+        before = dict(self.timer.totals)
+        self.timer.layers = {}
+        self.step(targets=targets)
+        refit, invert = self._last_updates
+        phases = {k: v - before.get(k, 0.0) for k, v in self.timer.totals.items() if k not in before or v > before[k]}
+        return StepReport(curvature_update=refit, inverse_update=invert, fits=list(self.last_fit) if refit else [],
+                          phases=phases, layer_phases={k: dict(v) for k, v in self.timer.layers.items()})
+
+    def curvature_layers(self) -> list[tuple[nn.Linear, CurvatureEstimate]]:
+        """Every preconditioned layer with its curvature estimate."""
+        return list(zip(self.layers, self.blocks))
+
+    def trial_statistics(self, inputs: Tensor, generator: torch.Generator
+                         ) -> list[tuple[CurvatureEstimate, SampledFisherBlock, float]]:
+        """The statistics of ``inputs`` (targets sampled with ``generator``) for every layer, with the
+        moving-average weight its next update would use -- the operator of that update, for
+        :meth:`CurvatureEstimate.trial_fit`; the optimizer's state is untouched."""
+        batches = collect_statistics(self.model, self.layers, inputs, self.likelihood, generator, None,
+                                     self.reduction)
+        return [(block, batch, self.averaging_weight(block.updates + 1)) for block, batch in zip(self.blocks, batches)]
+
 
 class KFAC(KroneckerFactoredOptimizer):
     """KFAC (Martens & Grosse 2015; paper eq. 1): ``E[a a^T] (x) E[g g^T]`` per layer."""
 
-    approximation_name = "kfac"
+    approximation_class = curvature.KFAC
 
 
 class KPSVD(KroneckerFactoredOptimizer):
     """KPSVD (paper 3.1): the best single Kronecker product, by power SVD of the zigzag Fisher."""
 
-    approximation_name = "kpsvd"
+    approximation_class = curvature.KPSVD
 
 
 class Deflation(KroneckerFactoredOptimizer):
     """Deflation (paper 3.2.1): best rank-1, then best rank-1 of the remainder."""
 
-    approximation_name = "deflation"
+    approximation_class = curvature.Deflation
 
 
 class Lanczos(KroneckerFactoredOptimizer):
     """Lanczos (paper 3.2.2): the best Kronecker rank-2 by restarted Lanczos bidiagonalisation."""
 
-    approximation_name = "lanczos"
+    approximation_class = curvature.Lanczos
 
 
 class KFACCorrected(KroneckerFactoredOptimizer):
     """KFAC-corrected (paper 3.3): KFAC plus the best Kronecker correction term."""
 
-    approximation_name = "kfac_corrected"
+    approximation_class = curvature.KFACCorrected
 
 
 class LanczosK(KroneckerFactoredOptimizer):
     """Kronecker rank ``k`` (option ``k``, default 3) by restarted Lanczos bidiagonalisation; damped
     solve by preconditioned conjugate gradients (options ``cg_tol``, ``cg_max_iter``)."""
 
-    approximation_name = "lanczos_k"
-
-
-# Read from the registry (kfac_bench/registry.py), the one list of methods.
-OPTIMIZERS = {name: get_method(name).optimizer_class() for name in curvature_method_names()}
+    approximation_class = curvature.LanczosK
