@@ -59,11 +59,11 @@ def _say(message: str) -> None:
 
 
 def _fisher_figures(results_dir: Path, out_dir: Path, note: str | None, formats, dpi) -> list[Path]:
-    """Figure 1 per fisher study found under ``results_dir/fisher/<dataset>/...``."""
-    root = results_dir / "fisher"
-    found = sorted(root.rglob("fisher_errors.csv")) if root.is_dir() else []
-    if not found:
-        _say(f"Figure 1 skipped: no fisher study under {root} (run `kfac-bench fisher dataset=curves` etc.)")
+    """Figure 1 per fisher study found under ``results_dir`` (``.../fisher/<dataset>/...``)."""
+    from .results import fisher_study_files
+    studies = fisher_study_files(results_dir)
+    if not studies:
+        _say(f"Figure 1 skipped: no fisher study under {results_dir} (run `kfac-bench fisher dataset=curves` etc.)")
         return []
     try:
         from .figure1 import plot_figure1
@@ -71,7 +71,7 @@ def _fisher_figures(results_dir: Path, out_dir: Path, note: str | None, formats,
         _say(f"Figure 1 skipped: kfac_bench.report.figure1 cannot be imported ({err})")
         return []
     by_dataset: dict[str, list[Path]] = {}
-    for path in found:
+    for root, path in studies:
         rel = path.parent.relative_to(root)
         by_dataset.setdefault(rel.parts[0] if rel.parts else "unknown", []).append(path)
     paths: list[Path] = []

@@ -337,9 +337,9 @@ def published_problem(problem: Problem, full: bool) -> Problem:
 
 def collect_fisher_studies(folders: Iterable[str | Path]) -> list[FisherStudy]:
     studies = []
+    from .results import fisher_study_files
     for folder in (Path(f) for f in folders):
-        root = folder / "fisher"
-        for path in sorted(root.rglob("fisher_errors.csv")) if root.is_dir() else []:
+        for root, path in fisher_study_files(folder):
             try:
                 table = pd.read_csv(path)
             except (OSError, ValueError, pd.errors.EmptyDataError) as err:
@@ -355,7 +355,9 @@ def collect_fisher_studies(folders: Iterable[str | Path]) -> list[FisherStudy]:
             if epochs is None and "epoch" in table:
                 epochs = float(pd.to_numeric(table["epoch"], errors="coerce").max())
             stand_in = " (generated stand-in)" if meta.get("dataset_source") == "generated" else ""
-            studies.append(FisherStudy(f"{dataset}{stand_in} [{folder.name}/fisher/{rel}]", dataset, str(path),
+            where = root.parent.relative_to(folder).as_posix()
+            place = f"{folder.name}/{where}" if where != "." else folder.name
+            studies.append(FisherStudy(f"{dataset}{stand_in} [{place}/fisher/{rel}]", dataset, str(path),
                                        table, float(epochs) if epochs is not None else math.nan))
     return studies
 

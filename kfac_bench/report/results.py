@@ -85,6 +85,18 @@ def _read_metrics(path: Path) -> pd.DataFrame | None:
     return df
 
 
+def fisher_study_files(results_dir: str | Path) -> list[tuple[Path, Path]]:
+    """``(its fisher/ folder, its fisher_errors.csv)`` for every Figure 1 study under ``results_dir``:
+    a profile's own ``fisher/`` or those of several profiles under one root (``docs/runs/<profile>/fisher/``)."""
+    root = Path(results_dir)
+    found = []
+    for path in sorted(root.rglob("fisher_errors.csv")) if root.is_dir() else []:
+        folder = next((p for p in path.parents if p.name == "fisher"), None)
+        if folder is not None and root in (folder, *folder.parents):
+            found.append((folder, path))
+    return found
+
+
 def find_run_dirs(root: Path, exclude: list[Path] = ()) -> list[Path]:
     """Folders under ``root`` that hold a training run (fisher-study folders are not runs)."""
     root = Path(root)
