@@ -1,0 +1,46 @@
+"""Today's Kronecker-factored preconditioners (pytorch-optimizer): each builder trains a tiny MLP, keeps
+the library's defaults, and Muon splits weight matrices from biases as the method prescribes."""
+import pytest
+import torch
+from torch import nn
+
+from kfac_bench.optim import baselines
+
+
+def _problem():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 8, generator=gen)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 8))
+    return model, x
+
+
+@pytest.mark.parametrize("name, lr", [("soap", 3e-3), ("shampoo", 1e-3), ("muon", 2e-2), ("kron", 1e-3)])
+def test_each_builder_trains_a_tiny_autoencoder(name, lr):
+    model, x = _problem()
+    opt = getattr(baselines, name)(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(60):
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(x), x)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(map(torch.isfinite, map(torch.tensor, losses)))
+    assert losses[-1] < losses[0], (name, losses[0], losses[-1])   # wiring, not speed: library defaults
+
+
+def test_muon_on_weight_matrices_adamw_on_biases():
+    model, _ = _problem()
+    opt = baselines.muon(model.parameters(), lr=0.02)
+    muon_group, adamw_group = opt.param_groups
+    assert muon_group["use_muon"] and not adamw_group["use_muon"]
+    assert [p.ndim for p in muon_group["params"]] == [2, 2]
+    assert [p.ndim for p in adamw_group["params"]] == [1, 1]
+    assert muon_group["lr"] == 0.02 and adamw_group["lr"] == 3e-4      # the library's AdamW default (adamw_lr)
+
+
+def test_library_defaults_are_kept():
+    model, _ = _problem()
+    soap = baselines.soap(model.parameters(), lr=3e-3)
+    assert soap.param_groups[0]["weight_decay"] == 1e-2 and soap.param_groups[0]["precondition_frequency"] == 10
