@@ -841,6 +841,13 @@ class Context:
     t_start: float
 
     @property
+    def confirm_estimator(self) -> "Estimator":
+        """Costs of the ``confirm`` runs (their own table: they run at other sizes than the grid)."""
+        confirm = self.profile.get("confirm") or {}
+        return Estimator({**self.profile, "cost": confirm.get("cost") or self.profile.get("cost") or {}},
+                         self.device, self.estimator.parallel)
+
+    @property
     def settings_mode(self) -> bool:
         # a `settings` profile runs the authors' selected settings under a list of authors_code values
         # (the authors' code, an ablation down to the specification) instead of a grid
@@ -942,7 +949,7 @@ def make_plan(ctx: Context) -> Plan:
         _plan_grid(ctx, plan, todo_grid)
     if ctx.settings_mode and "grid" in ctx.stages:
         _plan_settings(ctx, plan)
-    if "seeds" in ctx.stages and plan.extra_seeds:
+    if "seeds" in ctx.stages and (plan.extra_seeds or ctx.profile.get("confirm")):
         for d in ctx.datasets:
             for m in ctx.methods:
                 task = _seeds_task(ctx, plan, d, m)
@@ -1017,19 +1024,46 @@ def _plan_settings(ctx: Context, plan: Plan) -> None:
                                            lambda command=command: command, rank=rank))
 
 
+def confirm_overrides(profile: dict, dataset: str, method: str) -> list[str] | None:
+    """Tune short, confirm long (AlgoPerf practice): the settings a profile's ``confirm`` entry gives the
+    grid's winners on ``dataset`` in place of the grid's own (``None``: no confirmation there, the winner's
+    extra seeds run at the grid's settings)."""
+    spec = profile.get("confirm") or {}
+    over = (spec.get("overrides") or {}).get(dataset)
+    if over is None:
+        return None
+    extra = (spec.get("curvature_overrides") or {}).get(dataset) if method in CURVATURE else None
+    return list(over) + list(extra or [])
+
+
+def _winner_seeds(ctx: Context, plan: Plan, d: str, m: str) -> tuple[list[str], list[int], float]:
+    """(the settings, the seeds, the cost of one run) the grid's winner of (d, m) runs again with."""
+    confirm = confirm_overrides(ctx.profile, d, m)
+    if confirm is None:
+        over = dict(kv.split("=", 1) for kv in dataset_overrides(ctx.profile, d, m))
+        return dataset_overrides(ctx.profile, d, m), plan.extra_seeds, ctx.estimator.run_cost(d, m, over)
+    seeds = [int(x) for x in ctx.profile["confirm"].get("seeds", [0])]
+    over = dict(kv.split("=", 1) for kv in confirm)
+    return confirm, seeds, ctx.confirm_estimator.run_cost(d, m, over)
+
+
 def _seeds_task(ctx: Context, plan: Plan, d: str, m: str) -> Task | None:
-    """The extra seeds of the grid's winner of (d, m): its command is made once the grid has ended."""
+    """The extra seeds of the grid's winner of (d, m), or its confirmation at the profile's ``confirm``
+    settings: its command is made once the grid has ended."""
     sweep = SWEEPS[_kind(m)]
     fixed = dataset_overrides(ctx.profile, d, m)
+    target, seeds, cost = _winner_seeds(ctx, plan, d, m)
+    if not seeds:
+        return None
     keys = list(load_sweep(sweep))
-    over = dict(kv.split("=", 1) for kv in fixed)
-    what, extra_seeds = f"seeds {d} {m}", plan.extra_seeds
-    left = len(extra_seeds)
+    over = dict(kv.split("=", 1) for kv in target)
+    what = f"{'confirm' if target is not fixed else 'seeds'} {d} {m}"
+    left = len(seeds)
     if (d, m) not in plan.grid_left:   # the winner may be known already: count its missing seeds only
         best = select_best_hyperparameters(ctx.results_dir, d, m, fixed, keys)
         if best is not None:
             hp = {k: fmt_value(best[k]) for k in keys}
-            left = sum(not ctx.index.finished(d, m, {**over, **hp, "seed": str(x)}) for x in extra_seeds)
+            left = sum(not ctx.index.finished(d, m, {**over, **hp, "seed": str(x)}) for x in seeds)
             if not left:
                 plan.notes.append(f"{what}: finished already, skipped")
                 return None
@@ -1038,18 +1072,18 @@ def _seeds_task(ctx: Context, plan: Plan, d: str, m: str) -> Task | None:
         ctx.index.refresh(d, m)
         best = select_best_hyperparameters(ctx.results_dir, d, m, fixed, keys)
         if best is None:
-            say(f"{what}: seeds {extra_seeds} of the grid's winner, known after the grid" if ctx.args.dry_run
+            say(f"{what}: seeds {seeds} of the grid's winner, known after the grid" if ctx.args.dry_run
                 else f"{what}: no finished run of the grid, nothing to repeat")
             return None
         hp = [f"{k}={fmt_value(best[k])}" for k in keys]
-        inv = Invocation("seeds", [d], [m], {"seed": [str(x) for x in extra_seeds]}, hp + fixed, sweep)
+        inv = Invocation("seeds", [d], [m], {"seed": [str(x) for x in seeds]}, hp + target, sweep)
         if all(ctx.index.finished(*j) for j in inv.jobs()):
             say(f"{what}: finished already, skipped")
             return None
         say(f"{what}: best {' '.join(hp)} (final training loss {best['_loss']:.6g})")
         return inv.args() + ctx.runner.common(run=True) + ctx.runner.launcher()
     after = plan.grid_task_of.get((d, m), []) if (d, m) in plan.grid_left else []
-    return Task(what, "seeds", ctx.estimator.batch([ctx.estimator.run_cost(d, m, over)] * left), make_args, after)
+    return Task(what, "seeds", ctx.estimator.batch([cost] * left), make_args, after)
 
 
 def _plan_fisher(ctx: Context, plan: Plan) -> None:

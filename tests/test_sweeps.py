@@ -342,3 +342,24 @@ def test_task_scheduler_orders_runs_side_by_side_and_records_failures(tmp_path):
     assert order.index("a") < order.index("seeds a")
     assert len(runner.failures) == 1 and runner.failures[0].startswith("b: exit 1")
     assert (tmp_path / "logs" / "b.log").exists()             # side by side: output to log files
+
+
+def test_confirm_reruns_the_winners_at_their_own_settings(tmp_path):
+    """Tune short, confirm long: a profile's `confirm` gives the grid's winners other settings (full data,
+    more epochs, the curvature schedule of that size) and seeds, with their own cost table."""
+    rp = _reproduce_module()
+    profile = {"name": "t", "overrides": {"curves": ["trainer.epochs=5", "dataset.n_train=8000"]},
+               "curvature_overrides": {"curves": ["optimizer.T1=50"]},
+               "confirm": {"overrides": {"curves": ["trainer.epochs=30"]},
+                           "curvature_overrides": {"curves": ["optimizer.T1=100"]}, "seeds": [0, 1, 2]}}
+    assert rp.confirm_overrides(profile, "curves", "kfac") == ["trainer.epochs=30", "optimizer.T1=100"]
+    assert rp.confirm_overrides(profile, "curves", "sgd") == ["trainer.epochs=30"]
+    assert rp.confirm_overrides(profile, "mnist", "kfac") is None
+    smoke = (ROOT / "conf" / "profile" / "smoke.yaml").read_text()
+    mine = tmp_path / "confirming.yaml"
+    mine.write_text(smoke.replace("name: smoke", "name: confirming") + "\nconfirm:\n  overrides:\n"
+                    "    curves: [trainer.epochs=3, dataset.generator.n_images=600, dataset.n_train=500, "
+                    "dataset.n_val=100]\n  seeds: [0, 1, 2]\n")
+    proc = reproduce("--profile", str(mine), "--dry-run", "--results-dir", str(tmp_path / "r"), tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "confirm curves kfac: seeds [0, 1, 2] of the grid's winner, known after the grid" in proc.stdout
