@@ -36,7 +36,8 @@ from .optim import authors_code
 from .optim.factory import build_optimizer, validate_optimizer_config
 from .optim.kronecker_optimizer import KroneckerFactoredOptimizer
 from .run_folder import RunFolderError, RunFolderMismatch, check_folder, record_epochs, start_folder
-from .utils import atomic_torch_save, atomic_write_json, atomic_write_text, git_commit, select_device, synchronize
+from .utils import (atomic_torch_save, atomic_write_json, atomic_write_text, cluster_job, git_commit, select_device,
+                    synchronize)
 
 log = logging.getLogger("kfac_bench.train")
 
@@ -410,6 +411,8 @@ def run_training(cfg: Mapping, run_dir: str | Path) -> dict:
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(sys.argv),
     }
+    if cluster_job():                 # a SLURM job: its ids, node and requeues (only there)
+        summary["cluster"] = cluster_job()
     atomic_write_json(run_dir / "summary.json", summary)
     if status in FINAL_STATUSES and not trainer.get("keep_checkpoint", True):
         checkpoint_path.unlink(missing_ok=True)   # after summary.json: an interruption loses nothing
@@ -431,6 +434,8 @@ def write_failure(run_dir: Path, cfg: Mapping, err: BaseException) -> dict:
         "git_commit": git_commit(), "command": " ".join(sys.argv),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
+    if cluster_job():
+        summary["cluster"] = cluster_job()
     atomic_write_json(Path(run_dir) / "summary.json", summary)
     return summary
 
