@@ -38,7 +38,7 @@ skip() {
 show_logs() {
     [[ -n "$DIR" && -d "$DIR/log" ]] || return 0
     for f in "$DIR"/log/*.log "$DIR"/log/*.out "$DIR"/munge/munged.log; do
-        [[ -s "$f" ]] || continue
+        [[ -s "$f" && "$f" != *install* ]] || continue
         echo "---- last lines of $f" >&2
         tail -n 15 "$f" >&2
     done

@@ -85,9 +85,9 @@ def test_time_limit_requeue_resumes_to_the_uninterrupted_metrics(tmp_path, data_
     the limit (slurmctld sends it at its next 30-s check once less than signal_delay_s + 30 s are left),
     then checkpoints the Hydra launcher's call and requeues the job; the requeued job reruns the same
     command, which resumes the run folder from its last epoch's checkpoint.pt."""
-    # about 70 s of training: longer than the 50 s a job can run before SIGUSR2 (signal_delay_s=10: the
-    # first 30-s check with under 40 s left)
-    epochs = min(max(round(70 / epoch_seconds), 40), 120)
+    # about 55 s of training (and some 10 s to start): longer than the 50 s a job can run before SIGUSR2
+    # (signal_delay_s=10: the first 30-s check with under 40 s left)
+    epochs = min(max(round(55 / epoch_seconds), 30), 120)
     run = ["optimizer=kfac", f"trainer.epochs={epochs}", *SMALL, *COMMON]
     results, reference = tmp_path / "slurm", tmp_path / "reference"
     # the uninterrupted run, on this machine, beside the SLURM one
