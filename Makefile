@@ -10,7 +10,7 @@ ARGS ?=
 # OpenMP busy-waiting makes 2 threads slower than 1 on a busy 2-core machine; passive waiting costs nothing.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install run test fisher bench report reproduce-paper verdict clean
+.PHONY: install run test test-cluster fisher bench report reproduce-paper verdict clean
 
 install: $(VENV)/.installed
 
@@ -26,6 +26,9 @@ run: install            ## the main job (about 3 min on 2 cores): SGD, Adam, KFA
 
 test: install           ## the test suite
 	$(BIN)/python -m pytest -q $(ARGS)
+
+test-cluster: install   ## as root: a one-node SLURM (apt-get installs it), the SLURM tests (tests/cluster), every daemon stopped
+	bash tests/cluster/slurm_cluster.sh $(BIN)/python -m pytest -q -p no:cacheprovider tests/cluster $(ARGS)
 
 fisher: install         ## Figure 1 study (layer 5) on one dataset: make fisher ARGS="dataset=mnist"
 	$(BIN)/kfac-bench fisher $(ARGS)

@@ -37,7 +37,8 @@ from .optim import authors_code
 from .optim.factory import build_training_optimizer, validate_optimizer_config
 from .optim.training import TrainingOptimizer
 from .run_folder import RunFolderError, RunFolderMismatch, check_folder, record_epochs, start_folder
-from .utils import atomic_torch_save, atomic_write_json, atomic_write_text, git_commit, select_device, synchronize
+from .utils import (atomic_torch_save, atomic_write_json, atomic_write_text, cluster_job, git_commit, select_device,
+                    synchronize)
 
 log = logging.getLogger("kfac_bench.train")
 
@@ -463,8 +464,9 @@ def _end_epoch(run: _Run, epoch: int, running: float) -> bool:
 
 
 def _summary(run: _Run) -> dict:
-    """summary.json of the run."""
+    """summary.json of the run (in a SLURM job also its ``cluster`` entry: ids, node, requeues)."""
     cfg, data, device, last = run.cfg, run.data, run.device, run.rows[-1]
+    cluster = cluster_job()
     return {
         "status": run.status,
         "error": run.error,
@@ -494,6 +496,7 @@ def _summary(run: _Run) -> dict:
         "started": run.started,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(sys.argv),
+        **({"cluster": cluster} if cluster else {}),
     }
 
 
@@ -512,6 +515,8 @@ def write_failure(run_dir: Path, cfg: Mapping, err: BaseException) -> dict:
         "git_commit": git_commit(), "command": " ".join(sys.argv),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
+    if cluster_job():
+        summary["cluster"] = cluster_job()
     atomic_write_json(Path(run_dir) / "summary.json", summary)
     return summary
 

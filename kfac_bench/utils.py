@@ -100,3 +100,20 @@ def configure_cpu_eigensolvers() -> int | None:
     threads = None if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE" else 1
     set_cpu_eigen_threads(threads)
     return threads
+
+
+def cluster_job(environ=None) -> dict | None:
+    """The SLURM job this process runs in, read from its environment (``summary.json``'s ``cluster``
+    entry): ``job_id``, for an array task also ``array_job_id`` and ``array_task_id`` (``sacct`` shows
+    ``<array_job_id>_<array_task_id>``), ``node``, and ``restart_count`` (how many times the job was
+    requeued, e.g. by submitit at its time limit: this summary is the last run's). None outside SLURM."""
+    env = os.environ if environ is None else environ
+    if not env.get("SLURM_JOB_ID"):
+        return None
+    job = {"scheduler": "slurm", "job_id": env["SLURM_JOB_ID"]}
+    if env.get("SLURM_ARRAY_JOB_ID"):
+        job["array_job_id"] = env["SLURM_ARRAY_JOB_ID"]
+        job["array_task_id"] = env.get("SLURM_ARRAY_TASK_ID")
+    job["node"] = env.get("SLURMD_NODENAME") or env.get("SLURM_NODELIST")
+    job["restart_count"] = int(env.get("SLURM_RESTART_COUNT") or 0)
+    return job
