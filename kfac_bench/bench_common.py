@@ -12,6 +12,7 @@ import torch
 from omegaconf import OmegaConf
 
 from .configs import config_dir
+from .options import load_optimizer_config
 from .registry import get_method
 
 log = logging.getLogger("kfac_bench.bench")
@@ -21,7 +22,7 @@ def optimizer_config(method: str, bench: dict, rank: int | None = None) -> dict:
     """conf/optimizer/<method>.yaml with the bench's lr, damping, T1, T2, rank and overrides."""
     path = config_dir() / "optimizer" / f"{method}.yaml"
     entry = get_method(method)
-    node = OmegaConf.load(path) if path.is_file() else OmegaConf.create({"name": method})
+    node = load_optimizer_config(path) if path.is_file() else OmegaConf.create({"name": method})
     node.lr = bench["lr"]
     if entry.is_curvature:
         node.damping = bench["damping"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -41,11 +42,45 @@ def _run_name(override_dirname: str) -> str:
 
 
 def register_resolvers() -> None:
+    """What composing conf/ needs besides its files: the run-name resolver, and the shared parts of
+    the optimizer configs (``optimizer/_curvature`` ..., made from :mod:`kfac_bench.options`)."""
     if not OmegaConf.has_resolver("kfac_run_name"):
         OmegaConf.register_new_resolver("kfac_run_name", _run_name)
+    from .options import register_config_nodes
+    register_config_nodes()
 
 
 register_resolvers()
+
+
+_OPTION_OVERRIDE = re.compile(r"^\+{0,2}optimizer\.([A-Za-z_][A-Za-z0-9_]*)(?:[.=]|$)")
+_GROUP_OVERRIDE = re.compile(r"^optimizer=(.*)$")
+
+
+def unknown_optimizer_option(args: list[str]) -> str | None:
+    """The error of a command line that sets an option its optimizer does not have
+    (``optimizer.dampin=1``), before Hydra composes anything; None when there is none.
+
+    Hydra itself rejects a key its config lacks, but its message names neither the known options nor
+    the fix (and suggests ``+optimizer.dampin=1``, which the optimizer factory would then refuse).
+    The optimizer is the ``optimizer=`` choice (each one of a sweep), else ``run``'s default; one
+    that is no registry method (a config of your own, a glob) is left to the factory's check."""
+    from .registry import METHODS
+    keys = [m.group(1) for m in map(_OPTION_OVERRIDE.match, args) if m]
+    if not keys:
+        return None
+    chosen = [m.group(1) for m in map(_GROUP_OVERRIDE.match, args) if m]
+    if chosen:
+        names = chosen[-1].split(",")
+    else:
+        defaults = OmegaConf.load(config_dir() / "config.yaml").defaults
+        names = [d.optimizer for d in defaults if not isinstance(d, str) and "optimizer" in d]
+    for name in names:
+        entry = METHODS.get(name.strip())
+        for key in keys if entry is not None else ():
+            if not entry.takes(key):
+                return entry.unknown_option(key)
+    return None
 
 
 def _is_multirun() -> bool:
@@ -254,8 +289,14 @@ def main(argv: list[str] | None = None) -> int | None:
     if verb not in APPS:
         print(f"kfac-bench: unknown verb {verb!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    import hydra
     config_name, task = APPS[verb]
+    if verb == "run" and not any(a.startswith(("--config-name", "-cn", "--config-dir", "-cd", "--config-path",
+                                               "-cp")) for a in rest):
+        error = unknown_optimizer_option(rest)
+        if error:
+            print(f"kfac-bench: error: {error}", file=sys.stderr)
+            return 2
+    import hydra
     sys.argv = [f"kfac-bench-{verb}"] + rest
     app = hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(task)
     app()

@@ -2,8 +2,10 @@
 
 An entry names a method (the ``optimizer.name`` of its config, ``conf/optimizer/<name>.yaml``), its
 label in tables and figures, its Kronecker rank (``None`` for the first-order baselines), where its
-optimizer and approximation classes live, and the options its optimizer accepts. Adding a method is
-one entry here, one approximation class and one config file (docs/design.md, "Adding a method").
+optimizer and approximation classes live, and its family of options (:mod:`kfac_bench.options`, where
+each option is said once; a curvature method's own ones are its approximation class's
+``extra_options``). Adding a method is one entry here, one approximation class and one config file of
+a few lines (docs/design.md, "Adding a method").
 
 The registry sits above the mathematics (:mod:`kfac_bench.curvature`) and the optimizers
 (:mod:`kfac_bench.optim`): it names their classes, they never read it. The tables of classes by
@@ -20,15 +22,12 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-# Options every Kronecker-factored optimizer accepts (kfac_bench.optim.KroneckerFactoredOptimizer);
-# an entry adds the options of its own approximation (its class's ``extra_options``: the rank, ...).
-CURVATURE_OPTIONS = ("damping", "T1", "T2", "alpha", "kl_clip", "momentum", "weight_decay", "fisher",
-                     "reduction", "stats_fraction", "psd_floor", "route", "curvature_schedule",
-                     "damping_convention", "stats_sampling", "averaging", "gaussian_target_std",
-                     "kl_clip_terms", "tol", "max_iter", "krylov_dim", "max_restarts")
-# the approximation's second term (Deflation, KFAC-corrected: the deflated one of the paper, or the
-# authors' code's leading term again)
-SECOND_TERM = ("second_term",)
+from .options import STRUCTURAL_KEYS, AdamOptions, CurvatureOptions, SGDOptions, option_names, unknown_option_message
+
+# Options every Kronecker-factored optimizer accepts besides lr (kfac_bench.options.CurvatureOptions,
+# where each is documented); a method adds those of its own its approximation class lists
+# (``extra_options``: the rank of lanczos_k, ...).
+CURVATURE_OPTIONS = tuple(k for k in option_names(CurvatureOptions, own=False) if k != "lr")
 
 
 @dataclass(frozen=True)
@@ -40,11 +39,12 @@ class Method:
     rank: int | None                 # Kronecker rank of the approximation; None: a first-order method
     optimizer: str                   # "module:Class" (first-order: torch's)
     approximation: str | None = None  # "module:Class" of kfac_bench.curvature (curvature methods)
-    # the options this method takes beyond CURVATURE_OPTIONS (curvature methods: its approximation's,
-    # e.g. the rank of lanczos_k; first-order methods: their torch.optim arguments besides lr). An
-    # option a method does not list is one it does not have: the authors' behaviours
-    # (kfac_bench/optim/authors_code.py) set an option only on the methods that list it.
-    extra_options: tuple[str, ...] = ()
+    # the dataclass of the family's options (kfac_bench/options.py: defaults, documentation, config
+    # parts); None: CurvatureOptions for a curvature method. Which method-specific options a curvature
+    # method takes its approximation class says (``extra_options``), not this entry. An option a method
+    # does not take is an error in its config, and the authors' behaviours
+    # (kfac_bench/optim/authors_code.py) set an option only on the methods that take it.
+    options_class: type | None = None
     # the rank is an option (``rank_option``) and ``rank`` is its default
     rank_option: str | None = None
     # the approximation is the best Kronecker approximation of its rank (Theorem 3.1), so methods of
@@ -59,9 +59,34 @@ class Method:
         return self.rank is not None
 
     @property
+    def family(self) -> type:
+        """The dataclass of its options (:mod:`kfac_bench.options`)."""
+        return self.options_class or CurvatureOptions
+
+    @property
+    def extra_options(self) -> tuple[str, ...]:
+        """The options it takes beyond :data:`CURVATURE_OPTIONS`: a curvature method's approximation
+        class's ``extra_options`` (resolving the class imports torch), a first-order method's
+        ``torch.optim`` arguments besides ``lr``."""
+        if self.is_curvature:
+            return tuple(self.approximation_class().extra_options)
+        return tuple(k for k in option_names(self.family) if k != "lr")
+
+    @property
     def options(self) -> tuple[str, ...]:
         """The config keys the method's optimizer accepts besides ``lr``."""
         return CURVATURE_OPTIONS + self.extra_options if self.is_curvature else self.extra_options
+
+    def takes(self, key: str) -> bool:
+        """Whether ``key`` may appear in this method's config (an option, ``lr``, ``name``, ``tuned``);
+        only a method-specific option resolves the approximation class."""
+        if key in STRUCTURAL_KEYS or key == "lr" or key in option_names(self.family, own=False):
+            return True
+        return key in option_names(self.family, own=True) and key in self.extra_options
+
+    def unknown_option(self, key: str) -> str:
+        """The error of a config key this method does not take, naming the ones it does."""
+        return unknown_option_message(self.name, key, ("lr",) + self.options)
 
     def optimizer_class(self):
         return _resolve(self.optimizer)
@@ -99,23 +124,20 @@ _OPT = "kfac_bench.optim.kronecker_optimizer"
 _APPROX = "kfac_bench.curvature.approximations"
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("sgd", "SGD", None, "torch.optim:SGD", extra_options=("momentum", "weight_decay", "nesterov"),
-           summary="SGD with heavy-ball momentum"),
-    Method("adam", "Adam", None, "torch.optim:Adam", extra_options=("betas", "weight_decay"), summary="Adam"),
+    Method("sgd", "SGD", None, "torch.optim:SGD", options_class=SGDOptions, summary="SGD with heavy-ball momentum"),
+    Method("adam", "Adam", None, "torch.optim:Adam", options_class=AdamOptions, summary="Adam"),
     Method("kfac", "KFAC", 1, f"{_OPT}:KFAC", f"{_APPROX}:KFAC",
            summary="E[a a^T] (x) E[g g^T]", paper="eq. (1), section 2.2"),
     Method("kpsvd", "KPSVD", 1, f"{_OPT}:KPSVD", f"{_APPROX}:KPSVD", best_of_rank=True,
            summary="best Kronecker product, power SVD of Z(F)", paper="section 3.1"),
-    Method("deflation", "Deflation", 2, f"{_OPT}:Deflation", f"{_APPROX}:Deflation", extra_options=SECOND_TERM,
-           best_of_rank=True,
+    Method("deflation", "Deflation", 2, f"{_OPT}:Deflation", f"{_APPROX}:Deflation", best_of_rank=True,
            summary="KPSVD, then the best Kronecker product of the remainder", paper="section 3.2.1"),
     Method("lanczos", "Lanczos", 2, f"{_OPT}:Lanczos", f"{_APPROX}:Lanczos", best_of_rank=True,
            summary="best Kronecker rank 2 by restarted Lanczos bidiagonalisation", paper="section 3.2.2"),
     Method("kfac_corrected", "KFAC-corrected", 2, f"{_OPT}:KFACCorrected", f"{_APPROX}:KFACCorrected",
-           extra_options=SECOND_TERM,
            summary="KFAC plus the best Kronecker correction", paper="section 3.3"),
     Method("lanczos_k", "Lanczos rank k", 3, f"{_OPT}:LanczosK", f"{_APPROX}:LanczosK",
-           extra_options=("k", "cg_tol", "cg_max_iter"), rank_option="k", best_of_rank=True, in_paper=False,
+           rank_option="k", best_of_rank=True, in_paper=False,
            summary="best Kronecker rank k by restarted Lanczos bidiagonalisation; damped solve by "
                    "conjugate gradients preconditioned by the rank-2 eigen-trick solve",
            paper="section 5 (\"one can go further in this direction\")"),

@@ -117,7 +117,8 @@ class Approximation:
     rank = 1
     inverse_class = KroneckerInverse   # what :meth:`damped_inverse` returns (and rebuilds from a state)
     # the options of this method beyond the solver settings every approximation takes (tol, max_iter,
-    # route, krylov_dim, max_restarts): its registry entry's ``extra_options``, checked by the optimizer
+    # route, krylov_dim, max_restarts), checked by the optimizer. The one place that says which: the
+    # registry reads them from here (kfac_bench/options.py documents what each means)
     extra_options: tuple[str, ...] = ()
 
     def __init__(self, tol: float = 1e-6, max_iter: int = 1000, route: str = "auto", warm_start: bool = True,

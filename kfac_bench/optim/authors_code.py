@@ -26,8 +26,9 @@ class Behaviour:
     summary: str
     source: str                                                 # the authors' file and lines
     # The options it sets. A behaviour names options, never methods: it acts on every method of the
-    # kind whose registry entry takes one of them (kfac_bench/registry.py: CURVATURE_OPTIONS, each
-    # entry's extra_options), so a new method inherits the behaviours its options give it.
+    # kind whose registry entry takes one of them (``Method.options``: its family's options in
+    # kfac_bench/options.py, plus its approximation class's extra_options), so a new method inherits
+    # the behaviours its options give it.
     curvature: dict = field(default_factory=dict)              # options of the Kronecker-factored methods
     first_order: dict = field(default_factory=dict)            # options of the first-order baselines
     model: dict = field(default_factory=dict)                  # options of the auto-encoder builder

@@ -14,6 +14,7 @@ from torch import nn
 
 from ..curvature.approximations import ROUTES, SECOND_TERMS
 from ..curvature.inverse import DAMPING_CONVENTIONS
+from ..options import SGDOptions, defaults
 from ..registry import get_method, method_names
 from .kronecker_optimizer import AVERAGINGS, CURVATURE_SCHEDULES, KL_CLIP_TERMS, STATS_SAMPLINGS
 from .training import TrainingOptimizer, as_training_optimizer
@@ -21,9 +22,6 @@ from .training import TrainingOptimizer, as_training_optimizer
 OPTION_CHOICES = {"curvature_schedule": CURVATURE_SCHEDULES, "damping_convention": DAMPING_CONVENTIONS,
                   "second_term": SECOND_TERMS, "stats_sampling": STATS_SAMPLINGS, "averaging": AVERAGINGS,
                   "kl_clip_terms": KL_CLIP_TERMS}
-
-# A first-order option whose default here is not torch's: heavy-ball momentum 0.9 (paper 4.2)
-FIRST_ORDER_DEFAULTS = {"momentum": 0.9}
 
 
 def optimizer_names() -> list[str]:
@@ -41,8 +39,12 @@ def validate_optimizer_config(cfg: Mapping) -> None:
         if v is None or not isinstance(v, (int, float)) or not v > 0:
             raise ValueError(f"optimizer.{key} must be a positive number, got {v!r} (e.g. optimizer.{key}=0.01)")
 
-    positive("lr")
     entry = get_method(name)
+    # an unknown key is an error, never swallowed: a typo (dampin) would otherwise train with the default
+    for key in cfg:
+        if not entry.takes(key):
+            raise ValueError(entry.unknown_option(key))
+    positive("lr")
     if entry.is_curvature:
         positive("damping")
         for key in ("T1", "T2"):
@@ -64,7 +66,7 @@ def validate_optimizer_config(cfg: Mapping) -> None:
             value = cfg.get(key)
             if value is not None and value not in choices:
                 raise ValueError(f"optimizer.{key}={value!r} is unknown; choose one of {list(choices)}")
-    if cfg.get("nesterov") and not cfg.get("momentum", FIRST_ORDER_DEFAULTS["momentum"]) > 0:
+    if cfg.get("nesterov") and not cfg.get("momentum", defaults(SGDOptions)["momentum"]) > 0:
         # nesterov=True: the authors' SGD baseline (apps/mlp_cnn/train_mlp.py line 86 at commit
         # 97105b6); the paper says heavy-ball momentum, our default
         raise ValueError("optimizer.nesterov=true needs optimizer.momentum > 0")
@@ -84,10 +86,11 @@ def build_optimizer(cfg: Mapping, model: nn.Module, likelihood: str, seed: int =
     validate_optimizer_config(cfg)
     entry = get_method(cfg["name"])
     if not entry.is_curvature:
-        # lists (a YAML betas) become tuples, as torch's own defaults are
-        options = {k: tuple(cfg[k]) if isinstance(cfg[k], list) else cfg[k]
-                   for k in entry.options if cfg.get(k) is not None}
-        options = {**{k: v for k, v in FIRST_ORDER_DEFAULTS.items() if k in entry.options}, **options}
+        # an option the config leaves out takes its default in kfac_bench.options (SGD's momentum 0.9,
+        # paper 4.2, is not torch's); lists (a YAML betas) become tuples, as torch's own defaults are
+        given = {k: cfg[k] for k in entry.options if cfg.get(k) is not None}
+        options = {k: tuple(v) if isinstance(v, list) else v
+                   for k, v in {**defaults(entry.family), **given}.items() if k in entry.options}
         return entry.optimizer_class()(model.parameters(), lr=cfg["lr"], **options)
     # None means "the default" except for kl_clip, where it switches clipping off
     options = {k: cfg[k] for k in entry.options
