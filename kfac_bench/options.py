@@ -127,7 +127,59 @@ class AdamOptions:
     weight_decay: float = option(0.0, "L2 weight decay in the gradient", "_adam")
 
 
-FAMILIES = {"curvature": CurvatureOptions, "sgd": SGDOptions, "adam": AdamOptions}
+# Today's Kronecker-factored preconditioners from pytorch-optimizer (kfac_bench/optim/baselines.py), not
+# methods of the paper: every option at the library's default, the learning rate tuned around it.
+_LIBRARY_LR = "learning rate: the library's default (the comparison tunes it x {1/3, 1, 3})"
+
+
+@dataclass(frozen=True)
+class SOAPOptions:
+    """pytorch-optimizer's ``SOAP`` (Vyas et al. 2024) at the library's defaults."""
+
+    lr: float = option(3e-3, _LIBRARY_LR, _OWN_CONFIG)
+    betas: list = option([0.95, 0.95], "moment decay rates (the library's default)", "_soap")
+    weight_decay: float = option(1e-2, "decoupled weight decay (the library's default)", "_soap")
+    precondition_frequency: int = option(10, "steps between refreshes of the eigenbasis (the library's default)",
+                                         "_soap")
+
+
+@dataclass(frozen=True)
+class ShampooOptions:
+    """pytorch-optimizer's ``Shampoo`` (Gupta et al. 2018) at the library's defaults."""
+
+    lr: float = option(1e-3, _LIBRARY_LR, _OWN_CONFIG)
+    momentum: float = option(0.0, "momentum (the library's default)", "_shampoo")
+    weight_decay: float = option(0.0, "weight decay (the library's default)", "_shampoo")
+    preconditioning_compute_steps: int = option(1, "steps between preconditioner updates (the library's default)",
+                                                "_shampoo")
+
+
+@dataclass(frozen=True)
+class MuonOptions:
+    """pytorch-optimizer's ``Muon`` (Jordan et al. 2024) at the library's defaults: on weight matrices,
+    AdamW (``adamw_lr``) on biases."""
+
+    lr: float = option(2e-2, _LIBRARY_LR + "; the weight matrices' (Muon's)", _OWN_CONFIG)
+    momentum: float = option(0.95, "Nesterov momentum of the orthogonalised update (the library's default)",
+                             "_muon")
+    weight_decay: float = option(0.0, "weight decay (the library's default)", "_muon")
+    adamw_lr: float = option(3e-4, "the biases' AdamW learning rate (the library's default)", "_muon")
+
+
+@dataclass(frozen=True)
+class KronOptions:
+    """pytorch-optimizer's ``Kron`` (PSGD-Kron, Li) at the library's defaults."""
+
+    lr: float = option(1e-3, _LIBRARY_LR, _OWN_CONFIG)
+    momentum: float = option(0.9, "momentum (the library's default)", "_kron")
+    weight_decay: float = option(0.0, "weight decay (the library's default)", "_kron")
+
+
+FAMILIES = {"curvature": CurvatureOptions, "sgd": SGDOptions, "adam": AdamOptions, "soap": SOAPOptions,
+            "shampoo": ShampooOptions, "muon": MuonOptions, "kron": KronOptions}
+FAMILY_TITLES = {CurvatureOptions: "Kronecker-factored methods", SGDOptions: "SGD", AdamOptions: "Adam",
+                 SOAPOptions: "SOAP (pytorch-optimizer)", ShampooOptions: "Shampoo (pytorch-optimizer)",
+                 MuonOptions: "Muon (pytorch-optimizer)", KronOptions: "PSGD-Kron (pytorch-optimizer)"}
 
 
 def option_names(family: type, own: bool | None = None) -> tuple[str, ...]:
@@ -186,8 +238,7 @@ def unknown_option_message(method: str, key: str, known) -> str:
 def markdown() -> str:
     """The option tables of ``docs/usage.md``, from the dataclasses' fields."""
     out = []
-    for title, family in (("Kronecker-factored methods", CurvatureOptions), ("SGD", SGDOptions),
-                          ("Adam", AdamOptions)):
+    for family, title in FAMILY_TITLES.items():
         out += [f"**{title}** (`{family.__name__}`)", "", "| option | default | config part | meaning |",
                 "|---|---|---|---|"]
         for name, value in defaults(family).items():

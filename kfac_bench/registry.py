@@ -22,7 +22,8 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from .options import STRUCTURAL_KEYS, AdamOptions, CurvatureOptions, SGDOptions, option_names, unknown_option_message
+from .options import (STRUCTURAL_KEYS, AdamOptions, CurvatureOptions, KronOptions, MuonOptions, SGDOptions,
+                      ShampooOptions, SOAPOptions, option_names, unknown_option_message)
 
 # Options every Kronecker-factored optimizer accepts besides lr (kfac_bench.options.CurvatureOptions,
 # where each is documented); a method adds those of its own its approximation class lists
@@ -126,6 +127,15 @@ _APPROX = "kfac_bench.curvature.approximations"
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("sgd", "SGD", None, "torch.optim:SGD", options_class=SGDOptions, summary="SGD with heavy-ball momentum"),
     Method("adam", "Adam", None, "torch.optim:Adam", options_class=AdamOptions, summary="Adam"),
+    # today's Kronecker-factored preconditioners (pytorch-optimizer), compared with, never claims' subjects
+    Method("soap", "SOAP", None, "kfac_bench.optim.baselines:soap", options_class=SOAPOptions, in_paper=False,
+           summary="Adam in the eigenbasis of Shampoo's preconditioner (Vyas et al. 2024; pytorch-optimizer)"),
+    Method("shampoo", "Shampoo", None, "kfac_bench.optim.baselines:shampoo", options_class=ShampooOptions,
+           in_paper=False, summary="Kronecker-factored preconditioner per tensor (Gupta et al. 2018; pytorch-optimizer)"),
+    Method("muon", "Muon", None, "kfac_bench.optim.baselines:muon", options_class=MuonOptions, in_paper=False,
+           summary="orthogonalised momentum on weight matrices, AdamW on biases (Jordan et al. 2024; pytorch-optimizer)"),
+    Method("kron", "PSGD-Kron", None, "kfac_bench.optim.baselines:kron", options_class=KronOptions, in_paper=False,
+           summary="preconditioned SGD, Kronecker-factored preconditioners (Li; pytorch-optimizer)"),
     Method("kfac", "KFAC", 1, f"{_OPT}:KFAC", f"{_APPROX}:KFAC",
            summary="E[a a^T] (x) E[g g^T]", paper="eq. (1), section 2.2"),
     Method("kpsvd", "KPSVD", 1, f"{_OPT}:KPSVD", f"{_APPROX}:KPSVD", best_of_rank=True,
