@@ -51,6 +51,9 @@ class Method:
     # one rank with this flag share a target (the Figure 1 study shares their spectrum work)
     best_of_rank: bool = False
     in_paper: bool = True            # one of the paper's methods (Figure 1 and 2 defaults)
+    # the figures' colour and marker for a method they have no style of their own for
+    colour: str | None = None
+    marker: str = "."
     summary: str = ""
     paper: str = ""                  # where the paper defines it
 
