@@ -122,6 +122,11 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            summary="best Kronecker rank k by restarted Lanczos bidiagonalisation; damped solve by "
                    "conjugate gradients preconditioned by the rank-2 eigen-trick solve",
            paper="section 5 (\"one can go further in this direction\")"),
+    # not a Kronecker sum (a diagonal in KFAC's eigenbasis): rank 1 counts its one pair of factors
+    Method("ekfac", "EKFAC", 1, f"{_OPT}:EKFAC", "kfac_bench.curvature.ekfac:EKFAC", in_paper=False,
+           colour="tab:brown", marker="P",
+           summary="diag(Q^T F Q) in the eigenbasis Q of KFAC's factors, damping on the diagonal",
+           paper="George et al. 2018, not in the paper"),
 )}
 
 

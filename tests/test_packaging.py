@@ -93,7 +93,7 @@ def test_help_names_the_program_and_lists_the_groups(installed):
     out = call(venv / "bin" / "kfac-bench", "run", "--help", cwd=work, env=env).stdout
     assert out.startswith("kfac-bench run: ") and "cli" not in out.split("== Config ==")[0]
     assert "dataset: curves, faces, mnist" in out
-    assert "optimizer: adam, deflation, kfac, kfac_corrected, kpsvd, lanczos, lanczos_k, sgd" in out
+    assert "optimizer: adam, deflation, ekfac, kfac, kfac_corrected, kpsvd, lanczos, lanczos_k, sgd" in out
     assert "--config-dir" in out
 
 
@@ -105,7 +105,7 @@ def test_a_users_config_folder_joins_the_search_path(installed):
     out = call(venv / "bin" / "kfac-bench", "run", "--config-dir", "my_conf", "optimizer=slow_sgd", "--cfg", "job",
                cwd=work, env=env).stdout
     assert "lr: 0.05" in out and "momentum: 0.5" in out
-    assert "optimizer: adam, deflation, kfac, kfac_corrected, kpsvd, lanczos, lanczos_k, sgd, slow_sgd" in call(
+    assert "optimizer: adam, deflation, ekfac, kfac, kfac_corrected, kpsvd, lanczos, lanczos_k, sgd, slow_sgd" in call(
         venv / "bin" / "kfac-bench", "run", "--config-dir", "my_conf", "--help", cwd=work, env=env).stdout
 
 
