@@ -52,6 +52,9 @@ class Method:
     # one rank with this flag share a target (the Figure 1 study shares their spectrum work)
     best_of_rank: bool = False
     in_paper: bool = True            # one of the paper's methods (Figure 1 and 2 defaults)
+    # the figures' colour and marker for a method they have no style of their own for
+    colour: str | None = None
+    marker: str = "."
     summary: str = ""
     paper: str = ""                  # where the paper defines it
 
@@ -151,6 +154,11 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            summary="best Kronecker rank k by restarted Lanczos bidiagonalisation; damped solve by "
                    "conjugate gradients preconditioned by the rank-2 eigen-trick solve",
            paper="section 5 (\"one can go further in this direction\")"),
+    # not a Kronecker sum (a diagonal in KFAC's eigenbasis): rank 1 counts its one pair of factors
+    Method("ekfac", "EKFAC", 1, f"{_OPT}:EKFAC", "kfac_bench.curvature.ekfac:EKFAC", in_paper=False,
+           colour="tab:brown", marker="P",
+           summary="diag(Q^T F Q) in the eigenbasis Q of KFAC's factors, damping on the diagonal",
+           paper="George et al. 2018, not in the paper"),
 )}
 
 

@@ -54,6 +54,18 @@ def test_one_epoch_curves_run_writes_the_run_folder(tmp_path):
     assert "source: generated" in cfg
 
 
+def test_one_epoch_ekfac_run_ends_ok(tmp_path):
+    """EKFAC from the command line (issue 21): its registry entry and conf/optimizer/ekfac.yaml, with
+    statistics and basis refreshed at both steps (T1 = T2 = 1)."""
+    proc = kfac_bench("run", "optimizer=ekfac", "dataset=curves", "trainer.epochs=1", "optimizer.T1=1",
+                      "optimizer.T2=1", *TINY, tmp_path=tmp_path)
+    (run,) = (tmp_path / "results" / "runs" / "curves" / "ekfac").iterdir()
+    summary = json.loads((run / "summary.json").read_text())
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert summary["status"] == "ok" and float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    assert "status ok" in (proc.stdout + proc.stderr).strip().splitlines()[-1]
+
+
 def test_same_seed_repeats_bit_for_bit_and_a_rerun_skips(tmp_path):
     kfac_bench("run", "trainer.epochs=1", "optimizer=kfac", *TINY, tmp_path=tmp_path)
     (run,) = (tmp_path / "results" / "runs" / "curves" / "kfac").iterdir()

@@ -165,6 +165,12 @@ def test_kfac_corrected_is_never_worse_than_kfac(m, d_in, d_g, seed, route):
 
 
 def _damped_dense(approx: KroneckerSum, damping):
+    """The matrix a method's damped inverse inverts, formed densely: the first Kronecker term with the
+    paper's pi-damping; an estimate that is not a Kronecker sum (EKFAC) has the damping added to its
+    eigenvalues."""
+    if not isinstance(approx, KroneckerSum):
+        dense = approx.to_dense()
+        return dense + damping * torch.eye(dense.shape[0], dtype=dense.dtype)
     a, g = approx.terms[0]
     a_d, g_d = damped_first_term(a, g, damping)
     dense = torch.kron(a_d, g_d)
@@ -186,8 +192,9 @@ def test_pi_damping_formula():
 @pytest.mark.parametrize("damping", [1e-3, 1e-1])
 def test_damped_solve_matches_dense_solve(name, damping):
     abar, g = random_stats(11, 3, 4, seed=7)
-    approx = make_approximation(name, tol=1e-12, max_iter=20000).fit(SampledFisherBlock(abar, g)).approximation
-    inv = damped_inverse(approx, damping, psd_floor=1e-12)
+    method = make_approximation(name, tol=1e-12, max_iter=20000)
+    approx = method.fit(SampledFisherBlock(abar, g)).approximation
+    inv = method.damped_inverse(approx, damping, psd_floor=1e-12)   # the method's own (EKFAC's is not a sum's)
     x = torch.randn(4, 4, generator=torch.Generator().manual_seed(8), dtype=DT)
     dense = _damped_dense(approx, damping)
     positive_definite = float(torch.linalg.eigvalsh(dense).min()) > 0
@@ -347,8 +354,9 @@ def test_solve_from_the_gradient_parts_is_the_solve_of_their_concatenation(name,
     the bias column apart) returns the two parts of ``solve([dW | db])``; d_a = 5 != d_g = 3 so a
     transposed index or a misplaced bias column shows."""
     abar, g = random_stats(30, 4, 3, seed=12)
-    approx = make_approximation(name, tol=1e-12, max_iter=20000).fit(SampledFisherBlock(abar, g)).approximation
-    inv = damped_inverse(approx, 1e-2, psd_floor=1e-12, convention=convention)
+    method = make_approximation(name, tol=1e-12, max_iter=20000)
+    approx = method.fit(SampledFisherBlock(abar, g)).approximation
+    inv = method.damped_inverse(approx, 1e-2, psd_floor=1e-12, convention=convention)
     x = torch.randn(3, 5, generator=torch.Generator().manual_seed(13), dtype=DT)
     weight_part, bias_part = inv.solve_with_bias(x[:, :-1].contiguous(), x[:, -1].contiguous())
     assert weight_part.shape == (3, 4) and bias_part.shape == (3,) and weight_part.is_contiguous()

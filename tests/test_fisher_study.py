@@ -1,6 +1,7 @@
 """The Figure 1 study end to end on a tiny generated CURVES problem: the table, the figure, the
 summary, the schedule, the layer choice, and the command line."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from kfac_bench.fisher_study import REQUIRED_COLUMNS, evaluation_schedule, resol
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_LAYERS = [784, 40, 20, 12, 9, 6, 4, 6, 9, 12, 20, 40, 784]   # layer 5: 9 -> 6 (d_a 10, d_g 6)
-METHODS = ["kfac", "kpsvd", "deflation", "lanczos", "kfac_corrected"]
+METHODS = ["kfac", "kpsvd", "deflation", "lanczos", "kfac_corrected", "ekfac"]   # fisher.methods: all
 
 
 def tiny_cfg(tmp_path, **fisher):
@@ -46,6 +47,9 @@ def test_study_writes_table_figure_and_summary(tmp_path):
     assert summary["dataset_source"] == "generated" and "GENERATED STAND-IN" in summary["figure_title"]
     assert summary["points"] == 4 and summary["median_seconds_per_point"] > 0
     assert set(summary["methods"]) == set(METHODS)
+    # the paper's claim is checked among the paper's methods; EKFAC's fraction below KFAC is reported
+    claim = summary["paper_claim"]["error_frobenius"]
+    assert "ekfac" not in claim["best_methods"] and claim["fraction_of_points_below_kfac"]["ekfac"] == 1.0
     # the theorems hold at every point (float32 statistics, solver tolerance 1e-6)
     for _, point in table.groupby("iteration"):
         e1 = point.set_index("method")["error_frobenius"]
@@ -54,6 +58,11 @@ def test_study_writes_table_figure_and_summary(tmp_path):
         assert e1["kpsvd"] <= e1["kfac"] + 1e-4
         assert e1["deflation"] <= e1["kpsvd"] + 1e-4 and e1["lanczos"] <= e1["kpsvd"] + 1e-4
         assert e1["kfac_corrected"] <= e1["kfac"] + 1e-4
+        # EKFAC in KFAC's eigenbasis of the same batch: never above KFAC (the projection identity)
+        assert e1["ekfac"] <= e1["kfac"] * (1 + 1e-5)
+        norms = point.set_index("method")["approx_norm"]
+        assert e1["ekfac"] ** 2 == pytest.approx(1 - (norms["ekfac"] / point["fisher_norm"].iloc[0]) ** 2, abs=1e-5)
+        assert math.isnan(opt["ekfac"])       # not a Kronecker sum: no Theorem 3.1 optimum
         assert (e2 <= e1 + 1e-6).all()                                      # Hoffman-Wielandt
         for m in ("kpsvd", "deflation", "lanczos"):
             assert opt[m] - 1e-6 <= e1[m] <= opt[m] + 1e-3                  # Theorem 3.1

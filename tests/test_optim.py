@@ -150,10 +150,15 @@ def test_preconditioned_step_is_the_damped_solve(name):
     opt.step()
     for i, layer in enumerate(opt.layers):
         approx = opt.blocks[i].approximation
-        a, g = approx.terms[0]
-        from kfac_bench.curvature.inverse import damped_first_term
-        a_d, g_d = damped_first_term(a, g, 1e-1)
-        dense = torch.kron(a_d, g_d) + sum((torch.kron(c, d) for c, d in approx.terms[1:]), torch.zeros(1, dtype=torch.float64))
+        if hasattr(approx, "terms"):    # a Kronecker sum: the paper's pi-damping on the first term
+            a, g = approx.terms[0]
+            from kfac_bench.curvature.inverse import damped_first_term
+            a_d, g_d = damped_first_term(a, g, 1e-1)
+            dense = torch.kron(a_d, g_d) + sum((torch.kron(c, d) for c, d in approx.terms[1:]),
+                                               torch.zeros(1, dtype=torch.float64))
+        else:                           # EKFAC: the damping added to its eigenvalues (tests/test_ekfac.py
+            dense = approx.to_dense()   # checks its estimate against dense statistics)
+            dense = dense + 1e-1 * torch.eye(dense.shape[0], dtype=dense.dtype)
         vec_grad = grads[i].T.reshape(-1)
         step = torch.linalg.solve(dense, vec_grad)
         moved = torch.cat([before[0][i] - layer.weight.detach(), (before[1][i] - layer.bias.detach())[:, None]], 1)

@@ -1,6 +1,6 @@
 """Resumable runs: a run interrupted after epoch 1 of 3 and resumed ends with exactly the metrics of
-an uninterrupted run (CPU, same seed; only the time columns differ), for SGD, KFAC, Deflation and
-Lanczos (with T1 = T2 = 3 so that curvature updates happen after the interruption), and for a real
+an uninterrupted run (CPU, same seed; only the time columns differ), for SGD, KFAC, Deflation,
+Lanczos, Lanczos rank k and EKFAC (with T1 = T2 = 3 so that curvature updates happen after the interruption), and for a real
 SIGKILL through the command line."""
 import csv
 import json
@@ -40,7 +40,7 @@ def metrics(run_dir: Path) -> list[dict]:
 
 # KPSVD and KFAC-corrected share their state handling with Deflation and KFAC (same optimizer class,
 # same power-SVD warm starts); Adam's state is torch's own
-@pytest.mark.parametrize("method", ["sgd", "kfac", "deflation", "lanczos", "lanczos_k"])
+@pytest.mark.parametrize("method", ["sgd", "kfac", "deflation", "lanczos", "lanczos_k", "ekfac"])
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, method, caplog):
     from kfac_bench.train import run_training
     straight = run_training(config(tmp_path, method, 3), tmp_path / "straight")

@@ -21,6 +21,34 @@ Damping is added to the scaling, ``(Q (diag(S) + lam I) Q^T)^{-1} vec(X) =
 vec(Q_G ((Q_G^T X Q_A) / (S + lam)) Q_A^T)`` -- the form of the rank-2 methods' damped inverse
 (:class:`.inverse.TwoTermKroneckerInverse` with orthogonal ``K1 = Q_A``, ``K2 = Q_G``), so the solve
 costs 4 matrix products per layer and reuses that class.
+
+The method in training (:class:`EKFAC`, its per-layer :class:`EigenbasisBlock`), on the optimizer's
+schedule like every other curvature method (decisions; docs/design.md section 11):
+
+* every ``T1`` steps (statistics): KFAC's factors averaged as KFAC averages them,
+  ``A <- rho A + (1 - rho) A_batch`` (same for ``G``), and the scaling re-estimated from the batch's
+  per-example statistics *in the current eigenbasis* and averaged with the same ``rho``,
+  ``S <- rho S + (1 - rho) S_batch`` -- George et al.'s cheap, frequent update. The basis is left
+  alone: it is marked stale (its factors moved).
+* every ``T2`` steps (inverses): the eigenbasis recomputed from the averaged ``A``, ``G`` (the
+  eigendecompositions KFAC's inverse pays too), then the damped inverse ``Q (S + lam)^{-1} Q^T``.
+  The averaged ``S`` belongs to the old basis. George et al. re-estimate it from fresh statistics in
+  the new basis; here it is carried over exactly instead: the new ``S`` is the diagonal of the old
+  estimate in the new basis, ``diag(Q_new^T F_hat_old Q_new) = (P_G o P_G) S (P_A o P_A)^T`` with
+  ``P = Q_new^T Q_old`` (``O(d^3)``, the cost of the eigendecompositions). This is the Fisher-space
+  moving average the SVD methods use (:mod:`.approximations`): the estimate is averaged as a matrix,
+  and the history is kept -- restarting the average at every basis change would, with the default
+  ``T1 = T2``, leave ``S`` unaveraged (one batch) for the whole run. It keeps ``S >= 0`` and the trace.
+  What it loses is the off-diagonal part of the old estimate in the new basis, which no diagonal in
+  that basis can hold. A constant stream of statistics is a fixed point (the basis does not move).
+  With ``T1 = T2`` the batch of that step is measured in the old basis and then carried over.
+* ``averaging="factors"`` (the authors' code, for the Kronecker sums) is the same update here: EKFAC
+  averages its factors one by one either way. ``damping_convention`` and ``psd_floor`` concern the
+  Kronecker sums' damped inverses and do not apply (``S >= 0``: nothing to floor); EKFAC is not in the
+  authors' code, and its damping is George et al.'s, added to every entry of ``S``.
+
+The first statistics update fits the batch alone (basis from its own factors), as the Figure 1 study
+does at every evaluation point (:func:`fit_ekfac`): there EKFAC and KFAC come from the same batch.
 """
 from __future__ import annotations
 
@@ -29,8 +57,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .approximations import Approximation, FitResult
+from .block import AVERAGINGS, CurvatureBlock
 from .inverse import CurvatureError, TwoTermKroneckerInverse, symmetric_eigh
 from .kronecker import SampledFisherBlock, all_finite
+from .metrics import DT, SpectrumResult
 
 
 def kronecker_eigenbasis(a: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
@@ -48,11 +79,47 @@ def eigenbasis_scaling(block: SampledFisherBlock, q_a: Tensor, q_g: Tensor) -> T
 
 @dataclass
 class EigenbasisDiagonal:
-    """``Q diag(vec(S)) Q^T`` with ``Q = Q_A (x) Q_G``: EKFAC's estimate of one layer's block."""
+    """``Q diag(vec(S)) Q^T`` with ``Q = Q_A (x) Q_G``: EKFAC's estimate of one layer's block.
+
+    ``a``, ``g``: KFAC's (averaged) factors the basis is recomputed from; ``stale``: they moved since
+    the basis was computed (:meth:`refreshed` recomputes it)."""
 
     q_a: Tensor        # (d_a, d_a), orthogonal
     q_g: Tensor        # (d_g, d_g), orthogonal
     scaling: Tensor    # (d_g, d_a), non-negative
+    a: Tensor | None = None
+    g: Tensor | None = None
+    stale: bool = False
+
+    rank = 1              # one pair of Kronecker factors stored (the bench's column; not a Kronecker rank)
+    kronecker_rank = None  # not a Kronecker sum: no best-Kronecker-rank optimum to compare with
+    spectrum_needs_eigensolve = False   # its eigenvalues are the entries of S
+
+    # ------------------------------------------------------------------------- training
+    def averaged(self, batch: SampledFisherBlock, rho: float) -> "EigenbasisDiagonal":
+        """``rho * self + (1 - rho) * batch`` on the optimizer's statistics schedule: the factors
+        averaged, the batch's scaling measured in this basis and averaged; the basis kept (stale)."""
+        if self.a is None or self.g is None:
+            raise ValueError("an EKFAC estimate without KFAC factors cannot be averaged")
+        a_new, g_new = batch.kfac_factors()
+        scaling = eigenbasis_scaling(batch, self.q_a, self.q_g)
+        # rho * old + (1 - rho) * new in one pass, like KFAC.averaged_factors
+        return EigenbasisDiagonal(self.q_a, self.q_g, torch.lerp(scaling, self.scaling, rho),
+                                  torch.lerp(a_new, self.a, rho), torch.lerp(g_new, self.g, rho), stale=True)
+
+    def refreshed(self) -> "EigenbasisDiagonal":
+        """The eigenbasis of the current factors, with the scaling carried into it as the diagonal of
+        this estimate in the new basis (module docstring); itself when the basis is current. Raises
+        :class:`CurvatureError` when an eigendecomposition fails."""
+        if not self.stale:
+            return self
+        q_a, q_g = kronecker_eigenbasis(self.a, self.g)
+        p_a = (q_a.mT @ self.q_a).square()      # (new, old): squared cosines, doubly stochastic
+        p_g = (q_g.mT @ self.q_g).square()
+        return EigenbasisDiagonal(q_a, q_g, p_g @ self.scaling @ p_a.mT, self.a, self.g, stale=False)
+
+    def is_finite(self) -> bool:
+        return all(all_finite(t) for t in (self.q_a, self.q_g, self.scaling, self.a, self.g) if t is not None)
 
     def damped_inverse(self, damping: float) -> TwoTermKroneckerInverse:
         """``(F_hat + damping I)^{-1}``: the damping added to every scaling entry."""
@@ -63,6 +130,13 @@ class EigenbasisDiagonal:
             raise CurvatureError("non-finite EKFAC scaling")
         return TwoTermKroneckerInverse(self.q_a, self.q_g, 1.0 / shifted, 0)
 
+    # ---------------------------------------------- Figure 1 (kfac_bench.curvature.metrics)
+    def inner_with(self, block: SampledFisherBlock) -> float:
+        """``<F, F_hat> = (1/m) sum_t sum_ij S_ij (q_G,i.g_t)^2 (q_A,j.a_t)^2 = <S, diag(Q^T F Q)>``
+        in float64: ``O(m (d_a^2 + d_g^2 + d_a d_g))``."""
+        measured = eigenbasis_scaling(block.to(DT), self.q_a.to(DT), self.q_g.to(DT))
+        return float(torch.sum(self.scaling.to(DT) * measured))
+
     def frobenius_sq(self) -> float:
         """``||F_hat||_F^2 = ||S||_F^2`` (``Q`` orthogonal)."""
         return float(self.scaling.double().square().sum())
@@ -71,18 +145,27 @@ class EigenbasisDiagonal:
         """The eigenvalues of ``F_hat``, decreasing: the entries of ``S``."""
         return torch.sort(self.scaling.reshape(-1), descending=True).values
 
+    def top_spectrum(self, top: int | None = None, **_solver: object) -> SpectrumResult:
+        """The ``top`` largest eigenvalues (float64): the largest entries of ``S``, no eigensolve
+        (the spectrum solver's options do not apply)."""
+        values = self.spectrum().to(DT)
+        return SpectrumResult(values if top is None else values[:top], "diagonal")
+
     def to_dense(self) -> Tensor:
         """The explicit ``n x n`` matrix, index ``(i_a, i_g)`` a-major like :meth:`SampledFisherBlock.to_dense`.
         For tests and tiny problems only."""
         q = torch.kron(self.q_a, self.q_g)
         return q @ torch.diag(self.scaling.mT.reshape(-1)) @ q.mT
 
+    # ------------------------------------------------------------------------ checkpoints
     def state(self) -> dict:
-        return {"q_a": self.q_a, "q_g": self.q_g, "scaling": self.scaling}
+        return {"q_a": self.q_a, "q_g": self.q_g, "scaling": self.scaling, "a": self.a, "g": self.g,
+                "stale": self.stale}
 
     @classmethod
     def from_state(cls, state: dict) -> "EigenbasisDiagonal":
-        return cls(state["q_a"], state["q_g"], state["scaling"])
+        return cls(state["q_a"], state["q_g"], state["scaling"], state.get("a"), state.get("g"),
+                   bool(state.get("stale", False)))
 
 
 def fit_ekfac(block: SampledFisherBlock, factors: tuple[Tensor, Tensor] | None = None) -> EigenbasisDiagonal:
@@ -90,7 +173,7 @@ def fit_ekfac(block: SampledFisherBlock, factors: tuple[Tensor, Tensor] | None =
     batch's own) and the scaling re-estimated from the batch's per-example gradients."""
     a, g = block.kfac_factors() if factors is None else factors
     q_a, q_g = kronecker_eigenbasis(a, g)
-    return EigenbasisDiagonal(q_a, q_g, eigenbasis_scaling(block, q_a, q_g))
+    return EigenbasisDiagonal(q_a, q_g, eigenbasis_scaling(block, q_a, q_g), a, g)
 
 
 def ekfac_frobenius_error_sq(fisher_frobenius_sq: float, estimate: EigenbasisDiagonal) -> float:
@@ -99,5 +182,64 @@ def ekfac_frobenius_error_sq(fisher_frobenius_sq: float, estimate: EigenbasisDia
     return max(fisher_frobenius_sq - estimate.frobenius_sq(), 0.0)
 
 
-__all__ = ["EigenbasisDiagonal", "eigenbasis_scaling", "ekfac_frobenius_error_sq", "fit_ekfac",
-           "kronecker_eigenbasis"]
+class EigenbasisBlock(CurvatureBlock):
+    """EKFAC's per-layer estimate: :class:`CurvatureBlock`'s lifecycle, with the eigenbasis refreshed
+    when the inverse is (every ``T2``) and a checkpoint of its own format."""
+
+    def update(self, batch: SampledFisherBlock, rho: float, averaging: str = "fisher") -> tuple[FitResult, bool]:
+        if averaging not in AVERAGINGS:
+            raise ValueError(f"unknown averaging {averaging!r}; choose one of {AVERAGINGS}")
+        # "factors" and "fisher" are one update for EKFAC (module docstring)
+        return super().update(batch, rho, "fisher")
+
+    def invert(self, damping: float, psd_floor: float = 0.1, convention: str = "paper") -> None:
+        """The eigenbasis of the averaged factors, then the damped inverse; when either fails
+        (:class:`CurvatureError`) the estimate and the previous inverse are both kept."""
+        if self.approximation is None:
+            return
+        current = self.approximation.refreshed()
+        self.inverse = self.method.damped_inverse(current, damping, psd_floor, convention)
+        self.approximation = current
+
+    def state(self) -> dict:
+        return {"estimate": None if self.approximation is None else self.approximation.state(),
+                "inverse": None if self.inverse is None else self.inverse.state(),
+                "warm": dict(self.warm), "updates": self.updates}
+
+    def load_state(self, saved: dict, **to) -> None:
+        def move(t):
+            return t.to(**to).clone() if torch.is_tensor(t) else t
+        est = saved["estimate"]
+        self.approximation = None if est is None else EigenbasisDiagonal.from_state(
+            {k: move(v) for k, v in est.items()})
+        self.inverse = None if saved["inverse"] is None else self.method.inverse_from_state(
+            {k: move(v) for k, v in saved["inverse"].items()})
+        self.warm = {k: move(v) for k, v in saved["warm"].items()}
+        self.updates = int(saved["updates"])
+
+
+class EKFAC(Approximation):
+    """EKFAC (George et al. 2018): a diagonal in KFAC's Kronecker eigenbasis (module docstring).
+    Solver settings (tol, route, ...) are accepted and unused: there is no iterative solver."""
+
+    name = "ekfac"
+    rank = 1
+    inverse_class = TwoTermKroneckerInverse
+
+    def fit(self, batch: SampledFisherBlock, previous: EigenbasisDiagonal | None = None, rho: float = 0.0,
+            warm: dict | None = None) -> FitResult:
+        """The batch alone (its own eigenbasis) without a previous estimate; else the statistics
+        update of :meth:`EigenbasisDiagonal.averaged` (basis kept until the next inverse)."""
+        return FitResult(fit_ekfac(batch) if previous is None else previous.averaged(batch, rho))
+
+    def damped_inverse(self, approx: EigenbasisDiagonal, damping: float, psd_floor: float = 0.1,
+                       convention: str = "paper") -> TwoTermKroneckerInverse:
+        # psd_floor and the authors' convention belong to the Kronecker sums (module docstring)
+        return approx.damped_inverse(damping)
+
+    def new_estimate(self) -> EigenbasisBlock:
+        return EigenbasisBlock(self)
+
+
+__all__ = ["EKFAC", "EigenbasisBlock", "EigenbasisDiagonal", "eigenbasis_scaling", "ekfac_frobenius_error_sq",
+           "fit_ekfac", "kronecker_eigenbasis"]

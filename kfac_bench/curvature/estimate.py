@@ -14,6 +14,8 @@ Three protocols, from the outside in (docs/design.md, "Adding a method"):
   optimizer holds.
 * :class:`FittedEstimate` -- the fitted matrix (``KroneckerSum`` for the paper's methods): finite or
   not, its dense form. :class:`DampedInverse` -- ``(F_hat + damping)^{-1}`` as cached factors.
+  :class:`MeasurableEstimate` -- what Figure 1's metrics ask of it besides (``<F, F_hat>``,
+  ``||F_hat||^2``, its leading eigenvalues), so they never branch on its structure.
 
 None of them says "Kronecker sum": a method whose estimate is not a sum of Kronecker products (EKFAC:
 a diagonal in a Kronecker eigenbasis) implements :class:`EstimationMethod` and returns its own
@@ -45,6 +47,31 @@ class FittedEstimate(Protocol):
     def to_dense(self) -> Tensor:
         """The explicit ``(d_a d_g) x (d_a d_g)`` matrix, ``vec`` column-stacked, A-side outer (tests,
         Figure 1 on small layers)."""
+
+
+@runtime_checkable
+class MeasurableEstimate(FittedEstimate, Protocol):
+    """A fitted estimate Figure 1 can measure without forming ``n x n`` matrices
+    (:func:`kfac_bench.curvature.metrics.fisher_error`; training does not need it). Numbers in
+    float64."""
+
+    # the number of Kronecker terms when it is a Kronecker sum (the rank of the Theorem 3.1 optimum it
+    # is compared with), None when it is not one
+    kronecker_rank: int | None
+    # whether its spectrum needs an iterative or dense eigensolver (the study skips those on layers
+    # over fisher.spectrum_max_n); False when it comes in closed form
+    spectrum_needs_eigensolve: bool
+
+    def inner_with(self, block: SampledFisherBlock) -> float:
+        """``<F, F_hat>_F`` against the batch's exact block ``F``."""
+
+    def frobenius_sq(self) -> float:
+        """``||F_hat||_F^2``."""
+
+    def top_spectrum(self, top: int | None = None, **solver: Any) -> Any:
+        """Its ``top`` largest eigenvalues, decreasing, as a
+        :class:`~kfac_bench.curvature.metrics.SpectrumResult` (``solver``: the spectrum solver's
+        options, for estimates that need one)."""
 
 
 @runtime_checkable
@@ -134,4 +161,4 @@ class CurvatureEstimate(Protocol):
         """Restore :meth:`state`, tensors moved with ``Tensor.to(**to)``."""
 
 
-__all__ = ["CurvatureEstimate", "DampedInverse", "EstimationMethod", "FittedEstimate"]
+__all__ = ["CurvatureEstimate", "DampedInverse", "EstimationMethod", "FittedEstimate", "MeasurableEstimate"]

@@ -129,6 +129,34 @@ class KroneckerSum:
     def to(self, *args, **kwargs) -> "KroneckerSum":
         return KroneckerSum([(a.to(*args, **kwargs), g.to(*args, **kwargs)) for a, g in self.terms])
 
+    # What Figure 1's metrics ask of an estimate (kfac_bench.curvature.estimate.MeasurableEstimate),
+    # in float64 (kfac_bench.curvature.metrics has the cost table and the spectrum solvers).
+    @property
+    def kronecker_rank(self) -> int:
+        """Its number of terms: the rank whose best Kronecker approximation (Theorem 3.1) it is
+        compared with."""
+        return self.rank
+
+    @property
+    def spectrum_needs_eigensolve(self) -> bool:
+        """A product's spectrum is the products of its factors' eigenvalues; a sum needs a solver."""
+        return self.rank >= 2
+
+    def inner_with(self, block: "SampledFisherBlock") -> float:
+        """``<F, self>_F = (1/m) sum_k sum_t (a_t^T A_k a_t)(g_t^T G_k g_t)`` against a batch's block."""
+        return float(block.to(torch.float64).inner_kronecker(self.to(torch.float64)))
+
+    def frobenius_sq(self) -> float:
+        """``||self||_F^2 = sum_jk <A_j, A_k> <G_j, G_k>``."""
+        k64 = self.to(torch.float64)
+        return float(k64.frobenius_inner(k64))
+
+    def top_spectrum(self, top: int | None = None, **solver: object):
+        """The ``top`` largest eigenvalues: :func:`kfac_bench.curvature.metrics.kronecker_sum_spectrum`
+        with the spectrum solver's options."""
+        from .metrics import kronecker_sum_spectrum   # metrics imports this module: resolved at the call
+        return kronecker_sum_spectrum(self, top, **solver)
+
 
 class SampledFisherBlock:
     """The Monte-Carlo Fisher block of one layer from one batch of statistics.

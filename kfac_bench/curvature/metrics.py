@@ -1,5 +1,7 @@
 """Exact-block error metrics of Figure 1 (paper section 4.1): how far a Kronecker sum
 ``F_hat = sum_k A_k (x) G_k`` is from the sampled Fisher block ``F = J^T J / m`` of one layer.
+(:func:`fisher_error` asks the estimate for ``<F, F_hat>``, ``||F_hat||^2`` and its spectrum, so an
+estimate of another structure -- EKFAC's diagonal in a Kronecker eigenbasis -- brings its own routes.)
 
 * **Error 1** ``||F - F_hat||_F / ||F||_F``
 * **Error 2** ``||spec(F) - spec(F_hat)||_2 / ||spec(F)||_2``, both spectra sorted decreasingly and
@@ -80,6 +82,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from .estimate import MeasurableEstimate
 from .kronecker import KroneckerSum, SampledFisherBlock
 
 DT = torch.float64
@@ -181,13 +184,12 @@ def fisher_frobenius_sq(block: SampledFisherBlock) -> float:
 def fisher_inner(block: SampledFisherBlock, ks: KroneckerSum) -> float:
     """``<F, sum_k A_k (x) G_k>_F = (1/m) sum_k sum_t (a_t^T A_k a_t)(g_t^T G_k g_t)`` in float64:
     ``O(m (d_a^2 + d_g^2))`` per term."""
-    return float(block.to(DT).inner_kronecker(ks.to(DT)))
+    return ks.inner_with(block)
 
 
 def kronecker_sum_frobenius_sq(ks: KroneckerSum) -> float:
     """``||sum_k A_k (x) G_k||_F^2 = sum_jk <A_j, A_k> <G_j, G_k>`` in float64."""
-    k64 = ks.to(DT)
-    return float(k64.frobenius_inner(k64))
+    return ks.frobenius_sq()
 
 
 def _svec_rows(x: Tensor) -> Tensor:
@@ -509,7 +511,7 @@ def spectrum_error_sq(lam: Tensor, mu_top: Tensor, approx_frobenius_sq: float) -
 
 def fisher_error(
     block: SampledFisherBlock | FisherReference,
-    approx: KroneckerSum,
+    approx: MeasurableEstimate,
     *,
     spectrum: bool = True,
     solver: str = "auto",
@@ -529,7 +531,12 @@ def fisher_error(
     ``inner`` (``<F, F_hat>``), ``spectrum_solver``, ``spectrum_iterations``,
     ``spectrum_converged``, ``seconds_frobenius`` and ``seconds_spectrum``.
 
-    Error 1 costs ``O(m (d_a^2 + d_g^2))`` per term once the reference exists. Error 2 costs one
+    ``approx`` is any :class:`~kfac_bench.curvature.estimate.MeasurableEstimate`: its own
+    ``inner_with``, ``frobenius_sq`` and ``top_spectrum`` give ``<F, F_hat>``, ``||F_hat||^2`` and its
+    leading eigenvalues (a :class:`KroneckerSum` by the routes of the module docstring; EKFAC's
+    diagonal in a Kronecker eigenbasis by its scaling, :mod:`kfac_bench.curvature.ekfac`).
+
+    For a Kronecker sum, Error 1 costs ``O(m (d_a^2 + d_g^2))`` per term once the reference exists. Error 2 costs one
     eigensolve for rank >= 2 (:func:`kronecker_sum_spectrum`; the subspace solver stops when Error 2
     itself changes by less than ``rtol`` relatively) and none for rank 1. ``warm`` is a dict the
     subspace solver reads and updates (key ``"basis"``, the Ritz vectors) for a later approximation
@@ -540,8 +547,10 @@ def fisher_error(
     ref = block if isinstance(block, FisherReference) else FisherReference.from_block(block)
     t0 = time.perf_counter()
     f2 = ref.frobenius_sq
-    inner = fisher_inner(ref.block, approx)
-    h2 = kronecker_sum_frobenius_sq(approx)
+    # the estimate's own structure gives the three numbers (Kronecker sums: the routes of the table
+    # above; EKFAC: its scaling), so nothing here asks which kind of estimate it is
+    inner = approx.inner_with(ref.block)
+    h2 = approx.frobenius_sq()
     err1_sq = max(f2 - 2.0 * inner + h2, 0.0)
     out = {
         "error_frobenius": math.sqrt(err1_sq / f2) if f2 > 0 else float("nan"),
@@ -566,7 +575,7 @@ def fisher_error(
 
     basis = (warm or {}).get("basis")
     trusted = trust_warm and basis is not None
-    res = kronecker_sum_spectrum(approx, top=r, solver=solver, dense_max=dense_max, rtol=rtol,
+    res = approx.top_spectrum(top=r, solver=solver, dense_max=dense_max, rtol=rtol,
                                  max_iter=max_iter, oversample=oversample, basis=basis, monitor=monitor,
                                  powers=powers, trust_basis=trusted,
                                  want_basis=warm is not None and not trusted)

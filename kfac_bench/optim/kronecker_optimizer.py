@@ -537,3 +537,10 @@ class LanczosK(KroneckerFactoredOptimizer):
     solve by preconditioned conjugate gradients (options ``cg_tol``, ``cg_max_iter``)."""
 
     approximation_class = curvature.LanczosK
+
+
+class EKFAC(KroneckerFactoredOptimizer):
+    """EKFAC (George et al. 2018): a diagonal in KFAC's Kronecker eigenbasis, the eigenbasis refreshed
+    every ``T2`` steps, the scaling re-estimated every ``T1`` (:mod:`kfac_bench.curvature.ekfac`)."""
+
+    approximation_class = curvature.EKFAC

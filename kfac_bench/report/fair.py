@@ -122,7 +122,7 @@ def plot_performance_profile(fair: pd.DataFrame, out_stem, note: str | None = No
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from .figure2 import COLORS, STYLES
+    from .figure2 import STYLES, method_colour
     panels = [("seconds_to_target_median", "time to target in seconds"),
               ("epochs_to_target_median", "time to target in epochs")]
     inputs = [(profile_inputs(fair, col), name) for col, name in panels]
@@ -139,7 +139,7 @@ def plot_performance_profile(fair: pd.DataFrame, out_stem, note: str | None = No
         ratios = performance_ratios(times)
         for method in ratios.columns:
             rho = [profile_fraction(ratios, method, t) for t in taus]
-            ax.step(taus, rho, where="post", color=COLORS.get(method), ls=STYLES.get(method, "-"), lw=1.6,
+            ax.step(taus, rho, where="post", color=method_colour(method), ls=STYLES.get(method, "-"), lw=1.6,
                     label=method_label(method))
         ax.set_xlim(1.0, PROFILE_TAU_MAX)
         ax.set_ylim(-0.02, 1.02)

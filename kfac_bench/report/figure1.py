@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..registry import get_method
+from ..registry import METHODS, get_method, method_label
 from .figures import save_figure
 from .tables import wrap_title
 
@@ -27,6 +27,17 @@ METHOD_STYLE = {  # order, label (the registry's), colour, marker, line style (L
         ("kfac_corrected", "tab:orange", "D", "-"),
     )
 }
+
+
+def method_style(name: str) -> tuple:
+    """(label, colour, marker, line style): the table's, else the registry entry's colour and marker
+    (a method added to the registry brings its own), else matplotlib's next colour."""
+    if name in METHOD_STYLE:
+        return METHOD_STYLE[name]
+    entry = METHODS.get(name)
+    return (method_label(name), entry.colour if entry else None, entry.marker if entry else ".", "-")
+
+
 PANELS = [
     ("error_frobenius", "Error 1", r"$\|F-\hat F\|_F \,/\, \|F\|_F$"),
     ("error_spectrum", "Error 2", r"$\|\mathrm{spec}(F)-\mathrm{spec}(\hat F)\|_2 \,/\, \|\mathrm{spec}(F)\|_2$"),
@@ -82,7 +93,7 @@ def plot_figure1(df: pd.DataFrame, out_stem: str | Path, title: str, *, logy: bo
                 values = pd.to_numeric(line[key], errors="coerce")
                 if line.empty or values.isna().all():
                     continue
-                label, color, marker, style = METHOD_STYLE.get(method, (method, None, ".", "-"))
+                label, color, marker, style = method_style(method)
                 ax.plot(line["iteration"], values, label=label, color=color, lw=1.3, ls=style,
                         marker=marker if len(line) <= 60 else None, ms=3)
                 drawn.append(values)

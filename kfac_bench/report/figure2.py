@@ -25,12 +25,21 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..registry import METHODS
 from .figures import save_figure
 from .tables import method_label, method_rank, wrap_title
 
 COLORS = {"sgd": "#7f7f7f", "adam": "#bcbd22", "kfac": "#1f77b4", "kpsvd": "#2ca02c", "deflation": "#d62728",
           "lanczos": "#9467bd", "kfac_corrected": "#ff7f0e"}
 STYLES = {"sgd": ":", "adam": ":", "kfac": "--"}
+
+
+def method_colour(name: str) -> str | None:
+    """The table's colour, else the registry entry's (a method added there brings its own)."""
+    entry = METHODS.get(name)
+    return COLORS.get(name) or (entry.colour if entry else None)
+
+
 PANELS = [("epoch", "train", "training loss vs epoch"), ("time_mean", "train", "training loss vs time"),
           ("epoch", "val", "validation loss vs epoch"), ("time_mean", "val", "validation loss vs time")]
 RUNNING_PANEL = ("epoch", "running", "epoch-mean training loss vs epoch")
@@ -69,7 +78,7 @@ def _draw_row(axes, curves: dict[str, pd.DataFrame], logy: bool, reference=None)
                 continue
             n = int(curve["n_seeds"].min())
             label = method_label(method) + (f" ({n} seeds)" if n > 1 else "")
-            color = COLORS.get(method)
+            color = method_colour(method)
             style = "-" if reference is not None else STYLES.get(method, "-")
             # the median over seeds (robust to one odd seed; equal to the run itself for one seed), on
             # the median cumulative time; curves of tables written before medians existed: the mean
@@ -81,7 +90,7 @@ def _draw_row(axes, curves: dict[str, pd.DataFrame], logy: bool, reference=None)
                                 alpha=0.2, lw=0)
         theirs = reference.curves if reference is not None and xcol == "epoch" and which in AUTHORS_COLUMN else {}
         for method in sorted(theirs, key=method_rank):
-            ax.plot(theirs[method]["epoch"], theirs[method][AUTHORS_COLUMN[which]], color=COLORS.get(method),
+            ax.plot(theirs[method]["epoch"], theirs[method][AUTHORS_COLUMN[which]], color=method_colour(method),
                     label=method_label(method) + AUTHORS_SUFFIX, **AUTHORS_STYLE)
         _fit_y(ax, curves, which, logy, theirs)
         if theirs:
