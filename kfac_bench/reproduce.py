@@ -1134,8 +1134,14 @@ def print_plan(ctx: Context, plan: Plan, est: Estimate) -> None:
     else:
         say(f"grid: {plan.n_grid} runs in {len(plan.grid_invocations)} commands, "
             f"{plan.n_grid - plan.n_grid_todo} already finished")
-    say(f"seeds: extra seeds {plan.extra_seeds} of each winner: up to "
-        f"{len(ctx.datasets) * len(ctx.methods) * len(plan.extra_seeds)} runs")
+    confirmed = [d for d in ctx.datasets if confirm_overrides(ctx.profile, d, "sgd") is not None]
+    plain = [d for d in ctx.datasets if d not in confirmed]
+    say(f"seeds: extra seeds {plan.extra_seeds} of each winner ({', '.join(plain) or 'no dataset'}): up to "
+        f"{len(plain) * len(ctx.methods) * len(plan.extra_seeds)} runs")
+    if confirmed:
+        seeds = (ctx.profile.get("confirm") or {}).get("seeds", [0])
+        say(f"confirm: each winner again at the profile's confirm settings with seeds {seeds} "
+            f"({', '.join(confirmed)}): up to {len(confirmed) * len(ctx.methods) * len(seeds)} runs")
     say(f"fisher (Figure 1): {', '.join(ctx.fisher_sets) or 'none'}")
     say("ESTIMATED running time: " + fmt_duration(est.total) + " ("
         + ", ".join(f"{k} {fmt_duration(v)}" for k, v in est.stages.items() if v) + ")"

@@ -147,7 +147,7 @@ def test_reproduce_dry_run_plans_the_paper_protocol(tmp_path):
                     "optimizer.kl_clip=0.01" in proc.stdout), (method, dataset)
     assert "optimizer=sgd dataset=mnist optimizer.lr=0.03,0.1,0.3 " in proc.stdout
     assert "optimizer=adam dataset=faces optimizer.lr=0.0003,0.001,0.003 " in proc.stdout
-    assert "grid: 108 runs" in proc.stdout       # 5 x 6 x 3 + 2 x 3 x 3
+    assert "grid: 162 runs" in proc.stdout       # 6 curvature x 6 points x 3 problems + 6 first-order x 3 x 3
 
 
 def test_authors_and_ablation_profiles_plan_one_run_per_setting(tmp_path):
@@ -363,3 +363,13 @@ def test_confirm_reruns_the_winners_at_their_own_settings(tmp_path):
     proc = reproduce("--profile", str(mine), "--dry-run", "--results-dir", str(tmp_path / "r"), tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "confirm curves kfac: seeds [0, 1, 2] of the grid's winner, known after the grid" in proc.stdout
+
+
+def test_fair_profile_tunes_the_comparison_on_the_library_grid_and_confirms_long():
+    rp = _reproduce_module()
+    profile = rp.load_profile("fair")
+    assert {"ekfac", "soap", "shampoo", "muon", "kron"} <= set(profile["methods"])
+    assert rp.grid_for(profile, "curves", "muon")["optimizer.lr"] == ["0.0067", "0.02", "0.06"]   # 0.02 x {1/3, 1, 3}
+    assert rp.grid_for(profile, "curves", "ekfac")["optimizer.damping"] == ["0.0001", "0.001", "0.01"]
+    assert rp.confirm_overrides(profile, "curves", "kfac") == ["trainer.epochs=30"]
+    assert rp.confirm_overrides(profile, "faces", "kfac") is None
