@@ -409,7 +409,7 @@ def test_faces_generated_uses_the_shipped_olivetti(tmp_path, log, monkeypatch):
     assert s.train.shape == (8, 625)
     assert s.details["olivetti_path"] == faces.PACKAGED_OLIVETTI_LABEL
     assert s.details["olivetti_md5"] == md5_file(faces.PACKAGED_OLIVETTI)
-    assert fetch_dataset("faces", tmp_path, log=log)[0].is_file()
+    assert fetch_dataset("faces", tmp_path, log=log, cfg=cfg)[0].is_file()
     with pytest.raises(DatasetError, match="does not exist"):
         load_dataset({**cfg, "olivetti_path": str(tmp_path / "missing.mat")}, tmp_path, log=log)
 
