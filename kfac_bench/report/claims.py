@@ -885,6 +885,7 @@ def _summary_cells(table: pd.DataFrame, cid: str, group: pd.DataFrame) -> list[s
     if (group["setting"] == "fisher study").all():
         return [cid, _cell(claim), group["verdict"].iloc[0], "–", "not published (Figure 1 is a picture)", "–"]
     spec = group[(group["setting"] == "specification") & (group["problem"] != ALL_PROBLEMS)]
+    spec = spec[spec["verdict"] != NOT_MEASURED]      # problems whose runs lack a method say nothing here
     shown = (spec["published_at_budget"] == HOLDS).sum()
     paper = f"holds on {shown} of {len(spec)} problems" if len(spec) else "–"
     keys = "; ".join(f"{_short(r['problem'])} {r['budget'].split(' ')[0]} ep.: {r['key_number']}"
