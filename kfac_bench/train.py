@@ -515,8 +515,9 @@ def write_failure(run_dir: Path, cfg: Mapping, err: BaseException) -> dict:
         "git_commit": git_commit(), "command": " ".join(sys.argv),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
-    if cluster_job():
-        summary["cluster"] = cluster_job()
+    cluster = cluster_job()
+    if cluster:
+        summary["cluster"] = cluster
     atomic_write_json(Path(run_dir) / "summary.json", summary)
     return summary
 

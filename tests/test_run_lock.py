@@ -18,24 +18,13 @@ import time
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
-ROOT = Path(__file__).resolve().parent.parent
-TINY = ["dataset.generator.n_images=600", "dataset.n_train=500", "dataset.n_val=100", "trainer.progress=false"]
-RUN_FILES = ("config.yaml", "fingerprint.json", "metrics.csv", "summary.json", "checkpoint.pt")
+from test_run_folder import RUN_FILES, ROOT, TINY, config  # noqa: E402,F401  (one composed-config helper)
+
 SAME = ["epoch", "iteration", "train_loss", "val_loss", "train_loss_running"]   # all but the times
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
-
-
-def config(tmp_path, *overrides, epochs=1):
-    from hydra import compose, initialize_config_dir
-    import kfac_bench.cli  # noqa: F401  (registers the run-name resolver)
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[f"trainer.epochs={epochs}", f"data_dir={tmp_path / 'data'}",
-                                           f"results_dir={tmp_path / 'results'}", "device=cpu", *TINY, *overrides])
-    return OmegaConf.to_container(cfg, resolve=True)
 
 
 def files(folder: Path) -> dict:

@@ -37,6 +37,6 @@ def test_the_readme_block_is_the_published_summary():
 def test_readme_block_replacement():
     text = f"a\n{README_CLAIMS[0]}\nold\n{README_CLAIMS[1]}\nb\n"
     lines = readme_block("| x |", {"verdict": 3}, {"verdict": 126})
-    new = replace_block(text, lines)
+    new = replace_block(text, README_CLAIMS, lines)
     assert "old" not in new and "| x |" in new and "verdict: 3 of 126 planned" in new and new.endswith("\nb\n")
-    assert replace_block("no markers", lines) is None
+    assert replace_block("no markers", README_CLAIMS, lines) is None

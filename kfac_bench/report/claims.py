@@ -63,7 +63,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -791,10 +791,8 @@ def claims_table(folders: Iterable[str | Path], problems: list[Problem] | None =
 
 def cut_at(problem: Problem, horizon: int) -> Problem:
     """``problem``'s curves up to ``horizon`` epochs (the same runs, a shorter budget)."""
-    curves = {m: c[c["epoch"] <= horizon] for m, c in problem.curves.items()}
-    return Problem(problem.label, problem.folder, problem.setting_class, curves, dict(problem.hyperparameters),
-                   dict(problem.run_dirs), list(problem.commands), problem.dataset, problem.n_train,
-                   problem.batch_size, horizon, problem.seeds)
+    return replace(problem, curves={m: c[c["epoch"] <= horizon] for m, c in problem.curves.items()},
+                   horizon=horizon)
 
 
 def decisive_budget(problem: Problem, rule_fn) -> tuple[Problem, Outcome]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-README_CLAIMS = ("<!-- claims:start -->", "<!-- claims:end -->")
+from ..reproduce import README_CLAIMS, replace_block
+
 RUNS_ROOT = "docs/runs"
 VERDICT_DIR = "docs/verdict"
 
@@ -34,13 +35,6 @@ def readme_block(summary_markdown: str, counts: dict[str, int], planned: dict[st
             f"[{VERDICT_DIR}/claims.md]({VERDICT_DIR}/claims.md)._", "", summary_markdown.strip()]
 
 
-def replace_block(text: str, lines: list[str]) -> str | None:
-    start, end = README_CLAIMS
-    if start not in text or end not in text or text.index(start) > text.index(end):
-        return None
-    return text[:text.index(start) + len(start)] + "\n" + "\n".join(lines) + "\n" + text[text.index(end):]
-
-
 def publish_verdict(planned: dict[str, int] | None = None, readme: Path | None = None) -> Path:
     """Recompute ``docs/verdict/`` from ``docs/runs/`` of the checkout in the working directory (relative
     paths, so the published files name no machine folder) and refresh the README block."""
@@ -52,7 +46,7 @@ def publish_verdict(planned: dict[str, int] | None = None, readme: Path | None =
     readme = readme or root / "README.md"
     if readme.exists():
         block = readme_block((out / "claims_summary.md").read_text(), runs_count(root / RUNS_ROOT), planned or {})
-        updated = replace_block(readme.read_text(), block)
+        updated = replace_block(readme.read_text(), README_CLAIMS, block)
         if updated is not None:
             readme.write_text(updated)
     return out
