@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+import warm_process
 from kfac_bench.optim import baselines
 
 
@@ -51,8 +52,6 @@ def test_each_is_one_registry_entry_and_one_config_and_trains_through_the_harnes
     """`kfac-bench run optimizer=<name>` on tiny CURVES: the registry entry names the builder, the config
     the library's learning rate; never a claims subject (not a method of the paper)."""
     import json
-    import subprocess
-    import sys
 
     from kfac_bench import registry
     entry = registry.get_method(name)
@@ -60,10 +59,9 @@ def test_each_is_one_registry_entry_and_one_config_and_trains_through_the_harnes
     assert name not in registry.paper_method_names()
     env = {"KFAC_BENCH_DATA": str(tmp_path / "data"), "KFAC_BENCH_RESULTS": str(tmp_path / "results")}
     import os
-    proc = subprocess.run([sys.executable, "-m", "kfac_bench.cli", "run", f"optimizer={name}", "trainer.epochs=1",
-                           "dataset.generator.n_images=600", "dataset.n_train=500", "dataset.n_val=100",
-                           "trainer.progress=false", "threads=1"], capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=300)
+    proc = warm_process.run("kfac-bench", "run", f"optimizer={name}", "trainer.epochs=1",
+                            "dataset.generator.n_images=600", "dataset.n_train=500", "dataset.n_val=100",
+                            "trainer.progress=false", "threads=1", env={**os.environ, **env}, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (summary,) = (tmp_path / "results" / "runs" / "curves" / name).rglob("summary.json")
     assert json.loads(summary.read_text())["status"] == "ok"

@@ -1,13 +1,13 @@
 """`kfac-bench bench` on tiny random problems: the table's columns, its files, its validation.
 Speed is never asserted (timings only have to exist and be finite)."""
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+
+import warm_process
 
 from kfac_bench import bench
 from kfac_bench.bench_common import optimizer_config
@@ -192,8 +192,7 @@ def test_cli_writes_the_table_into_the_run_folder(tmp_path):
     cmd = [sys.executable, "-m", "kfac_bench.cli", "bench", f"bench.datasets=[{dataset}]",
            "bench.methods=[sgd,kfac,lanczos]", "bench.steps=2", "bench.rounds=1", "bench.update_rounds=1",
            "bench.product_target_ms=0.5", "device=cpu", f"hydra.run.dir={out}"]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = warm_process.run("kfac-bench", *cmd[3:], cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| tiny | lanczos |" in proc.stdout
     for name in ("bench.csv", "bench.md", "bench_layers.csv", "bench.json"):
@@ -204,7 +203,6 @@ def test_cli_writes_the_table_into_the_run_folder(tmp_path):
 def test_cli_rejects_bad_settings_with_exit_code_2(tmp_path):
     cmd = [sys.executable, "-m", "kfac_bench.cli", "bench", "bench.methods=[newton]", "device=cpu",
            f"hydra.run.dir={tmp_path}"]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = warm_process.run("kfac-bench", *cmd[3:], cwd=REPO, timeout=300)
     assert proc.returncode == 2
     assert "unknown method" in proc.stderr

@@ -3,19 +3,18 @@ training with a message naming the field; a diverging run keeps its metrics."""
 import csv
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+import warm_process
 
 TINY = ["dataset.generator.n_images=600", "dataset.n_train=500", "dataset.n_val=100", "trainer.progress=false"]
 
 
 def kfac_bench(*args, tmp_path: Path, check=True):
     env = {**os.environ, "KFAC_BENCH_DATA": str(tmp_path / "data"), "KFAC_BENCH_RESULTS": str(tmp_path / "results")}
-    proc = subprocess.run([sys.executable, "-m", "kfac_bench.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=600)
+    proc = warm_process.run("kfac-bench", *args, env=env, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc

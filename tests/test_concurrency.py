@@ -3,11 +3,11 @@ and a measured scaling, the measurement itself (on CPU, tiny runs), and `--jobs 
 reproduction script."""
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+import warm_process
 
 from kfac_bench.concurrency import GIB, choose_jobs, jobs_from_scaling, main, measure_scaling
 
@@ -76,10 +76,9 @@ def test_cli_choose_prints_k(tmp_path, capsys):
 
 
 def test_reproduce_with_jobs_auto_plans_k_runs_per_gpu(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "reproduce_paper.py"), "--profile", "gpu",
-                           "--device", "cuda", "--dry-run", "--datasets", "curves", "--results-dir",
-                           str(tmp_path / "results"), "--data-dir", str(tmp_path / "data")],
-                          capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = warm_process.run("reproduce_paper.py", "--profile", "gpu", "--device", "cuda", "--dry-run", "--datasets",
+                            "curves", "--results-dir", tmp_path / "results", "--data-dir", tmp_path / "data",
+                            cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "jobs auto: 8 concurrent runs on cuda" in proc.stdout     # the profile's default until measured
     assert "hydra/launcher=joblib hydra.launcher.n_jobs=8" in proc.stdout

@@ -3,13 +3,13 @@ summary, the schedule, the layer choice, and the command line."""
 import json
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+
+import warm_process
 
 from kfac_bench.fisher_study import REQUIRED_COLUMNS, evaluation_schedule, resolve_layers, run_fisher_study
 
@@ -115,19 +115,18 @@ def test_invalid_configuration_is_reported(tmp_path, change, message):
 def test_command_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("KFAC_BENCH_RESULTS", "KFAC_BENCH_DATA")}
     layers = "[" + ",".join(map(str, TINY_LAYERS)) + "]"
-    args = [sys.executable, "-m", "kfac_bench.cli", "fisher", "dataset=curves", f"dataset.layers={layers}",
+    args = ["fisher", "dataset=curves", f"dataset.layers={layers}",
             "dataset.generator.n_images=600", "dataset.n_train=500", "dataset.n_val=100", "dataset.batch_size=100",
             "fisher.points=2", "trainer.epochs=1", "trainer.progress=false",
             f"data_dir={tmp_path / 'data'}", f"results_dir={tmp_path / 'results'}"]
-    proc = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    proc = warm_process.run("kfac-bench", *args, cwd=tmp_path, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     found = list((tmp_path / "results" / "fisher" / "curves").rglob("fisher_errors.csv"))
     assert len(found) == 1 and (found[0].parent / "figure1.png").exists()
     assert "trainer.progress" not in found[0].parent.name and "dataset.batch_size=100" in found[0].parent.name
     assert "median" in proc.stdout + proc.stderr
-    bad = subprocess.run(args[:4] + ["fisher.layer=99", f"data_dir={tmp_path / 'data'}",
-                                     f"results_dir={tmp_path / 'results'}"] + args[5:9],
-                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    bad = warm_process.run("kfac-bench", *args[:2], "fisher.layer=99", f"data_dir={tmp_path / 'data'}",
+                           f"results_dir={tmp_path / 'results'}", *args[2:6], cwd=tmp_path, env=env, timeout=300)
     assert bad.returncode == 2 and "fisher.layer" in bad.stderr
 
 

@@ -7,7 +7,6 @@ import json
 import math
 import os
 import pathlib
-import subprocess
 import sys
 import types
 from pathlib import Path
@@ -15,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
+import warm_process
 import yaml
 
 from kfac_bench.report import build_report
@@ -202,8 +203,7 @@ def test_real_figure1_module_if_present(results):
 
 def _cli(*args, cwd):
     env = {k: v for k, v in os.environ.items() if k != "KFAC_BENCH_RESULTS"}
-    return subprocess.run([sys.executable, "-m", "kfac_bench.cli", "report", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=300)
+    return warm_process.run("kfac-bench", "report", *args, cwd=cwd, env=env, timeout=300)
 
 
 def test_cli_report_and_its_errors(results, tmp_path):

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+import warm_process
 from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,8 +85,8 @@ def test_sigkill_mid_run_then_rerun_resumes(tmp_path):
     assert 1 <= done < 3
     # the killed run's record of holding the folder stays, its operating-system lock does not
     assert json.loads((killed_dir / ".lock.holder").read_text())["pid"] == proc.pid
-    again = subprocess.run(base + [f"hydra.run.dir={killed_dir}"], env=env, cwd=tmp_path, capture_output=True,
-                           text=True, timeout=300)
+    again = warm_process.run("kfac-bench", *base[3:], f"hydra.run.dir={killed_dir}", env=env, cwd=tmp_path,
+                             timeout=300)
     assert again.returncode == 0, again.stderr
     assert f"from the end of epoch {done}" in again.stdout + again.stderr
     from kfac_bench.train import run_training   # the uninterrupted run, in this process (also one thread)

@@ -5,11 +5,11 @@ named with its fix and loses nothing."""
 import json
 import logging
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+import warm_process
 from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,8 +149,7 @@ def test_truncated_checkpoint_names_the_file_and_the_fix_and_keeps_the_run(tmp_p
 def kfac_bench(*args, tmp_path: Path, check=True):
     env = {**os.environ, "KFAC_BENCH_DATA": str(tmp_path / "data"), "KFAC_BENCH_RESULTS": str(tmp_path / "results"),
            "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "kfac_bench.cli", *args, "threads=1"], capture_output=True,
-                          text=True, env=env, timeout=600, cwd=tmp_path)
+    proc = warm_process.run("kfac-bench", *args, "threads=1", env=env, timeout=600, cwd=tmp_path)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+import warm_process
+
 from test_run_folder import RUN_FILES, ROOT, TINY, config  # noqa: E402,F401  (one composed-config helper)
 
 SAME = ["epoch", "iteration", "train_loss", "val_loss", "train_loss_running"]   # all but the times
@@ -47,8 +49,8 @@ def start(tmp_path, *args):
 
 
 def run(tmp_path, *args):
-    return subprocess.run(command(*args), env=env_for(tmp_path), cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300)
+    return warm_process.run("kfac-bench", *args, "threads=1", "device=cpu", env=env_for(tmp_path), cwd=tmp_path,
+                            timeout=300)
 
 
 def wait_for(path: Path, proc, seconds=120):

@@ -4,22 +4,22 @@ a rerun skips finished runs; and scripts/reproduce_paper.py plans, estimates, ru
 import itertools
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+import warm_process
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["dataset.generator.n_images=600", "dataset.n_train=500", "dataset.n_val=100"]
 PAPER_VALUES = {0.1, 0.3, 0.01, 0.03, 0.001, 0.003, 0.0001, 0.0003}
 
 
-def kfac_bench(*args, tmp_path: Path, check=True, timeout=300):
+def kfac_bench(*args, tmp_path: Path, check=True, timeout=300, fresh=False):
     env = {**os.environ, "KFAC_BENCH_DATA": str(tmp_path / "data"), "KFAC_BENCH_RESULTS": str(tmp_path / "results"),
            "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "kfac_bench.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout, cwd=tmp_path)
+    proc = warm_process.run("kfac-bench", *args, env=env, timeout=timeout, cwd=tmp_path, fresh=fresh)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc
@@ -104,7 +104,7 @@ def test_parallel_launchers_survive_failures(tmp_path, launcher):
     bad = "-1" if launcher == "joblib" else "1e6"     # a failing job with one, a diverging one with the other
     proc = kfac_bench("run", "-m", "+sweep=paper_grid_first_order", "optimizer=sgd", f"optimizer.lr={bad},0.1",
                       "trainer.epochs=3", *TINY, f"hydra/launcher={launcher}", *extra, tmp_path=tmp_path,
-                      check=False)
+                      check=False, fresh=True)
     # the jobs run in other processes: their outcomes still reach the sweep's exit status
     assert proc.returncode == (1 if bad == "-1" else 0), proc.stderr
     runs = _statuses(tmp_path)
@@ -120,8 +120,7 @@ def reproduce(*args, tmp_path, env_extra=None, drop_olivetti=False, timeout=600)
     env.pop("KFAC_BENCH_RESULTS", None)
     if drop_olivetti:
         env.pop("KFAC_BENCH_OLIVETTI", None)
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "reproduce_paper.py"), *args], capture_output=True,
-                          text=True, env=env, timeout=timeout, cwd=tmp_path)
+    return warm_process.run("reproduce_paper.py", *args, env=env, timeout=timeout, cwd=tmp_path)
 
 
 def test_reproduce_dry_run_plans_the_paper_protocol(tmp_path):
@@ -260,11 +259,14 @@ def test_reduced_grid_gives_every_curvature_method_kfacs_candidates_too():
 def test_every_profile_dry_run_needs_no_variable(tmp_path, profile):
     """A fresh machine: no KFAC_BENCH_* variable, no --olivetti (FACES uses the shipped faces)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KFAC_BENCH_")}
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "reproduce_paper.py"), "--profile", profile,
-                           "--dry-run"], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    proc = warm_process.run("reproduce_paper.py", "--profile", profile, "--dry-run", env=env, timeout=300,
+                            cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "ESTIMATED running time" in proc.stdout and "Traceback" not in proc.stderr
     assert not (tmp_path / "results").exists()   # a dry run writes nothing
+
+
+def test_a_missing_olivetti_copy_is_refused_with_exit_2(tmp_path):
     missing = reproduce("--profile", "fair", "--dry-run", "--olivetti", str(tmp_path / "none.mat"), tmp_path=tmp_path)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
 

@@ -370,8 +370,9 @@ def matched_epochs(curves: list[pd.DataFrame]) -> list[int]:
 
 
 def loss_at_epoch(curve: pd.DataFrame, epoch: int) -> float:
-    hit = curve.loc[curve["epoch"] == epoch, "loss"]
-    return float(hit.iloc[0]) if len(hit) else math.nan
+    # numpy, not a pandas mask: the claims ask this thousands of times per table
+    hit = np.flatnonzero(curve["epoch"].to_numpy() == epoch)
+    return float(curve["loss"].to_numpy()[hit[0]]) if len(hit) else math.nan
 
 
 def matched_times(curves: list[pd.DataFrame]) -> list[float]:
@@ -382,10 +383,13 @@ def matched_times(curves: list[pd.DataFrame]) -> list[float]:
 
 def loss_at_time(curve: pd.DataFrame, seconds: float) -> float:
     """Linear interpolation of the per-epoch loss against cumulative training time."""
-    c = curve[np.isfinite(curve["time"]) & np.isfinite(curve["loss"])].sort_values("time")
-    if c.empty or seconds < c["time"].iloc[0] or seconds > c["time"].iloc[-1]:
+    time, loss = curve["time"].to_numpy(dtype=float), curve["loss"].to_numpy(dtype=float)
+    finite = np.isfinite(time) & np.isfinite(loss)
+    order = np.argsort(time[finite])
+    time, loss = time[finite][order], loss[finite][order]
+    if not len(time) or seconds < time[0] or seconds > time[-1]:
         return math.nan
-    return float(np.interp(seconds, c["time"].to_numpy(), c["loss"].to_numpy()))
+    return float(np.interp(seconds, time, loss))
 
 
 def _ratios(curve: pd.DataFrame, reference: list[pd.DataFrame], per: str) -> list[tuple[float, float]]:
