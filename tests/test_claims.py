@@ -391,6 +391,34 @@ def test_time_to_target_over_seeds(tmp_path):
     assert fair.loc["kfac", "problem"] == "curves (generated stand-in)"
 
 
+def test_a_method_that_never_improves_does_not_set_the_target_and_failed_seeds_count(tmp_path):
+    """A method whose loss ends above where it started would make every method 'reach' the target at
+    epoch 0: it does not set the common target and never reaches it. A failed seed of the winning
+    configuration stays a seed (here one that reached the target before failing, one that did not)."""
+    root = tmp_path / "r"
+    make_run(root, "curves", "sgd", "s0", [1.0, 0.8, 0.6], source="generated")
+    make_run(root, "curves", "kron", "k0", [1.0, 1.2, 1.5], source="generated")          # worse than its start
+    make_run(root, "curves", "kfac", "f0", [1.0, 0.5, 0.4], source="generated")
+    make_run(root, "curves", "kfac", "f1", [1.0, 0.5, 0.5], seed=1, source="generated")  # reached, then failed
+    make_run(root, "curves", "kfac", "f2", [1.0, 0.9, 0.9], seed=2, source="generated")  # failed before it
+    for name in ("f1", "f2"):                       # failed in epoch 2: its metrics stop at epoch 1
+        folder = root / "runs" / "curves" / "kfac" / name
+        (folder / "summary.json").write_text((folder / "summary.json").read_text().replace('"status": "ok"',
+                                                                                          '"status": "failed"'))
+        lines = (folder / "metrics.csv").read_text().splitlines(keepends=True)
+        (folder / "metrics.csv").write_text("".join(lines[:-1]))
+    long = load_results(root)
+    runs = runs_table(long)
+    selection = select_best(runs)
+    table, _ = summary_table(long, runs, selection, {s: "curves" for s in runs["setting"]})
+    fair = time_to_target_table(long, table, selection).set_index("method")
+    assert fair.loc["sgd", "target_loss"] == pytest.approx(0.6)        # SGD's final, not Kron's 1.5
+    assert fair.loc["sgd", "epochs_to_target_median"] == 2
+    assert math.isinf(fair.loc["kron", "epochs_to_target_median"]) and fair.loc["kron", "seeds_reaching"] == 0
+    assert fair.loc["kfac", "seeds"] == 3 and fair.loc["kfac", "seeds_reaching"] == 2
+    assert fair.loc["kfac", "epochs_to_target_median"] == 1 and math.isinf(fair.loc["kfac", "epochs_to_target_max"])
+
+
 def test_the_authors_setting_of_the_baselines_leaves_out_their_weight_decay():
     """SGD/Adam with every behaviour (first_order_weight_decay included) do not train, while the
     authors' published baselines do: such a run is an ablation step, not "the authors' code"."""

@@ -37,7 +37,8 @@ def _problem_label(problem: str, source) -> str:
 
 def time_to_target_table(long: pd.DataFrame, table: pd.DataFrame, selection: pd.DataFrame) -> pd.DataFrame:
     """Per (problem, method): the seeds' epochs and seconds to the common target (median, min, max)."""
-    seeds = {(r["setting"], r["method"]): list(r["seed_run_dirs"] or []) for _, r in selection.iterrows()}
+    seeds = {(r["setting"], r["method"]): list(r.get("every_seed_run_dirs") or r["seed_run_dirs"] or [])
+             for _, r in selection.iterrows()}
     rows = []
     for _, r in table.iterrows():
         run_dirs = seeds.get((r["setting"], r["method"]), [])
@@ -83,7 +84,7 @@ def profile_fraction(ratios: pd.DataFrame, method: str, tau: float) -> float:
 
 def fair_markdown(fair: pd.DataFrame) -> str:
     lines = ["# Fair comparison: time to the common target over the seeds of the best configuration", "",
-             "Per problem and method: the best configuration's seeds, each seed's first epoch whose end-of-epoch "
+             "Per problem and method: the best configuration's seeds (failed and diverged ones included), each seed's first epoch whose end-of-epoch "
              "training loss is <= the problem's common target (summary.md's target) and its cumulative training "
              "seconds; median [min–max] over the seeds; ∞ = a seed never got there. The performance profile "
              "(performance_profile.png) reads the medians.", ""]

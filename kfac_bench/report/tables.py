@@ -32,7 +32,8 @@ PAPER_SETTING = {"curves": {"n_train": 16000, "n_val": 4000}, "mnist": {"n_train
                  "faces": {"n_train": 82800, "n_val": 20700}}
 PAPER_EPOCHS = 200
 TARGET_DEFINITION = ("common target = the worst final training loss among the methods' best configurations "
-                     "on that problem; epochs/seconds to target = first epoch whose (mean) training loss is <= "
+                     "on that problem that ended below their start (a method that got no better does not set "
+                     "it and never reaches it); epochs/seconds to target = first epoch whose (mean) training loss is <= "
                      "the target, and the cumulative training time at that epoch (evaluation excluded)")
 
 
@@ -64,14 +65,19 @@ def select_best(runs: pd.DataFrame) -> pd.DataFrame:
         ok = ok[np.isfinite(ok["final_train_loss"].astype(float))]
         row = {"setting": setting, "dataset": group["dataset"].iloc[0], "method": method,
                "configs_tried": int(group["config"].nunique()), **counts,
-               "best_config": None, "best_run_dir": None, "seed_run_dirs": [], "selection_loss": math.nan}
+               "best_config": None, "best_run_dir": None, "seed_run_dirs": [], "every_seed_run_dirs": [],
+               "selection_loss": math.nan}
         if not ok.empty:
             ok["_seed"] = ok["seed"].map(_seed_key)
             first = ok.sort_values(["_seed", "run_dir"]).groupby("config", sort=False).head(1)
             best = first.sort_values(["final_train_loss", "run_dir"]).iloc[0]
             seeds = ok[ok["config"] == best["config"]].sort_values(["_seed", "run_dir"])
+            # every seed of the winner, failed or diverged too: the time to target counts them as seeds
+            # (a seed that failed before the target never reached it), never drops them
+            every = group[group["config"] == best["config"]].assign(_seed=lambda g: g["seed"].map(_seed_key))
             row.update(best_config=best["config"], best_run_dir=best["run_dir"],
                        seed_run_dirs=list(seeds["run_dir"]), selection_loss=float(best["final_train_loss"]),
+                       every_seed_run_dirs=list(every.sort_values(["_seed", "run_dir"])["run_dir"]),
                        hyperparameters=best["hyperparameters"],
                        varied=_varied_hyperparameters(group))
         rows.append(row)
@@ -123,6 +129,21 @@ def reach(curve: pd.DataFrame, target: float) -> tuple[float, float]:
     return float(first["epoch"]), float(first["time_mean"])
 
 
+def common_target(group: pd.DataFrame, curves: dict, setting: str) -> float:
+    """The problem's common target: the worst final training loss among the methods that ended below
+    where they started (epoch 0). A method that got no better than its start does not set the target
+    (it would make every method 'reach' it before training); it is reported as never reaching it."""
+    finals = []
+    for _, r in group.iterrows():
+        curve = curves.get((setting, r["method"]))
+        final = r["final_train_loss"]
+        if curve is None or curve.empty or not math.isfinite(final):
+            continue
+        if final < float(curve["train_mean"].iloc[0]):
+            finals.append(float(final))
+    return max(finals) if finals else math.nan
+
+
 def summary_table(long: pd.DataFrame, runs: pd.DataFrame, selection: pd.DataFrame,
                   labels: dict[str, str]) -> tuple[pd.DataFrame, dict[tuple[str, str], pd.DataFrame]]:
     """The summary rows (one per problem and method) and the best curves by (setting, method)."""
@@ -163,10 +184,9 @@ def summary_table(long: pd.DataFrame, runs: pd.DataFrame, selection: pd.DataFram
     if table.empty:
         return table, curves
     for setting, group in table.groupby("setting", sort=False):
-        finals = group["final_train_loss"].dropna()
-        if finals.empty:
+        target = common_target(group, curves, setting)
+        if not math.isfinite(target):
             continue
-        target = float(finals.max())
         for idx, r in group.iterrows():
             curve = curves.get((setting, r["method"]))
             epoch, seconds = reach(curve, target) if curve is not None else (math.nan, math.nan)
