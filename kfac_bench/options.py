@@ -152,6 +152,8 @@ class ShampooOptions:
     weight_decay: float = option(0.0, "weight decay (the library's default)", "_shampoo")
     preconditioning_compute_steps: int = option(1, "steps between preconditioner updates (the library's default)",
                                                 "_shampoo")
+    matrix_eps: float = option(1e-6, "added to each preconditioner's diagonal (the library's default); larger "
+                               "if its float32 SVD fails to converge", "_shampoo")
 
 
 @dataclass(frozen=True)

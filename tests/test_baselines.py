@@ -65,3 +65,13 @@ def test_each_is_one_registry_entry_and_one_config_and_trains_through_the_harnes
     assert proc.returncode == 0, proc.stderr[-2000:]
     (summary,) = (tmp_path / "results" / "runs" / "curves" / name).rglob("summary.json")
     assert json.loads(summary.read_text())["status"] == "ok"
+
+
+def test_a_failed_shampoo_svd_names_the_option_to_change():
+    """pytorch-optimizer's Shampoo takes a float32 SVD of each preconditioner; when it fails (here NaN
+    statistics; on CURVES an ill-conditioned one) the error says which option to change."""
+    weight = torch.nn.Parameter(torch.randn(3, 3))
+    optimizer = baselines.shampoo([weight], lr=1e-3, matrix_eps=1e-6)
+    weight.grad = torch.full((3, 3), float("nan"))
+    with pytest.raises(torch.linalg.LinAlgError, match=r"larger optimizer.matrix_eps \(now 1e-06\)"):
+        optimizer.step()

@@ -26,7 +26,20 @@ def soap(params: Iterable[torch.Tensor], lr: float, **options) -> torch.optim.Op
 def shampoo(params: Iterable[torch.Tensor], lr: float, **options) -> torch.optim.Optimizer:
     """Shampoo (Gupta et al. 2018): a Kronecker-factored preconditioner per weight tensor."""
     from pytorch_optimizer import Shampoo
-    return Shampoo(params, lr=lr, **options)
+
+    class ShampooNamingItsFailures(Shampoo):
+        """The library's Shampoo; a failed SVD says which option to change (seen on CURVES)."""
+
+        def step(self, closure=None):
+            try:
+                return super().step(closure)
+            except torch.linalg.LinAlgError as error:
+                raise torch.linalg.LinAlgError(
+                    f"{error} [pytorch-optimizer's Shampoo takes a float32 SVD of each preconditioner; "
+                    f"retry with a larger optimizer.matrix_eps (now {self.defaults['matrix_eps']:g}) or "
+                    "another optimizer.lr]") from error
+
+    return ShampooNamingItsFailures(params, lr=lr, **options)
 
 
 def kron(params: Iterable[torch.Tensor], lr: float, **options) -> torch.optim.Optimizer:
