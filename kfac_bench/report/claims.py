@@ -70,7 +70,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..registry import get_method, methods_in_role
+from ..registry import get_method, methods_in_role, paper_method_names
 from .ablation import AUTHORS_CODE, SPECIFICATION, with_base
 from .results import load_results, runs_table
 from .tables import markdown_table, mean_curve, method_label, select_best
@@ -327,7 +327,9 @@ def published_problem(problem: Problem, full: bool) -> Problem:
         (f"their first {horizon} epochs" if problem.full_data() else f"their first {problem.steps()} steps"))
     out = Problem(where, "kfac_bench/reference", problem.setting_class, dataset=problem.dataset,
                   horizon=horizon, n_train=problem.n_train, batch_size=problem.batch_size)
-    for method in problem.curves:
+    # every method the authors published, whichever of ours have run: what their own figure shows at
+    # this budget does not depend on how far our plan has got
+    for method in dict.fromkeys([*paper_method_names(), *problem.curves]):
         curve = _reference_curve(problem.dataset, method, problem, full)
         if curve is not None:
             out.curves[method] = curve
