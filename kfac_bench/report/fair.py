@@ -37,8 +37,7 @@ def _problem_label(problem: str, source) -> str:
 
 def time_to_target_table(long: pd.DataFrame, table: pd.DataFrame, selection: pd.DataFrame) -> pd.DataFrame:
     """Per (problem, method): the seeds' epochs and seconds to the common target (median, min, max)."""
-    seeds = {(r["setting"], r["method"]): list(r.get("every_seed_run_dirs") or r["seed_run_dirs"] or [])
-             for _, r in selection.iterrows()}
+    seeds = {(r["setting"], r["method"]): list(r["every_seed_run_dirs"]) for _, r in selection.iterrows()}
     rows = []
     for _, r in table.iterrows():
         run_dirs = seeds.get((r["setting"], r["method"]), [])
