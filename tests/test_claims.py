@@ -309,6 +309,20 @@ def test_horizons_pool_the_seeds_that_trained_long_enough(tmp_path, monkeypatch)
     assert problems[8].seeds == 1 and len(problems[8].run_dirs["kfac"]) == 1
 
 
+def test_a_root_of_profiles_is_read_profile_by_profile(tmp_path):
+    """docs/runs/ holds verdict/ and fair/: the same problem at the same horizon in both (MNIST 5 epochs)
+    makes two problems, one per profile, never one pool choosing among both profiles' configurations."""
+    root = tmp_path / "runs_root"
+    write_problem(root / "verdict", FAST_SPEC, authors_code=[])
+    write_problem(root / "fair", {**FAST_SPEC, "kfac": 0.9}, authors_code=[])
+    problems = C.collect_problems([root])
+    assert sorted(p.label.split(" [")[1] for p in problems) == ["fair]", "verdict]"]
+    by_profile = {Path(p.folder).name: p for p in problems}
+    assert by_profile["verdict"].curves["kfac"]["loss"].iloc[-1] == 0.5
+    assert by_profile["fair"].curves["kfac"]["loss"].iloc[-1] == 0.9
+    assert [p.folder for p in C.collect_problems([root / "verdict"])] == [str(root / "verdict")]
+
+
 # ---------------------------------------------------------------------------------- ablation
 def test_setting_classes():
     every = relevant_behaviours("kfac")
@@ -417,6 +431,29 @@ def test_a_method_that_never_improves_does_not_set_the_target_and_failed_seeds_c
     assert math.isinf(fair.loc["kron", "epochs_to_target_median"]) and fair.loc["kron", "seeds_reaching"] == 0
     assert fair.loc["kfac", "seeds"] == 3 and fair.loc["kfac", "seeds_reaching"] == 2
     assert fair.loc["kfac", "epochs_to_target_median"] == 1 and math.isinf(fair.loc["kfac", "epochs_to_target_max"])
+
+
+def test_standing_against_the_methods_not_in_the_paper(tmp_path):
+    """The README row that is not a claim of the paper: on each dataset's largest-budget problem (here the
+    16,000 x 3-epoch one, not the 500 x 2-epoch tuning one), the paper's fastest curvature method to the
+    common target against the fastest of the others, per second and per epoch."""
+    from kfac_bench.report.fair import fair_comparison, standing
+    root = tmp_path / "fair"
+    assert standing(fair_comparison(root))[0].startswith("not measured")
+    make_run(root, "curves", "kfac", "tune", [1.0, 0.1, 0.1], source="generated")            # 500 x 2: ignored
+    make_run(root, "curves", "soap", "tune", [1.0, 0.9, 0.9], source="generated")
+    big = dict(source="generated", n_train=16000)
+    make_run(root, "curves", "kfac", "full", [1.0, 0.5, 0.3, 0.2], times=[0, 3, 6, 9], **big)
+    make_run(root, "curves", "deflation", "full", [1.0, 0.4, 0.2, 0.2], times=[0, 10, 20, 30], **big)
+    make_run(root, "curves", "soap", "full", [1.0, 0.3, 0.25, 0.2], times=[0, 2, 4, 6], **big)
+    make_run(root, "curves", "sgd", "full", [1.0, 0.8, 0.7, 0.6], times=[0, 1, 2, 3], **big)   # sets the target
+    verdict, key = standing(fair_comparison(root))
+    # target 0.6: KFAC at epoch 1 (3 s), Deflation at 1 (10 s), SOAP at 1 (2 s): SOAP first per second, tie per epoch
+    assert verdict == "paper's fastest first on 0 of 1 problems per second, 0 of 1 per epoch"
+    assert key == "curves* 3 ep.: KFAC 3 s vs SOAP 2 s; KFAC 1 ep. vs SOAP 1 ep."
+    make_run(root, "curves", "sgd", "full2", [1.0, 0.8, 0.7, 0.25], times=[0, 1, 2, 3], seed=1, **big)
+    verdict, key = standing(fair_comparison(root))   # target 0.425 (SGD's mean final): KFAC at 2 (6 s), SOAP at 1
+    assert key == "curves* 3 ep.: KFAC 6 s vs SOAP 2 s; Deflation 1 ep. vs SOAP 1 ep."
 
 
 def test_the_authors_setting_of_the_baselines_leaves_out_their_weight_decay():

@@ -6,7 +6,8 @@ from pathlib import Path
 import pandas as pd
 
 from kfac_bench.report import claims as C
-from kfac_bench.report.verdict import README_CLAIMS, RUNS_ROOT, VERDICT_DIR, readme_block, replace_block
+from kfac_bench.report.verdict import (README_CLAIMS, RUNS_ROOT, VERDICT_DIR, readme_block, replace_block,
+                                      standing_row)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,14 +30,16 @@ def test_the_readme_block_is_the_published_summary():
     readme = (ROOT / "README.md").read_text()
     block = readme[readme.index(README_CLAIMS[0]) + len(README_CLAIMS[0]):readme.index(README_CLAIMS[1])]
     summary = (ROOT / VERDICT_DIR / "claims_summary.md").read_text().strip()
-    assert summary in block
+    assert all(line in block.splitlines() for line in summary.splitlines())
+    assert standing_row(ROOT / RUNS_ROOT) in block.splitlines()      # the row that is not a claim of the paper
     cells = [c for line in block.splitlines() if line.startswith("|") for c in line.split(" | ")]
     assert max(len(c) for c in cells) <= 202
 
 
 def test_readme_block_replacement():
     text = f"a\n{README_CLAIMS[0]}\nold\n{README_CLAIMS[1]}\nb\n"
-    lines = readme_block("| x |", {"verdict": 3}, {"verdict": 126})
+    lines = readme_block("| x |\n| y |\n\nfootnote", {"verdict": 3}, {"verdict": 126}, extra_row="| z |")
     new = replace_block(text, README_CLAIMS, lines)
-    assert "old" not in new and "| x |" in new and "verdict: 3 of 126 planned" in new and new.endswith("\nb\n")
+    assert "old" not in new and "| x |\n| y |\n| z |\n\nfootnote" in new and "verdict: 3 of 126 planned" in new
+    assert new.endswith("\nb\n")
     assert replace_block("no markers", README_CLAIMS, lines) is None

@@ -72,7 +72,7 @@ import pandas as pd
 
 from ..registry import get_method, methods_in_role, paper_method_names
 from .ablation import AUTHORS_CODE, SPECIFICATION, with_base
-from .results import load_results, runs_table
+from .results import load_results, profile_folders, runs_table
 from .tables import markdown_table, mean_curve, method_label, select_best
 
 # ------------------------------------------------------------------------------------ thresholds
@@ -244,9 +244,10 @@ def _curve(long: pd.DataFrame, run_dirs: list[str], horizon: int) -> pd.DataFram
 
 def collect_problems(folders: Iterable[str | Path], exclude: Iterable[Path] = ()) -> list[Problem]:
     """Every (folder, problem, setting, horizon) with its best curves per method (specification and
-    authors' code only). A folder that cannot be read is reported and skipped."""
+    authors' code only); a root of several profiles' folders (``docs/runs/``) is read profile by profile
+    (:func:`.results.profile_folders`). A folder that cannot be read is reported and skipped."""
     out: list[Problem] = []
-    for folder in (Path(f) for f in folders):
+    for folder in (sub for f in folders for sub in profile_folders(f)):
         if not folder.is_dir():
             _say(f"{folder} does not exist: skipped")
             continue

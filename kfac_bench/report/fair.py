@@ -12,6 +12,12 @@ time to the target on problem p, ``r[p, m] = t[p, m] / min_m' t[p, m']`` and, fo
 problem has r = infinity there. One panel for seconds, one for epochs. Only the problems run under
 the specification (``authors_code=[]``) enter the profile: a problem run with the authors' code is
 a different algorithm, not a competitor on the same footing.
+
+Where the paper's methods stand against the others (:func:`standing`, the README's row that is not a
+claim of the paper): on each dataset's largest-budget specification problem (training examples x
+epochs: the `fair` profile's confirmation runs), the paper's fastest Kronecker-factored method to the
+common target against the fastest method not in the paper (EKFAC, SOAP, Shampoo, Muon, PSGD-Kron),
+median seconds and median epochs over the seeds.
 """
 from __future__ import annotations
 
@@ -21,6 +27,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import json
+
+from ..registry import get_method, paper_method_names
 from .ablation import SPECIFICATION, setting_class
 from .figures import save_figure
 from .tables import markdown_table, mean_curve, method_label, method_rank, reach, wrap_title
@@ -153,3 +162,73 @@ def plot_performance_profile(fair: pd.DataFrame, out_stem, note: str | None = No
              "never reached = ∞)") + (f" · {note}" if note else "")
     fig.suptitle(wrap_title(title, 110), fontsize=10)
     return save_figure(fig, out_stem, formats, dpi)
+
+
+def fair_comparison(results_dir) -> pd.DataFrame:
+    """The time-to-target table (with its ``setting`` column) of the runs under one results folder."""
+    from .results import load_results, problems, runs_table
+    from .tables import select_best, summary_table
+    long = load_results(results_dir, exclude=[Path(results_dir) / "report"])
+    runs = runs_table(long)
+    if runs.empty:
+        return pd.DataFrame(columns=[*FAIR_COLUMNS, "setting"])
+    probs = problems(runs)
+    selection = select_best(runs)
+    table, _ = summary_table(long, runs, selection, dict(zip(probs["setting"], probs["label"])))
+    return time_to_target_table(long, table, selection)
+
+
+def _examples_seen(setting: str) -> float:
+    items = json.loads(setting) if isinstance(setting, str) else {}
+    try:
+        return float(items.get("dataset.n_train") or 0) * float(items.get("trainer.epochs") or 0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _in_paper(method: str) -> bool | None:
+    try:
+        entry = get_method(method)
+    except ValueError:
+        return None
+    return entry.in_paper
+
+
+def standing(fair: pd.DataFrame) -> tuple[str, str]:
+    """(verdict cell, key-number cell) of the README's row on the paper's methods against the methods
+    not in the paper (see the module docstring); ``not measured`` without such a comparison."""
+    spec = fair[(fair["setting_class"] == SPECIFICATION)] if not fair.empty else fair
+    paper = set(paper_method_names(curvature_only=True))
+    ahead = {"seconds": 0, "epochs": 0}
+    keys, compared = [], 0
+    for _, group in (spec.groupby("dataset", sort=False) if not spec.empty else []):
+        seen = group["setting"].map(_examples_seen)
+        group = group[seen == seen.max()]
+        ours = group[group["method"].isin(paper)]
+        others = group[group["method"].map(_in_paper) == False]   # noqa: E712 - None = unknown method
+        if ours.empty or others.empty:
+            continue
+        compared += 1
+        parts = []
+        for unit, column, fmt in (("seconds", "seconds_to_target_median", "{:.0f} s"),
+                                  ("epochs", "epochs_to_target_median", "{:g} ep.")):
+            best_ours, best_other = ours.loc[ours[column].idxmin()], others.loc[others[column].idxmin()]
+            ahead[unit] += int(best_ours[column] < best_other[column])
+            parts.append(f"{method_label(best_ours['method'])} {_time(best_ours[column], fmt)} vs "
+                         f"{method_label(best_other['method'])} {_time(best_other[column], fmt)}")
+        keys.append(f"{_short_problem(group.iloc[0])}: " + "; ".join(parts))
+    if not compared:
+        return "not measured (no finished `fair` profile run of both kinds)", "–"
+    return (f"paper's fastest first on {ahead['seconds']} of {compared} problems per second, "
+            f"{ahead['epochs']} of {compared} per epoch"), "; ".join(keys)
+
+
+def _short_problem(row) -> str:
+    """``curves* 30 ep.``: the dataset (* = generated stand-in) and the epochs of its setting."""
+    epochs = (json.loads(row["setting"]) if isinstance(row["setting"], str) else {}).get("trainer.epochs")
+    star = "*" if row["dataset_source"] == "generated" else ""
+    return f"{row['dataset']}{star}" + (f" {epochs} ep." if epochs is not None else "")
+
+
+def _time(value: float, fmt: str) -> str:
+    return "never" if not math.isfinite(value) else fmt.format(value)

@@ -97,6 +97,18 @@ def fisher_study_files(results_dir: str | Path) -> list[tuple[Path, Path]]:
     return found
 
 
+def profile_folders(folder: str | Path) -> list[Path]:
+    """The results folders in ``folder``: itself when it is one profile's (it holds ``runs/``, or no
+    subfolder does), else each subfolder holding ``runs/`` -- a root of several profiles such as
+    ``docs/runs/`` (``verdict/``, ``fair/``), whose runs must not be pooled: two profiles can train the
+    same problem at the same horizon with different configurations."""
+    folder = Path(folder)
+    if (folder / "runs").is_dir() or not folder.is_dir():
+        return [folder]
+    subfolders = [sub for sub in sorted(folder.iterdir()) if (sub / "runs").is_dir()]
+    return subfolders or [folder]
+
+
 def find_run_dirs(root: Path, exclude: list[Path] = ()) -> list[Path]:
     """Folders under ``root`` that hold a training run (fisher-study folders are not runs)."""
     root = Path(root)

@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
+
 from ..reproduce import README_CLAIMS, replace_block
 
 RUNS_ROOT = "docs/runs"
+FAIR_FOLDER = "fair"          # the tuned comparison's runs under RUNS_ROOT
 VERDICT_DIR = "docs/verdict"
 
 
@@ -27,7 +30,32 @@ def runs_count(runs_root: Path) -> dict[str, int]:
     return counts
 
 
-def readme_block(summary_markdown: str, counts: dict[str, int], planned: dict[str, int]) -> list[str]:
+def standing_row(runs_root: Path) -> str:
+    """The summary row that is not a claim of the paper: where the paper's methods stand against the
+    newer ones in the tuned comparison (``<runs_root>/fair/``, :func:`.fair.standing`)."""
+    from ..registry import get_method
+    from ..reproduce import load_profile
+    from .fair import fair_comparison, standing
+    folder = Path(runs_root) / FAIR_FOLDER
+    others = [get_method(m).label for m in load_profile("fair")["methods"] if not get_method(m).in_paper]
+    verdict, key = standing(fair_comparison(folder) if folder.is_dir() else pd.DataFrame())
+    claim = (f"*Not a claim of the paper:* the paper's fastest Kronecker-factored method against the fastest of "
+             f"{', '.join(others)} (`fair` profile: median time to the common target)")
+    cells = ("–", claim, verdict, "–", "not a claim of the paper", key)
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
+def _with_row(summary_markdown: str, row: str) -> str:
+    """``summary_markdown`` with ``row`` appended to its table (after the table's last line)."""
+    lines = summary_markdown.strip().splitlines()
+    last = max((i for i, line in enumerate(lines) if line.startswith("|")), default=len(lines) - 1)
+    return "\n".join(lines[:last + 1] + [row] + lines[last + 1:])
+
+
+def readme_block(summary_markdown: str, counts: dict[str, int], planned: dict[str, int],
+                 extra_row: str | None = None) -> list[str]:
+    if extra_row:
+        summary_markdown = _with_row(summary_markdown, extra_row)
     runs = ", ".join(f"{name}: {n}" + (f" of {planned[name]} planned" if name in planned else "")
                      for name, n in sorted(counts.items()))
     return [f"_Computed by `python scripts/publish_verdict.py` (= `kfac-bench report results_dir={RUNS_ROOT}`) from "
@@ -45,7 +73,8 @@ def publish_verdict(planned: dict[str, int] | None = None, readme: Path | None =
                   "note": "the runs committed under docs/runs/"})
     readme = readme or root / "README.md"
     if readme.exists():
-        block = readme_block((out / "claims_summary.md").read_text(), runs_count(root / RUNS_ROOT), planned or {})
+        block = readme_block((out / "claims_summary.md").read_text(), runs_count(root / RUNS_ROOT), planned or {},
+                             standing_row(root / RUNS_ROOT))
         updated = replace_block(readme.read_text(), README_CLAIMS, block)
         if updated is not None:
             readme.write_text(updated)
