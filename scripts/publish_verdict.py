@@ -1,9 +1,11 @@
 #!/usr/bin/env python
 """Publish the verdict: archive the finished runs of results/verdict into docs/runs/verdict (compact files, no
 checkpoints, paths made relative), recompute docs/verdict/ from docs/runs/ with `kfac-bench report`'s code, and
-refresh the README's verdict block (:mod:`kfac_bench.report.verdict`).
+refresh the README's verdict block (:mod:`kfac_bench.report.verdict`). The tuned comparison's runs go the same way
+(results/fair into docs/runs/fair; its own report into docs/fair/; the README's row that is not a claim of the paper).
 
     python scripts/publish_verdict.py [--results results/verdict] [--skip-archive]
+    python scripts/publish_verdict.py --results results/fair
 """
 import argparse
 import os
@@ -18,7 +20,7 @@ from kfac_bench.report.verdict import RUNS_ROOT, publish_verdict  # noqa: E402
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--results", default="results/verdict", help="the verdict profile's results folder")
+    parser.add_argument("--results", default="results/verdict", help="a profile's results folder (results/verdict, results/fair)")
     parser.add_argument("--data-dir", default=os.environ.get("KFAC_BENCH_DATA", "data"))
     parser.add_argument("--skip-archive", action="store_true", help="recompute from docs/runs/ as committed")
     args = parser.parse_args()

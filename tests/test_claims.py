@@ -321,6 +321,9 @@ def test_a_root_of_profiles_is_read_profile_by_profile(tmp_path):
     assert by_profile["verdict"].curves["kfac"]["loss"].iloc[-1] == 0.5
     assert by_profile["fair"].curves["kfac"]["loss"].iloc[-1] == 0.9
     assert [p.folder for p in C.collect_problems([root / "verdict"])] == [str(root / "verdict")]
+    runs = runs_table(load_results(root))            # the report's tables: one problem per profile too
+    assert sorted({json.loads(s)["profile"] for s in runs["setting"]}) == ["fair", "verdict"]
+    assert "profile" not in runs_table(load_results(root / "fair"))["setting"].iloc[0]
 
 
 # ---------------------------------------------------------------------------------- ablation

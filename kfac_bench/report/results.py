@@ -185,8 +185,17 @@ def read_run(folder: Path) -> tuple[dict, pd.DataFrame | None]:
 
 
 def load_results(root: str | Path, exclude: list[Path] = ()) -> pd.DataFrame:
-    """Every run under ``root`` as one long table (a row per run and epoch)."""
-    read = [read_run(folder) for folder in find_run_dirs(Path(root), exclude)]
+    """Every run under ``root`` as one long table (a row per run and epoch). Under a root of several
+    profiles' folders (:func:`profile_folders`), a run's setting names its profile (``profile``), so
+    that the same problem trained by two profiles makes two problems, never one pool."""
+    folders = find_run_dirs(Path(root), exclude)
+    read = [read_run(folder) for folder in folders]
+    if profile_folders(root) != [Path(root)]:
+        for folder, (record, _) in zip(folders, read):
+            if record["setting"] is not None:
+                items = json.loads(record["setting"])
+                items["profile"] = folder.relative_to(root).parts[0]
+                record["setting"] = _key(items)
     # a run without config.yaml (it failed before writing one) counts with its dataset's main setting
     common: dict[str, str] = {}
     for record, _ in read:

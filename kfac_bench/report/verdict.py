@@ -2,6 +2,7 @@
 run files committed under ``docs/runs/`` (:mod:`.archive`) and nothing else.
 
     python scripts/publish_verdict.py            # archive results/verdict, then recompute and publish
+    python scripts/publish_verdict.py --results results/fair    # the tuned comparison: docs/runs/fair, docs/fair
 
 ``kfac-bench report results_dir=docs/runs output_dir=DIR`` writes the same ``DIR/claims.csv`` (a test
 checks the committed one against the committed runs).
@@ -17,6 +18,7 @@ from ..reproduce import README_CLAIMS, replace_block
 
 RUNS_ROOT = "docs/runs"
 FAIR_FOLDER = "fair"          # the tuned comparison's runs under RUNS_ROOT
+FAIR_DIR = "docs/fair"        # its report (`kfac-bench report results_dir=docs/runs/fair output_dir=docs/fair`)
 VERDICT_DIR = "docs/verdict"
 
 
@@ -71,6 +73,9 @@ def publish_verdict(planned: dict[str, int] | None = None, readme: Path | None =
     out = root / VERDICT_DIR
     build_report({"results_dir": RUNS_ROOT, "output_dir": VERDICT_DIR, "formats": ["png"], "dpi": 72,
                   "note": "the runs committed under docs/runs/"})
+    if (root / RUNS_ROOT / FAIR_FOLDER).is_dir():   # the tuned comparison's own tables and performance profile
+        build_report({"results_dir": f"{RUNS_ROOT}/{FAIR_FOLDER}", "output_dir": FAIR_DIR, "formats": ["png"],
+                      "dpi": 72, "claims": False, "note": f"the fair profile's runs committed under {RUNS_ROOT}/fair/"})
     readme = readme or root / "README.md"
     if readme.exists():
         block = readme_block((out / "claims_summary.md").read_text(), runs_count(root / RUNS_ROOT), planned or {},
