@@ -285,7 +285,8 @@ def run_training(cfg: Mapping, run_dir: str | Path) -> dict:
         _restore(run, ckpt)
     if continuing:
         record_epochs(run_dir, run.epochs)   # an extension, or a resume with another target
-    else:
+    if ckpt is None:
+        # a new run, or one killed before its first checkpoint: it starts again from the initial network
         _record_initial_network(run)
     run.model.train()
     for epoch in range(run.first_epoch, run.epochs + 1):

@@ -63,6 +63,26 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, method, caplog)
     assert resumed["iterations"] == straight["iterations"] == 6
 
 
+def test_a_run_killed_before_its_first_checkpoint_starts_again_from_the_initial_network(tmp_path):
+    """Killed during epoch 1: the folder holds config.yaml, fingerprint.json and metrics.csv's row 0 but no
+    checkpoint. The rerun starts afresh and its metrics.csv keeps row 0 (the initial network), equal
+    to an uninterrupted run's."""
+    from kfac_bench.train import run_training
+    straight = run_training(config(tmp_path, "kfac", 2), tmp_path / "straight")
+    run_training(config(tmp_path, "kfac", 1), tmp_path / "killed")
+    killed = tmp_path / "killed"
+    (killed / "summary.json").unlink()
+    (killed / "checkpoint.pt").unlink(missing_ok=True)
+    rows = (killed / "metrics.csv").read_text().splitlines(keepends=True)
+    (killed / "metrics.csv").write_text("".join(rows[:2]))             # the header and row 0
+    rerun = run_training(config(tmp_path, "kfac", 2), killed)
+    assert rerun["status"] == "ok" and rerun["epochs_completed"] == 2
+    a, b = metrics(tmp_path / "straight"), metrics(killed)
+    assert [r["epoch"] for r in b] == ["0", "1", "2"]
+    assert [{k: r[k] for k in SAME} for r in a] == [{k: r[k] for k in SAME} for r in b]
+    assert rerun["final_train_loss"] == straight["final_train_loss"]
+
+
 @pytest.mark.slow
 def test_sigkill_mid_run_then_rerun_resumes(tmp_path):
     """A real interruption: SIGKILL as soon as the first checkpoint exists, then the same command."""
