@@ -27,10 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import json
-
 from ..registry import get_method, paper_method_names
-from .ablation import SPECIFICATION, setting_class
+from .ablation import SPECIFICATION, setting_class, setting_items
 from .figures import save_figure
 from .tables import markdown_table, mean_curve, method_label, method_rank, reach, wrap_title
 
@@ -179,7 +177,7 @@ def fair_comparison(results_dir) -> pd.DataFrame:
 
 
 def _examples_seen(setting: str) -> float:
-    items = json.loads(setting) if isinstance(setting, str) else {}
+    items = setting_items(setting)
     try:
         return float(items.get("dataset.n_train") or 0) * float(items.get("trainer.epochs") or 0)
     except (TypeError, ValueError):
@@ -225,7 +223,7 @@ def standing(fair: pd.DataFrame) -> tuple[str, str]:
 
 def _short_problem(row) -> str:
     """``curves* 30 ep.``: the dataset (* = generated stand-in) and the epochs of its setting."""
-    epochs = (json.loads(row["setting"]) if isinstance(row["setting"], str) else {}).get("trainer.epochs")
+    epochs = setting_items(row["setting"]).get("trainer.epochs")
     star = "*" if row["dataset_source"] == "generated" else ""
     return f"{row['dataset']}{star}" + (f" {epochs} ep." if epochs is not None else "")
 
