@@ -309,6 +309,33 @@ def test_horizons_pool_the_seeds_that_trained_long_enough(tmp_path, monkeypatch)
     assert problems[8].seeds == 1 and len(problems[8].run_dirs["kfac"]) == 1
 
 
+def test_the_summary_gives_one_key_number_per_problem_from_the_horizon_that_decides(tmp_path, monkeypatch):
+    """Seed 0 for 8 epochs, seeds 1-2 for 4: the README's row shows one number per dataset, the failing
+    horizon where one fails (seed 0's slow Deflation), else the one with the most seeds."""
+    monkeypatch.setattr(C, "_reference_curve", fake_published(at_budget=FAST_SPEC, full=FAST_SPEC))
+    runs = tmp_path / "verdict"
+    write_problem(runs, {**FAST_SPEC, "deflation": 1.2}, authors_code=[], epochs=8, seed=0, name="s0")
+    for seed in (1, 2):
+        write_problem(runs, FAST_SPEC, authors_code=[], epochs=4, seed=seed, name=f"s{seed}")
+    row = [line for line in C.claims_summary_markdown(C.claims_table([runs])).splitlines()
+           if line.startswith("| F2a ")][0].split(" | ")
+    assert row[2:] == ["does not hold", "not measured", "holds on 1 of 1 problems",
+                       "curves* 8 ep., 1 seed: worst ratio 1.2 |"]
+    (runs / "runs" / "curves" / "deflation" / "s0" / "summary.json").unlink()      # seed 0's Deflation gone
+    write_problem(runs, {"deflation": 0.3}, authors_code=[], epochs=8, seed=0, name="s0b")
+    row = [line for line in C.claims_summary_markdown(C.claims_table([runs])).splitlines()
+           if line.startswith("| F2a ")][0].split(" | ")
+    assert row[2] == "holds" and row[5] == "curves* 4 ep., 3 seeds: worst ratio 0.5 |"
+    # a root of profiles: still one number per dataset, naming the profile it comes from
+    root = tmp_path / "root"
+    write_problem(root / "verdict", FAST_SPEC, authors_code=[], seed=0)
+    write_problem(root / "fair", {**FAST_SPEC, "kfac": 0.4}, authors_code=[], seed=0)
+    write_problem(root / "fair", FAST_SPEC, authors_code=[], dataset="mnist", source="genuine")
+    row = [line for line in C.claims_summary_markdown(C.claims_table([root])).splitlines()
+           if line.startswith("| F2a ")][0].split(" | ")
+    assert row[5] == "curves* [fair] 4 ep., 1 seed: worst ratio 0.5; mnist [fair] 4 ep., 1 seed: worst ratio 0.5 |"
+
+
 def test_a_root_of_profiles_is_read_profile_by_profile(tmp_path):
     """docs/runs/ holds verdict/ and fair/: the same problem at the same horizon in both (MNIST 5 epochs)
     makes two problems, one per profile, never one pool choosing among both profiles' configurations."""

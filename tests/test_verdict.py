@@ -43,3 +43,20 @@ def test_readme_block_replacement():
     assert "old" not in new and "| x |\n| y |\n| z |\n\nfootnote" in new and "verdict: 3 of 126 planned" in new
     assert new.endswith("\nb\n")
     assert replace_block("no markers", README_CLAIMS, lines) is None
+
+
+def test_publishing_leaves_no_file_of_an_older_run_set(tmp_path, monkeypatch):
+    """A figure of a problem the runs no longer make (e.g. before a profile's seeds 1-2 split a problem by
+    horizon) must not stay in docs/verdict/ beside the recomputed ones."""
+    import kfac_bench.report as report
+    from kfac_bench.report.verdict import publish_verdict
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / VERDICT_DIR).mkdir(parents=True)
+    (tmp_path / VERDICT_DIR / "figure2_faces_specification.png").write_text("stale")
+
+    def fake_report(cfg):
+        Path(cfg["output_dir"]).mkdir(parents=True, exist_ok=True)
+        (Path(cfg["output_dir"]) / "claims_summary.md").write_text("| x |")
+    monkeypatch.setattr(report, "build_report", fake_report)
+    publish_verdict({}, readme=tmp_path / "README.md")
+    assert sorted(p.name for p in (tmp_path / VERDICT_DIR).iterdir()) == ["claims_summary.md"]

@@ -10,6 +10,7 @@ checks the committed one against the committed runs).
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -71,6 +72,8 @@ def publish_verdict(planned: dict[str, int] | None = None, readme: Path | None =
     from . import build_report
     root = Path.cwd()
     out = root / VERDICT_DIR
+    for folder in (VERDICT_DIR, FAIR_DIR):      # every file in them is generated: none left from an older run set
+        shutil.rmtree(root / folder, ignore_errors=True)
     build_report({"results_dir": RUNS_ROOT, "output_dir": VERDICT_DIR, "formats": ["png"], "dpi": 72,
                   "note": "the runs committed under docs/runs/"})
     if (root / RUNS_ROOT / FAIR_FOLDER).is_dir():   # the tuned comparison's own tables and performance profile
