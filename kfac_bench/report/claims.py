@@ -72,7 +72,7 @@ import numpy as np
 import pandas as pd
 
 from ..registry import get_method, methods_in_role, paper_method_names
-from .ablation import AUTHORS_CODE, SPECIFICATION, with_base
+from .ablation import AUTHORS_CODE, SPECIFICATION, setting_items, with_base
 from .results import load_results, profile_folders, runs_table
 from .tables import markdown_table, mean_curve, method_label, select_best
 
@@ -191,15 +191,8 @@ def _say(message: str) -> None:
     print(f"[report] claims: {message}", flush=True)
 
 
-def _setting_items(setting: str) -> dict:
-    try:
-        return json.loads(setting)
-    except (TypeError, ValueError):
-        return {}
-
-
 def _without_epochs(setting: str) -> str:
-    items = _setting_items(setting)
+    items = setting_items(setting)
     items.pop("trainer.epochs", None)
     return json.dumps(items, sort_keys=True, default=str)
 
@@ -214,7 +207,7 @@ def _best_per_setting(runs: pd.DataFrame) -> dict:
         row = runs[runs["run_dir"] == sel["best_run_dir"]].iloc[0]
         if row["setting_class"] not in (SPECIFICATION, AUTHORS_CODE):
             continue
-        horizon = _int(_setting_items(row["base_setting"]).get("trainer.epochs")) or _int(row["epochs_completed"]) or 0
+        horizon = _int(setting_items(row["base_setting"]).get("trainer.epochs")) or _int(row["epochs_completed"]) or 0
         key = (_without_epochs(row["base_setting"]), row["setting_class"], sel["method"])
         held = best.setdefault(key, {}).get(horizon)
         if held is None or sel["selection_loss"] < held[0]["selection_loss"]:
@@ -265,7 +258,7 @@ def collect_problems(folders: Iterable[str | Path], exclude: Iterable[Path] = ()
             for horizon, (sel, row) in horizons.items():
                 problem = grouped.get((base, cls, horizon))
                 if problem is None:
-                    items = _setting_items(base)
+                    items = setting_items(base)
                     label = f"{row['base_label']} [{folder.name or folder}]"
                     problem = grouped[(base, cls, horizon)] = Problem(
                         label, str(folder), cls, dataset=str(row["dataset"]), horizon=horizon,
