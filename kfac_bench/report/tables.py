@@ -137,7 +137,7 @@ def common_target(group: pd.DataFrame, curves: dict, setting: str) -> float:
     any method on the problem -- the convergence test of Moré & Wild (2009) with tau = 1 - that share. A
     method that got barely better than its start does not set the target (it would make every method
     'reach' it in the first epoch: pytorch-optimizer's Shampoo and PSGD-Kron at some learning rates); it
-    is reported as never reaching it."""
+    reaches the target only where its own curve gets there."""
     finals_and_drops = []
     for _, r in group.iterrows():
         curve = curves.get((setting, r["method"]))
