@@ -457,18 +457,33 @@ class RunIndex:
                     continue
                 flat = _flat_config(summary_path.parent)
                 if flat is not None:
-                    found.append((flat, summary.get("status")))
+                    found.append((flat, summary.get("status"), folder_override_keys(summary_path.parent.name)))
             self.cache[key] = found
         return self.cache[key]
 
     def finished(self, dataset: str, method: str, overrides: dict) -> bool:
         full = {"seed": "0", **overrides}
+        named = {_folder_key(k) for k in full}
         # a run on another version of a generated stand-in is not this run (kfac-bench run refuses
         # its folder): config.yaml records the version since version 2, genuine data record none
         version = stand_in_version(dataset, overrides)
-        return any(status in ("ok", "diverged") and matches(flat, full)
+        # a run launched with an override the query leaves at its default is another run: matching the
+        # named values alone took the 5k tuning run of a winner (seed 0, 5 epochs) for its full-size
+        # confirmation, which then never trained
+        return any(status in ("ok", "diverged") and matches(flat, full) and keys <= named
                    and flat.get("dataset.generator_version") == version
-                   for flat, status in self.runs(dataset, method))
+                   for flat, status, keys in self.runs(dataset, method))
+
+
+def _folder_key(override_key: str) -> str:
+    """An override's key as a run folder's name writes it (:func:`kfac_bench.cli._run_name`)."""
+    return override_key.replace("/", "_").replace("+", "")
+
+
+def folder_override_keys(folder_name: str) -> set[str]:
+    """The override keys a run folder's name records (Hydra's ``override_dirname``, ``key=value`` joined by
+    commas; a comma inside a list value starts no key; ``default``: none)."""
+    return {part.split("=", 1)[0] for part in folder_name.split(",") if "=" in part}
 
 
 def stand_in_version(dataset: str, overrides: dict) -> int | None:

@@ -212,6 +212,29 @@ def test_settings_runs_are_found_finished_by_their_authors_code(tmp_path):
                                                "trainer.epochs": "5"})
 
 
+
+def test_a_tuning_run_is_not_taken_for_the_full_size_confirmation_of_its_winner(tmp_path):
+    """The fair profile tunes MNIST on 5k examples for 5 epochs and confirms the winner on the full set for
+    5 epochs, seeds 0-2: the tuning run names dataset.n_train in its folder, the confirmation does not.
+    Matching the confirmation's named values alone took the tuning run for confirmation seed 0."""
+    import json
+    rp = _reproduce_module()
+    tuning = "dataset.n_train=5000,optimizer.lr=0.1,trainer.epochs=5"
+    for name, n_train in ((tuning, 5000), ("optimizer.lr=0.1,seed=1,trainer.epochs=5", 50000)):
+        folder = tmp_path / "runs" / "mnist" / "ekfac" / name
+        folder.mkdir(parents=True)
+        seed = 1 if "seed=1" in name else 0
+        (folder / "config.yaml").write_text(f"seed: {seed}\ndataset: {{n_train: {n_train}}}\n"
+                                            "optimizer: {lr: 0.1}\ntrainer: {epochs: 5}\n")
+        (folder / "summary.json").write_text(json.dumps({"status": "ok"}))
+    index = rp.RunIndex(tmp_path)
+    confirmation = {"optimizer.lr": "0.1", "trainer.epochs": "5"}
+    assert not index.finished("mnist", "ekfac", {**confirmation, "seed": "0"})
+    assert index.finished("mnist", "ekfac", {**confirmation, "seed": "1"})
+    assert index.finished("mnist", "ekfac", {**confirmation, "dataset.n_train": "5000"})
+    assert rp.folder_override_keys("authors_code=[a,b],optimizer.lr=0.1") == {"authors_code", "optimizer.lr"}
+    assert rp.folder_override_keys("default") == set()
+
 def _reproduce_module():
     """The reproduction logic (scripts/reproduce_paper.py is a thin entry point over it)."""
     from kfac_bench import reproduce
