@@ -21,9 +21,10 @@ def test_archive_keeps_finished_runs_compact_and_relative(tmp_path):
     _run(results / "runs" / "curves" / "kfac" / "a", "ok", results, data)
     _run(results / "runs" / "curves" / "sgd" / "b", "diverged", results, data)
     _run(results / "runs" / "curves" / "adam" / "c", "running", results, data)
+    _run(results / "runs" / "curves" / "shampoo" / "d", "failed", results, data)
     dest = tmp_path / "docs" / "runs" / "verdict"
     written = archive_runs(results, dest, data_dir=data)
-    assert sorted(p.name for p in written) == ["a", "b"]           # the unfinished run is left out
+    assert sorted(p.name for p in written) == ["a", "b", "d"]      # the unfinished run is left out, a failure kept
     a = dest / "runs" / "curves" / "kfac" / "a"
     assert sorted(p.name for p in a.iterdir()) == sorted(ARCHIVED_FILES)   # no checkpoint
     for path in dest.rglob("*"):

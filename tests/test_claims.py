@@ -309,6 +309,18 @@ def test_horizons_pool_the_seeds_that_trained_long_enough(tmp_path, monkeypatch)
     assert problems[8].seeds == 1 and len(problems[8].run_dirs["kfac"]) == 1
 
 
+
+def test_a_method_beside_the_papers_does_not_shrink_a_problems_seeds(tmp_path):
+    """The fair profile's full MNIST: the paper's methods with 3 seeds, Shampoo with 1 (its others failed).
+    The claims compare the paper's methods only, so their budget says 3 seeds."""
+    runs = tmp_path / "fair"
+    for seed in (0, 1, 2):
+        write_problem(runs, FAST_SPEC, authors_code=[], seed=seed, name=f"s{seed}")
+    write_problem(runs, {"shampoo": 0.9}, authors_code=[], seed=1, name="s1")
+    (problem,) = C.collect_problems([runs])
+    assert len(problem.run_dirs["shampoo"]) == 1 and problem.seeds == 3
+    assert problem.budget().endswith(", 3 seeds")
+
 def test_the_summary_gives_one_key_number_per_problem_from_the_horizon_that_decides(tmp_path, monkeypatch):
     """Seed 0 for 8 epochs, seeds 1-2 for 4: the README's row shows one number per dataset, the failing
     horizon where one fails (seed 0's slow Deflation), else the one with the most seeds."""

@@ -43,6 +43,8 @@ def test_readme_block_replacement():
     assert "old" not in new and "| x |\n| y |\n| z |\n\nfootnote" in new and "verdict: 3 of 126 planned" in new
     assert new.endswith("\nb\n")
     assert replace_block("no markers", README_CLAIMS, lines) is None
+    lines = readme_block("| x |", {"fair": 170, "verdict": 3}, {"verdict": 126}, failed={"fair": 7})
+    assert "(fair: 170 (and 7 failed), verdict: 3 of 126 planned)" in lines[0]
 
 
 def test_publishing_leaves_no_file_of_an_older_run_set(tmp_path, monkeypatch):

@@ -1,6 +1,6 @@
 """The compact, committable record of finished runs: what a published verdict is recomputed from.
 
-``archive_runs(results_dir, dest)`` copies, for every finished run (status ``ok`` or ``diverged``)
+``archive_runs(results_dir, dest)`` copies, for every finished run (status ``ok``, ``diverged`` or ``failed``)
 under ``results_dir``, the four files the report reads -- ``config.yaml``, ``fingerprint.json``,
 ``summary.json``, ``metrics.csv`` -- and of every Figure 1 study its errors, config and summary, to the
 same relative folder under ``dest`` (checkpoints and logs stay behind). Paths of the machine that trained are rewritten on the way: the results folder becomes
@@ -21,7 +21,9 @@ from ..utils import atomic_write_text
 ARCHIVED_FILES = ("config.yaml", "fingerprint.json", "summary.json", "metrics.csv")
 # a Figure 1 study (kfac-bench fisher): its errors, its configuration and its summary
 FISHER_FILES = ("config.yaml", "summary.json", "fisher_errors.csv", "fisher_rank_errors.csv")
-FINISHED = ("ok", "diverged")
+# a failed run (an exception, e.g. a solver that did not converge) is archived too: it is a result the
+# report counts (runs ok / div / fail) and time to target reads as never, so a method that fails is seen
+FINISHED = ("ok", "diverged", "failed")
 
 
 def local_roots(results_dir: Path, data_dir: Path | None, checkout: Path | None) -> list[tuple[str, str]]:

@@ -146,7 +146,7 @@ class Problem:
     n_train: int | None = None
     batch_size: int | None = None
     horizon: int | None = None                           # epochs every curve is cut at
-    seeds: int = 0                                       # the fewest seeds of a method
+    seeds: int = 0                                       # the fewest seeds of a paper's method
 
     def steps(self) -> int | None:
         if not (self.n_train and self.batch_size and self.horizon):
@@ -241,6 +241,7 @@ def collect_problems(folders: Iterable[str | Path], exclude: Iterable[Path] = ()
     authors' code only); a root of several profiles' folders (``docs/runs/``) is read profile by profile
     (:func:`.results.profile_folders`). A folder that cannot be read is reported and skipped."""
     out: list[Problem] = []
+    paper_methods = set(paper_method_names())
     for folder in (sub for f in folders for sub in profile_folders(f)):
         if not folder.is_dir():
             _say(f"{folder} does not exist: skipped")
@@ -270,7 +271,8 @@ def collect_problems(folders: Iterable[str | Path], exclude: Iterable[Path] = ()
                 problem.curves[method] = curve
                 problem.hyperparameters[method] = json.loads(sel["hyperparameters"])
                 problem.run_dirs[method] = dirs
-                problem.seeds = min(problem.seeds or len(dirs), len(dirs))
+                if method in paper_methods:   # the claims compare only these: a method beside them
+                    problem.seeds = min(problem.seeds or len(dirs), len(dirs))   # does not shrink the budget
                 command = _read_json(Path(sel["best_run_dir"]) / "summary.json").get("command")
                 if command and command not in problem.commands:
                     problem.commands.append(command)

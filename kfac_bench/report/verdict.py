@@ -23,11 +23,11 @@ FAIR_DIR = "docs/fair"        # its report (`kfac-bench report results_dir=docs/
 VERDICT_DIR = "docs/verdict"
 
 
-def runs_count(runs_root: Path) -> dict[str, int]:
-    """Finished runs per profile folder under ``runs_root``."""
+def runs_count(runs_root: Path, statuses: tuple[str, ...] = ("ok", "diverged")) -> dict[str, int]:
+    """Runs of ``statuses`` per profile folder under ``runs_root`` (default: those that trained to the end)."""
     counts: dict[str, int] = {}
     for summary in sorted(Path(runs_root).rglob("summary.json")):
-        if json.loads(summary.read_text()).get("status") in ("ok", "diverged"):
+        if json.loads(summary.read_text()).get("status") in statuses:
             profile = summary.relative_to(runs_root).parts[0]
             counts[profile] = counts.get(profile, 0) + 1
     return counts
@@ -56,10 +56,12 @@ def _with_row(summary_markdown: str, row: str) -> str:
 
 
 def readme_block(summary_markdown: str, counts: dict[str, int], planned: dict[str, int],
-                 extra_row: str | None = None) -> list[str]:
+                 extra_row: str | None = None, failed: dict[str, int] | None = None) -> list[str]:
     if extra_row:
         summary_markdown = _with_row(summary_markdown, extra_row)
+    failed = failed or {}
     runs = ", ".join(f"{name}: {n}" + (f" of {planned[name]} planned" if name in planned else "")
+                     + (f" (and {failed[name]} failed)" if failed.get(name) else "")
                      for name, n in sorted(counts.items()))
     return [f"_Computed by `python scripts/publish_verdict.py` (= `kfac-bench report results_dir={RUNS_ROOT}`) from "
             f"the finished runs committed under `{RUNS_ROOT}/` ({runs}); per problem, budget and rule: "
@@ -82,7 +84,7 @@ def publish_verdict(planned: dict[str, int] | None = None, readme: Path | None =
     readme = readme or root / "README.md"
     if readme.exists():
         block = readme_block((out / "claims_summary.md").read_text(), runs_count(root / RUNS_ROOT), planned or {},
-                             standing_row(root / RUNS_ROOT))
+                             standing_row(root / RUNS_ROOT), runs_count(root / RUNS_ROOT, ("failed",)))
         updated = replace_block(readme.read_text(), README_CLAIMS, block)
         if updated is not None:
             readme.write_text(updated)
