@@ -131,6 +131,7 @@ COLUMNS = [
     "floor_ok", "curvature_ok", "lanczos_vs_deflation", "lanczos_vs_deflation_lo", "lanczos_vs_deflation_hi",
     "lanczos_vs_deflation_curvature", "lanczos_ok",
     "timed_steps", "update_steps",
+    "failure",            # the error that stopped a method (its other columns empty); the others go on
 ]
 
 LAYER_COLUMNS = [
@@ -286,6 +287,7 @@ class _Method:
         self.solve: dict[int, list[float]] = {}  # layer -> seconds per solve (tight loop)
         self.bare: dict[int, list[float]] = {}   # layer -> seconds of bare products
         self.refit: list[dict] = []
+        self.failure: str | None = None          # the error that took it out of the bench
 
     @property
     def key(self) -> str:
@@ -467,22 +469,22 @@ def _bench_dataset(ds: dict, bench: dict, cfg: dict, device) -> tuple[list[dict]
     sync()
     rounds, steps = int(bench["rounds"]), int(bench["steps"])
     t_start = time.perf_counter()
+    active = list(methods)
     for r in range(rounds):
         # Interleaved step by step: in every slot each method takes one step on the same batch, in
         # an order rotated every round; paired ratios (same slot) cancel the machine's drift.
-        order = methods[r % len(methods):] + methods[:r % len(methods)]
+        order = active[r % len(active):] + active[:r % len(active)]
         if r < int(bench["update_rounds"]):
             for m in order:
                 m.force_update()
         for k in range(steps):
             x = batches[(r * steps + k) % len(batches)]
-            for m in order:
-                m.step(x, sync, (r, k))
-                m.time_bare(sync, target_s)
-        for m in order:
-            m.time_solves(sync, target_s)
-            if r == rounds - 1 and bench["refit"]:
-                m.refit_factors(batches[(r * steps + steps) % len(batches)], sync, seed)
+            for m in _still(order, active):
+                if _measure(m, active, ds, m.step, x, sync, (r, k)):
+                    _measure(m, active, ds, m.time_bare, sync, target_s)
+        for m in _still(order, active):
+            if _measure(m, active, ds, m.time_solves, sync, target_s) and r == rounds - 1 and bench["refit"]:
+                _measure(m, active, ds, m.refit_factors, batches[(r * steps + steps) % len(batches)], sync, seed)
         log.info("bench %s: round %d/%d done (%.0f s)", ds["name"], r + 1, rounds, time.perf_counter() - t_start)
     T1, T2 = int(bench["T1"]), int(bench["T2"])
     rows, layer_rows = [], []
@@ -490,21 +492,18 @@ def _bench_dataset(ds: dict, bench: dict, cfg: dict, device) -> tuple[list[dict]
     sgd_slot = {st["slot"]: st["total"] for st in sgd.steps}
     sgd_ms = 1e3 * _median(list(sgd_slot.values()))
     for m in methods:
-        s = m.summary(T1, T2)
-        paired = [st["total"] / sgd_slot[st["slot"]] for st in m.steps
-                  if not _is_update(st) and st["slot"] in sgd_slot]
-        # Paired with SGD slot by slot, plus the amortised curvature work against SGD's median step.
-        s["ratio_sgd"] = _median(paired) + s.get("curvature_amortised_ms", 0.0) / sgd_ms
-        s["_paired"] = {st["slot"]: st["total"] for st in m.steps if not _is_update(st)}
-        rows.append({"dataset": ds["name"], "method": m.name, "rank": m.rank, "batch_size": int(ds["batch_size"]),
-                     "data": data_label, "device": str(device), **s})
-        for lr_ in m.layer_rows():
-            layer_rows.append({"dataset": ds["name"], **lr_})
+        row = {"dataset": ds["name"], "method": m.name, "rank": m.rank, "batch_size": int(ds["batch_size"]),
+               "data": data_label, "device": str(device)}
+        if m.failure is not None:
+            rows.append({**row, "failure": m.failure})
+        else:
+            rows.append({**row, **_paired_summary(m, T1, T2, sgd_slot, sgd_ms)})
+            layer_rows += [{"dataset": ds["name"], **lr_} for lr_ in m.layer_rows()]
         m.opt.close()
-    by_name = {m.key: row for m, row in zip(methods, rows)}
+    by_name = {m.key: row for m, row in zip(methods, rows) if m.failure is None}
     if REFERENCE in by_name:
         for row in rows:
-            row["ratio_kfac"] = row["step_ms"] / by_name[REFERENCE]["step_ms"]
+            row["ratio_kfac"] = row.get("step_ms", float("nan")) / by_name[REFERENCE]["step_ms"]
     if set(LANCZOS_VS_DEFLATION) <= set(by_name):
         lz, de = (by_name[m] for m in LANCZOS_VS_DEFLATION)
         common = sorted(set(lz["_paired"]) & set(de["_paired"]))
@@ -524,8 +523,39 @@ def _bench_dataset(ds: dict, bench: dict, cfg: dict, device) -> tuple[list[dict]
     return rows, layer_rows
 
 
+def _paired_summary(m: "_Method", T1: int, T2: int, sgd_slot: dict, sgd_ms: float) -> dict:
+    """``m``'s summary with its ratio to SGD: paired slot by slot, plus the amortised curvature work
+    against SGD's median step."""
+    s = m.summary(T1, T2)
+    paired = [st["total"] / sgd_slot[st["slot"]] for st in m.steps if not _is_update(st) and st["slot"] in sgd_slot]
+    s["ratio_sgd"] = _median(paired) + s.get("curvature_amortised_ms", 0.0) / sgd_ms
+    s["_paired"] = {st["slot"]: st["total"] for st in m.steps if not _is_update(st)}
+    return s
+
+
+def _still(order: list, active: list) -> list:
+    """The methods of ``order`` still in the bench (one may leave while the others take their turn)."""
+    return [m for m in order if m in active]
+
+
+def _measure(m: "_Method", active: list, ds: dict, measurement, *args) -> bool:
+    """One measurement of ``m``. A method other than the baseline that raises (pytorch-optimizer's Shampoo:
+    a float32 SVD that does not converge) is recorded as failed and leaves the bench; the others go on, so
+    one method's breakdown does not lose every other method's timing."""
+    try:
+        measurement(*args)
+        return True
+    except Exception as err:  # noqa: BLE001 - any error of one method's step; the baseline's is fatal
+        if m.name == BASELINE:
+            raise
+        m.failure = f"{type(err).__name__.lstrip('_')}: {err}"   # torch's LinAlgError is named _LinAlgError
+        active.remove(m)
+        log.warning("bench %s: %s failed and leaves the bench (its row says why): %s", ds["name"], m.key, m.failure)
+        return False
+
+
 def _evaluate_targets(df: pd.DataFrame, targets: dict) -> pd.DataFrame:
-    kron = ~df["method"].isin(first_order_method_names())
+    kron = ~df["method"].isin(first_order_method_names()) & df["failure"].isna()
     df["floor_ok"] = None
     df["curvature_ok"] = None
     df["lanczos_ok"] = None
@@ -545,8 +575,9 @@ SUMMARY_COLUMNS = ["dataset", "method", "rank", "step_ms", "ratio_sgd", "ratio_k
 
 
 def _targets_text(df: pd.DataFrame, targets: dict) -> str:
-    lines = []
-    kron = df[~df["method"].isin(first_order_method_names())]
+    lines = [f"- {row['dataset']}/{row['method']}: FAILED, not timed: {row['failure']}"
+             for _, row in df[df["failure"].notna()].iterrows()]
+    kron = df[~df["method"].isin(first_order_method_names()) & df["failure"].isna()]
     for _, row in kron.iterrows():
         misses = []
         if row["floor_ok"] is False:
