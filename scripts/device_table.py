@@ -28,6 +28,18 @@ from pathlib import Path
 
 METHODS = ["sgd", "adam", "kfac", "kpsvd", "deflation", "lanczos", "kfac_corrected"]
 DATASETS = ["curves", "mnist", "faces"]
+
+
+def _bench_cell(row: dict | None) -> str:
+    """One method's bench cell: its ratio to SGD and step, ``failed`` where the bench's failure column says
+    it left the bench, ``-`` where it was not timed."""
+    if row is None:
+        return "-"
+    if row.get("failure"):
+        return "failed"
+    return f"{float(row['ratio_sgd']):.2f} ({float(row['step_ms']):.1f} ms)"
+
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -95,9 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         for d in DATASETS:
             per = {r["method"]: r for r in bench if r["dataset"] == d}
             if per:
-                lines.append(f"| {d} | " + " | ".join(
-                    f"{float(per[m]['ratio_sgd']):.2f} ({float(per[m]['step_ms']):.1f} ms)" if m in per else "-"
-                    for m in METHODS) + " |")
+                lines.append(f"| {d} | " + " | ".join(_bench_cell(per.get(m)) for m in METHODS) + " |")
     else:
         lines.append("(no bench/bench.csv)")
     peers = read_csv(work / "bench_peers" / "bench_peers.csv")
