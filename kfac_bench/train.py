@@ -19,6 +19,7 @@ import csv
 import io
 import logging
 import math
+import os
 import platform
 import sys
 import time
@@ -252,6 +253,7 @@ class _Run:
     train_time: float = 0.0
     first_epoch: int = 1
     solver_counts: dict[str, list[int]] = field(default_factory=dict)
+    load_1m: list[float] = field(default_factory=list)   # the machine's 1-minute load average at each epoch end
     status: str = "ok"
     error: str | None = None
 
@@ -377,6 +379,7 @@ def _restore(run: _Run, ckpt: dict) -> None:
         torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
     run.rows, run.iteration, run.train_time = ckpt["metrics"], ckpt["iteration"], ckpt["time_s"]
     run.solver_counts = ckpt.get("solver_counts", {})
+    run.load_1m = list(ckpt.get("load_1m", []))
     run.first_epoch = ckpt["epoch"] + 1
     log.info("resuming %s from the end of epoch %d", run.run_dir, ckpt["epoch"])
 
@@ -450,6 +453,7 @@ def _end_epoch(run: _Run, epoch: int, running: float) -> bool:
         run.status, run.error = "diverged", f"non-finite evaluation loss after epoch {epoch}"
         return False
     run.rows.append(row)
+    run.load_1m += _load_1m()
     _write_metrics(run.run_dir, run.rows)
     log.info("epoch %d/%d  train %.6f  val %.6f  time %.1fs", epoch, run.epochs, row["train_loss"],
              row["val_loss"], run.train_time)
@@ -459,9 +463,25 @@ def _end_epoch(run: _Run, epoch: int, running: float) -> bool:
             "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
             "shuffle_rng": run.shuffle.get_state(), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if run.device.type == "cuda" else None,
-            "solver_counts": run.solver_counts,
+            "solver_counts": run.solver_counts, "load_1m": run.load_1m,
         }, run.checkpoint_path)
     return True
+
+
+def _load_1m() -> list[float]:
+    """The machine's 1-minute load average now ([] where the OS has none)."""
+    try:
+        return [os.getloadavg()[0]]
+    except (AttributeError, OSError):
+        return []
+
+
+def _load_summary(load_1m: list[float]) -> dict:
+    """What else the machine ran while this run trained: its seconds are only comparable with runs that
+    shared it alike (two one-thread runs on 2 cores: a load near 2; a third process pushes it to 3)."""
+    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "epochs_sampled": len(load_1m),
+            "loadavg_1m_mean": sum(load_1m) / len(load_1m) if load_1m else None,
+            "loadavg_1m_max": max(load_1m, default=None)}
 
 
 def _summary(run: _Run) -> dict:
@@ -493,6 +513,7 @@ def _summary(run: _Run) -> dict:
         "torch_version": torch.__version__,
         "git_commit": git_commit(),
         "solver_iterations": _solver_summary(run.solver_counts),
+        "machine_load": _load_summary(run.load_1m),
         "curvature_updates_skipped": run.optimizer.skipped_updates,
         "started": run.started,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),

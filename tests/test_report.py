@@ -90,6 +90,12 @@ def test_loads_one_table_of_every_run(results):
     assert set(runs["status"]) == {"ok", "diverged", "failed", "incomplete"}
     assert len(long) == 4 * 5 + 5 + 2 + 1 + 2 + 1 + 2 + 5   # rows per (run, epoch); a run without metrics: one row
     assert runs["setting"].nunique() == 2                     # the run without config.yaml joins CURVES
+    assert runs["loadavg_1m_max"].isna().all()                # runs from before machine_load: none recorded
+    summary_path = results / "runs" / "curves" / "kfac" / "a" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary_path.write_text(json.dumps({**summary, "machine_load": {"loadavg_1m_max": 3.1}}))
+    runs = runs_table(load_results(results)).set_index("run")
+    assert runs.loc["a", "loadavg_1m_max"] == 3.1
 
 
 def test_metric_columns_match_the_trainer():

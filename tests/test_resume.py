@@ -61,6 +61,11 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, method, caplog)
     assert [{k: r[k] for k in SAME} for r in a] == [{k: r[k] for k in SAME} for r in b]
     assert resumed["final_train_loss"] == straight["final_train_loss"]
     assert resumed["iterations"] == straight["iterations"] == 6
+    # the machine's load at every epoch end, the resumed run's first epoch included (kept in the checkpoint)
+    for summary in (straight, resumed):
+        load = summary["machine_load"]
+        assert load["epochs_sampled"] == 3 and load["cpus"] >= 1 and load["torch_threads"] >= 1
+        assert 0 <= load["loadavg_1m_mean"] <= load["loadavg_1m_max"]
 
 
 def test_a_run_killed_before_its_first_checkpoint_starts_again_from_the_initial_network(tmp_path):

@@ -174,6 +174,8 @@ def read_run(folder: Path) -> tuple[dict, pd.DataFrame | None]:
         "final_val_loss": summary.get("final_val_loss", math.nan if last is None else float(last["val_loss"])),
         "total_time_s": summary.get("total_time_s", math.nan if last is None else float(last["time_s"])),
         "device": summary.get("device"),
+        # the machine's busiest epoch end: per-second numbers compare only runs that shared it alike
+        "loadavg_1m_max": (summary.get("machine_load") or {}).get("loadavg_1m_max"),
         "git_commit": summary.get("git_commit"),
         "setting": _key(setting_items) if config else None,   # filled in by load_results
         "config": _key(config_items),
