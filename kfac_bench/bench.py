@@ -469,22 +469,22 @@ def _bench_dataset(ds: dict, bench: dict, cfg: dict, device) -> tuple[list[dict]
     sync()
     rounds, steps = int(bench["rounds"]), int(bench["steps"])
     t_start = time.perf_counter()
-    active = list(methods)
     for r in range(rounds):
         # Interleaved step by step: in every slot each method takes one step on the same batch, in
         # an order rotated every round; paired ratios (same slot) cancel the machine's drift.
-        order = active[r % len(active):] + active[:r % len(active)]
+        live = [m for m in methods if m.failure is None]
+        order = live[r % len(live):] + live[:r % len(live)]
         if r < int(bench["update_rounds"]):
             for m in order:
                 m.force_update()
         for k in range(steps):
             x = batches[(r * steps + k) % len(batches)]
-            for m in _still(order, active):
-                if _measure(m, active, ds, m.step, x, sync, (r, k)):
-                    _measure(m, active, ds, m.time_bare, sync, target_s)
-        for m in _still(order, active):
-            if _measure(m, active, ds, m.time_solves, sync, target_s) and r == rounds - 1 and bench["refit"]:
-                _measure(m, active, ds, m.refit_factors, batches[(r * steps + steps) % len(batches)], sync, seed)
+            for m in order:
+                if _measure(m, ds, m.step, x, sync, (r, k)):
+                    _measure(m, ds, m.time_bare, sync, target_s)
+        for m in order:
+            if _measure(m, ds, m.time_solves, sync, target_s) and r == rounds - 1 and bench["refit"]:
+                _measure(m, ds, m.refit_factors, batches[(r * steps + steps) % len(batches)], sync, seed)
         log.info("bench %s: round %d/%d done (%.0f s)", ds["name"], r + 1, rounds, time.perf_counter() - t_start)
     T1, T2 = int(bench["T1"]), int(bench["T2"])
     rows, layer_rows = [], []
@@ -533,15 +533,12 @@ def _paired_summary(m: "_Method", T1: int, T2: int, sgd_slot: dict, sgd_ms: floa
     return s
 
 
-def _still(order: list, active: list) -> list:
-    """The methods of ``order`` still in the bench (one may leave while the others take their turn)."""
-    return [m for m in order if m in active]
-
-
-def _measure(m: "_Method", active: list, ds: dict, measurement, *args) -> bool:
-    """One measurement of ``m``. A method other than the baseline that raises (pytorch-optimizer's Shampoo:
-    a float32 SVD that does not converge) is recorded as failed and leaves the bench; the others go on, so
-    one method's breakdown does not lose every other method's timing."""
+def _measure(m: "_Method", ds: dict, measurement, *args) -> bool:
+    """One measurement of ``m``, skipped once it failed. A method other than the baseline that raises
+    (pytorch-optimizer's Shampoo: a float32 SVD that does not converge) is recorded as failed and leaves the
+    bench; the others go on, so one method's breakdown does not lose every other method's timing."""
+    if m.failure is not None:
+        return False
     try:
         measurement(*args)
         return True
@@ -549,7 +546,6 @@ def _measure(m: "_Method", active: list, ds: dict, measurement, *args) -> bool:
         if m.name == BASELINE:
             raise
         m.failure = f"{type(err).__name__.lstrip('_')}: {err}"   # torch's LinAlgError is named _LinAlgError
-        active.remove(m)
         log.warning("bench %s: %s failed and leaves the bench (its row says why): %s", ds["name"], m.key, m.failure)
         return False
 

@@ -17,13 +17,14 @@ import json
 from pathlib import Path
 
 from ..utils import atomic_write_text
+from .results import FINISHED
 
 ARCHIVED_FILES = ("config.yaml", "fingerprint.json", "summary.json", "metrics.csv")
 # a Figure 1 study (kfac-bench fisher): its errors, its configuration and its summary
 FISHER_FILES = ("config.yaml", "summary.json", "fisher_errors.csv", "fisher_rank_errors.csv")
 # a failed run (an exception, e.g. a solver that did not converge) is archived too: it is a result the
 # report counts (runs ok / div / fail) and time to target reads as never, so a method that fails is seen
-FINISHED = ("ok", "diverged", "failed")
+ARCHIVED_STATUSES = (*FINISHED, "failed")
 
 
 def local_roots(results_dir: Path, data_dir: Path | None, checkout: Path | None) -> list[tuple[str, str]]:
@@ -56,7 +57,7 @@ def finished_runs(results_dir: Path) -> list[Path]:
             status = json.loads(summary.read_text()).get("status")
         except (OSError, ValueError):
             continue
-        if status in FINISHED and all((summary.parent / f).is_file() for f in ARCHIVED_FILES):
+        if status in ARCHIVED_STATUSES and all((summary.parent / f).is_file() for f in ARCHIVED_FILES):
             runs.append(summary.parent)
     return runs
 

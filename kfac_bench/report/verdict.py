@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 
 from ..reproduce import README_CLAIMS, replace_block
+from .results import FINISHED
 
 RUNS_ROOT = "docs/runs"
 FAIR_FOLDER = "fair"          # the tuned comparison's runs under RUNS_ROOT
@@ -23,13 +25,12 @@ FAIR_DIR = "docs/fair"        # its report (`kfac-bench report results_dir=docs/
 VERDICT_DIR = "docs/verdict"
 
 
-def runs_count(runs_root: Path, statuses: tuple[str, ...] = ("ok", "diverged")) -> dict[str, int]:
-    """Runs of ``statuses`` per profile folder under ``runs_root`` (default: those that trained to the end)."""
-    counts: dict[str, int] = {}
+def runs_by_status(runs_root: Path) -> dict[str, Counter]:
+    """Runs per profile folder under ``runs_root`` and status."""
+    counts: dict[str, Counter] = {}
     for summary in sorted(Path(runs_root).rglob("summary.json")):
-        if json.loads(summary.read_text()).get("status") in statuses:
-            profile = summary.relative_to(runs_root).parts[0]
-            counts[profile] = counts.get(profile, 0) + 1
+        profile = summary.relative_to(runs_root).parts[0]
+        counts.setdefault(profile, Counter())[json.loads(summary.read_text()).get("status")] += 1
     return counts
 
 
@@ -83,8 +84,11 @@ def publish_verdict(planned: dict[str, int] | None = None, readme: Path | None =
                       "dpi": 72, "claims": False, "note": f"the fair profile's runs committed under {RUNS_ROOT}/fair/"})
     readme = readme or root / "README.md"
     if readme.exists():
-        block = readme_block((out / "claims_summary.md").read_text(), runs_count(root / RUNS_ROOT), planned or {},
-                             standing_row(root / RUNS_ROOT), runs_count(root / RUNS_ROOT, ("failed",)))
+        by_status = runs_by_status(root / RUNS_ROOT)
+        finished = {profile: k for profile, n in by_status.items() if (k := sum(n[s] for s in FINISHED))}
+        failed = {profile: n["failed"] for profile, n in by_status.items()}
+        block = readme_block((out / "claims_summary.md").read_text(), finished, planned or {},
+                             standing_row(root / RUNS_ROOT), failed)
         updated = replace_block(readme.read_text(), README_CLAIMS, block)
         if updated is not None:
             readme.write_text(updated)
