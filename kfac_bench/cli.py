@@ -121,8 +121,8 @@ def _drop_log_file(folder: Path) -> None:
 
 
 def run_task(cfg) -> dict | None:
-    from . import sweep_outcomes
-    from .run_folder import RunFolderBusy, hold_folder
+    from .runs import sweep_outcomes
+    from .runs.folder import RunFolderBusy, hold_folder
 
     out = _output_dir()
     try:
@@ -143,8 +143,8 @@ def run_task(cfg) -> dict | None:
 def _train_in(cfg, out: Path) -> tuple[dict | None, str, int, str]:
     """Train ``cfg`` into ``out`` (held by this process): (summary, outcome, exit code, message)."""
     from .data import DatasetError
-    from .run_folder import RunFolderMismatch, record_refusal
-    from .train import ConfigError, RunFolderError, run_training, write_failure
+    from .runs.folder import RunFolderMismatch, record_refusal
+    from .runs.train import ConfigError, RunFolderError, run_training, write_failure
 
     try:
         container = _container(cfg)
@@ -170,7 +170,7 @@ def _train_in(cfg, out: Path) -> tuple[dict | None, str, int, str]:
 
 def fisher_task(cfg) -> None:
     from .data import DatasetError
-    from .fisher_study import run_fisher_study
+    from .studies.fisher import run_fisher_study
     out = _output_dir()
     try:
         run_fisher_study(_container(cfg), out)
@@ -179,7 +179,7 @@ def fisher_task(cfg) -> None:
 
 
 def bench_task(cfg) -> None:
-    from .bench import run_bench
+    from .studies.bench import run_bench
     try:
         run_bench(_container(cfg), _output_dir())
     except ValueError as err:
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int | None:
     app = hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(task)
     app()
     # a sweep whose jobs failed: Hydra itself returns as if all went well (see sweep_outcomes)
-    from . import sweep_outcomes
+    from .runs import sweep_outcomes
     return sweep_outcomes.exit_status()
 
 

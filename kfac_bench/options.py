@@ -9,7 +9,7 @@ One dataclass per family -- :class:`CurvatureOptions` (every Kronecker-factored 
   the parts it lists -- ``defaults: [_curvature, _power_svd, _self_]`` -- then its name, its tuned
   values and anything it sets otherwise. A field's ``node`` is the part it belongs to: the parts are
   what lets each method's resolved config keep exactly the keys it had (run folders are matched by
-  every resolved setting, :mod:`kfac_bench.run_folder`), so a method lists the solver settings it
+  every resolved setting, :mod:`kfac_bench.runs.folder`), so a method lists the solver settings it
   uses and no others. A field with no node (``route``) is an option no config lists: add it with
   ``+optimizer.route=gram``.
 * **validation**: a config key that is no option of its method is an error naming the known ones

@@ -9,7 +9,7 @@ the GPU: training time + evaluation time of epoch 1; FACES ran on a subset and i
 ``--faces-scale``), ``bench/bench.csv`` (``kfac-bench bench device=cuda``),
 ``bench_peers/bench_peers.csv`` and ``scaling.json`` (runs per hour at K concurrent CURVES runs).
 
-From the scaling it takes K as the reproduction script would (:func:`kfac_bench.concurrency.jobs_from_scaling`)
+From the scaling it takes K as the reproduction script would (:func:`kfac_bench.runs.concurrency.jobs_from_scaling`)
 and the slowdown of one run among K, ``K x rph(1) / rph(K)``; ``cost.cuda`` is then the seconds per
 epoch of one run among K concurrent ones (alone x slowdown), which is what the profile's estimate
 (``sum of run costs / K``) needs. With ``--profile`` it prints that profile's estimate with these
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default=None)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from kfac_bench.concurrency import jobs_from_scaling
+    from kfac_bench.runs.concurrency import jobs_from_scaling
 
     work = Path(args.work)
     lines = ["# device_check", ""]

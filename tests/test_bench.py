@@ -9,9 +9,9 @@ import pytest
 
 import warm_process
 
-from kfac_bench import bench
-from kfac_bench.bench_common import optimizer_config
-from kfac_bench.bench import COLUMNS, LAYER_COLUMNS, run_bench
+from kfac_bench.studies import bench
+from kfac_bench.studies.bench_common import optimizer_config
+from kfac_bench.studies.bench import COLUMNS, LAYER_COLUMNS, run_bench
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ["sgd", "adam", "kfac", "kpsvd", "deflation", "lanczos", "kfac_corrected", "ekfac"]
@@ -100,7 +100,7 @@ def test_bench_uses_no_private_attribute_of_an_optimizer():
     """The bench talks to optimizers through their public interface: no ``._name`` read on an
     optimizer, its blocks or its approximation, and no method replaced or counter moved."""
     import re
-    source = (REPO / "kfac_bench" / "bench.py").read_text()
+    source = "".join(p.read_text() for p in (REPO / "kfac_bench" / "studies").glob("bench*.py"))
     assert not re.findall(r"\bopt\w*\._\w+", source)
     assert not re.findall(r"\.(?:method|blocks?|inverse)\._\w+", source)
     assert not re.search(r"\.steps\s*\+?=", source)

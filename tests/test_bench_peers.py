@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from kfac_bench.bench import run_bench
-from kfac_bench.bench_peers import COLUMNS, PeerUnavailable, check_peers
+from kfac_bench.studies.bench import run_bench
+from kfac_bench.studies.bench_peers import COLUMNS, PeerUnavailable, check_peers
 
 TINY = [{"name": "tiny_bce", "layers": [12, 8, 3, 8, 12], "batch_size": 16, "likelihood": "bernoulli"}]
 

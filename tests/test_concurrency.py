@@ -9,7 +9,7 @@ import pytest
 
 import warm_process
 
-from kfac_bench.concurrency import GIB, choose_jobs, jobs_from_scaling, main, measure_scaling
+from kfac_bench.runs.concurrency import GIB, choose_jobs, jobs_from_scaling, main, measure_scaling
 
 ROOT = Path(__file__).resolve().parent.parent
 # throughput that saturates at 8: 16 adds almost nothing

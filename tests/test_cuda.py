@@ -73,7 +73,7 @@ def test_one_step_agrees_on_cpu_and_cuda(method):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_a_regular_training_step_makes_no_host_sync(method):
-    from kfac_bench.train import _LossTracker
+    from kfac_bench.runs.train import _LossTracker
     kron = method not in ("sgd", "adam")
     model = _model("cuda")
     opt = _optimizer(method, model)
@@ -127,7 +127,7 @@ def _skip_without_data(dataset):
 
 @pytest.mark.parametrize("dataset", ["curves", "mnist", "faces"])
 def test_one_epoch_on_cuda_writes_the_run_folder(tmp_path, dataset):
-    from kfac_bench.train import METRIC_COLUMNS, run_training
+    from kfac_bench.runs.train import METRIC_COLUMNS, run_training
     _skip_without_data(dataset)
     run_dir = tmp_path / "run"
     summary = run_training(_config(tmp_path, dataset, 1, ["optimizer=kfac", "optimizer.T1=2", "optimizer.T2=2"]),
@@ -143,12 +143,12 @@ def test_one_epoch_on_cuda_writes_the_run_folder(tmp_path, dataset):
 
 
 def test_resume_on_cuda(tmp_path, caplog):
-    from kfac_bench.train import run_training
+    from kfac_bench.runs.train import run_training
     extra = ["optimizer=kfac", "optimizer.T1=3", "optimizer.T2=3"]
     first = run_training(_config(tmp_path, "curves", 1, extra), tmp_path / "run")
     assert first["epochs_completed"] == 1
     (tmp_path / "run" / "summary.json").unlink()       # as a run killed during epoch 2 leaves it
-    with caplog.at_level("INFO", logger="kfac_bench.train"):
+    with caplog.at_level("INFO", logger="kfac_bench.runs.train"):
         resumed = run_training(_config(tmp_path, "curves", 2, extra), tmp_path / "run")
     assert "from the end of epoch 1" in caplog.text
     assert resumed["status"] == "ok" and resumed["epochs_completed"] == 2

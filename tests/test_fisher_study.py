@@ -11,7 +11,7 @@ import yaml
 
 import warm_process
 
-from kfac_bench.fisher_study import REQUIRED_COLUMNS, evaluation_schedule, resolve_layers, run_fisher_study
+from kfac_bench.studies.fisher import REQUIRED_COLUMNS, evaluation_schedule, resolve_layers, run_fisher_study
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_LAYERS = [784, 40, 20, 12, 9, 6, 4, 6, 9, 12, 20, 40, 784]   # layer 5: 9 -> 6 (d_a 10, d_g 6)

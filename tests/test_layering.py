@@ -22,7 +22,9 @@ from kfac_bench.registry import APPROXIMATIONS, make_approximation
 from oracles import DT, random_stats
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-HARNESS = ["train.py", "fisher_study.py", "bench.py", "bench_peers.py"]
+# every module of the training loop, the Figure 1 study, the bench and the peer bench
+HARNESS = sorted(str(p.relative_to(ROOT / "kfac_bench")) for folder in ("runs", "studies")
+                 for p in (ROOT / "kfac_bench" / folder).glob("*.py"))
 
 
 def _fresh(code: str) -> dict:
@@ -53,7 +55,7 @@ def test_the_optimizers_do_not_read_the_registry():
     seen = _fresh("import sys, json, kfac_bench.optim\n"
                   "print(json.dumps(sorted(m for m in sys.modules if m.startswith('kfac_bench'))))")
     assert "kfac_bench.registry" not in seen
-    assert not {"kfac_bench.optim.factory", "kfac_bench.optim.authors_code", "kfac_bench.train"} & set(seen)
+    assert not {"kfac_bench.optim.factory", "kfac_bench.optim.authors_code", "kfac_bench.runs.train"} & set(seen)
 
 
 def test_the_eigensolver_threads_are_the_harness_s_decision(monkeypatch):
@@ -72,6 +74,7 @@ def test_the_eigensolver_threads_are_the_harness_s_decision(monkeypatch):
 
 
 def test_the_harness_never_branches_on_the_optimizer():
+    assert {"runs/train.py", "studies/fisher.py", "studies/bench.py", "studies/bench_peers.py"} <= set(HARNESS)
     names = "|".join(["sgd", "adam", *APPROXIMATIONS])
     for file in HARNESS:
         source = (ROOT / "kfac_bench" / file).read_text()
@@ -83,7 +86,7 @@ def test_the_harness_never_branches_on_the_optimizer():
 
 
 def test_bench_and_peer_bench_share_helpers_without_a_cycle():
-    peers = (ROOT / "kfac_bench" / "bench_peers.py").read_text()
+    peers = (ROOT / "kfac_bench" / "studies" / "bench_peers.py").read_text()
     assert not re.search(r"from \.bench import|import kfac_bench\.bench\b", peers)
 
 

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from kfac_bench import train
-from kfac_bench.train import _LossTracker
+from kfac_bench.runs import train
+from kfac_bench.runs.train import _LossTracker
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 

@@ -16,7 +16,7 @@ from kfac_bench.optim import KroneckerFactoredOptimizer
 from kfac_bench.optim.factory import build_optimizer, validate_optimizer_config
 from kfac_bench.options import (FAMILIES, AdamOptions, CurvatureOptions, SGDOptions, config_nodes, defaults,
                                 load_optimizer_config, markdown, option_names)
-from kfac_bench.train import ConfigError, validate_config
+from kfac_bench.runs.train import ConfigError, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

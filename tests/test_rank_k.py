@@ -259,7 +259,7 @@ def test_timing_callback_and_update_request_are_public_hooks():
 # --------------------------------------------------------------------- Figure 1: error vs rank
 def test_fisher_study_reports_error_vs_rank(tmp_path):
     from test_fisher_study import tiny_cfg
-    from kfac_bench.fisher_study import run_fisher_study
+    from kfac_bench.studies.fisher import run_fisher_study
     out = tmp_path / "run"
     cfg = tiny_cfg(tmp_path, points=2, ranks=4)
     run_fisher_study(cfg, out)

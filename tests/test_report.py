@@ -27,7 +27,7 @@ FAST = {"formats": ["png"], "dpi": 30}   # rendering is most of a report's time;
 
 def make_run(root: Path, dataset: str, method: str, name: str, *, status="ok", seed=0, hp=None,
              train=None, times=None, source="generated", epochs=EPOCHS, n_train=500, summary=True, config=True, batch_size=256):
-    """A run folder as kfac_bench.train writes it (config.yaml, metrics.csv, summary.json)."""
+    """A run folder as kfac_bench.runs.train writes it (config.yaml, metrics.csv, summary.json)."""
     hp = dict(hp or {"lr": 0.1})
     folder = root / "runs" / dataset / method / name
     folder.mkdir(parents=True)
@@ -99,7 +99,7 @@ def test_loads_one_table_of_every_run(results):
 
 
 def test_metric_columns_match_the_trainer():
-    from kfac_bench.train import METRIC_COLUMNS as TRAIN_COLUMNS
+    from kfac_bench.runs.train import METRIC_COLUMNS as TRAIN_COLUMNS
     assert METRIC_COLUMNS == TRAIN_COLUMNS
 
 

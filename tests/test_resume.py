@@ -44,7 +44,7 @@ def metrics(run_dir: Path) -> list[dict]:
 # same power-SVD warm starts); Adam's state is torch's own
 @pytest.mark.parametrize("method", ["sgd", "kfac", "deflation", "lanczos", "lanczos_k", "ekfac"])
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, method, caplog):
-    from kfac_bench.train import run_training
+    from kfac_bench.runs.train import run_training
     straight = run_training(config(tmp_path, method, 3), tmp_path / "straight")
     assert straight["status"] == "ok" and straight["epochs_completed"] == 3
 
@@ -52,7 +52,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, method, caplog)
     first = run_training(config(tmp_path, method, 1), tmp_path / "resumed")
     assert first["epochs_completed"] == 1
     (tmp_path / "resumed" / "summary.json").unlink()
-    with caplog.at_level("INFO", logger="kfac_bench.train"):
+    with caplog.at_level("INFO", logger="kfac_bench.runs.train"):
         resumed = run_training(config(tmp_path, method, 3), tmp_path / "resumed")
     assert "resuming" in caplog.text and "from the end of epoch 1" in caplog.text
     assert resumed["status"] == "ok" and resumed["epochs_completed"] == 3
@@ -72,7 +72,7 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again_from_the_initial_
     """Killed during epoch 1: the folder holds config.yaml, fingerprint.json and metrics.csv's row 0 but no
     checkpoint. The rerun starts afresh and its metrics.csv keeps row 0 (the initial network), equal
     to an uninterrupted run's."""
-    from kfac_bench.train import run_training
+    from kfac_bench.runs.train import run_training
     straight = run_training(config(tmp_path, "kfac", 2), tmp_path / "straight")
     run_training(config(tmp_path, "kfac", 1), tmp_path / "killed")
     killed = tmp_path / "killed"
@@ -114,7 +114,7 @@ def test_sigkill_mid_run_then_rerun_resumes(tmp_path):
                              timeout=300)
     assert again.returncode == 0, again.stderr
     assert f"from the end of epoch {done}" in again.stdout + again.stderr
-    from kfac_bench.train import run_training   # the uninterrupted run, in this process (also one thread)
+    from kfac_bench.runs.train import run_training   # the uninterrupted run, in this process (also one thread)
     cfg = config(tmp_path, "kfac", 3, ["optimizer.T1=4", "optimizer.T2=4"], sizes=sizes)
     run_training(cfg, straight_dir)
     a, b = metrics(straight_dir), metrics(killed_dir)

@@ -34,8 +34,8 @@ def snapshot(run_dir: Path) -> dict:
 
 
 def test_other_settings_are_refused_with_the_keys_named_and_nothing_changes(tmp_path):
-    from kfac_bench.run_folder import RunFolderMismatch
-    from kfac_bench.train import run_training
+    from kfac_bench.runs.folder import RunFolderMismatch
+    from kfac_bench.runs.train import run_training
     run = tmp_path / "X"
     assert run_training(config(tmp_path, "optimizer.lr=0.1"), run)["status"] == "ok"
     assert {p.name for p in run.iterdir()} >= set(RUN_FILES)
@@ -59,10 +59,10 @@ def test_other_settings_are_refused_with_the_keys_named_and_nothing_changes(tmp_
 
 
 def test_settings_that_cannot_change_a_result_still_match(tmp_path, caplog):
-    from kfac_bench.train import run_training
+    from kfac_bench.runs.train import run_training
     run = tmp_path / "X"
     first = run_training(config(tmp_path), run)
-    with caplog.at_level("INFO", logger="kfac_bench.train"):
+    with caplog.at_level("INFO", logger="kfac_bench.runs.train"):
         again = run_training(config(tmp_path, "trainer.progress=true", "threads=1", "trainer.keep_checkpoint=true",
                                     f"data_dir={tmp_path / 'data'}"), run)
     assert "already holds a finished run" in caplog.text
@@ -70,12 +70,12 @@ def test_settings_that_cannot_change_a_result_still_match(tmp_path, caplog):
 
 
 def test_extension_and_resume_still_work_and_config_records_the_epochs(tmp_path, caplog):
-    from kfac_bench.run_folder import read_fingerprint
-    from kfac_bench.train import run_training
+    from kfac_bench.runs.folder import read_fingerprint
+    from kfac_bench.runs.train import run_training
     run = tmp_path / "X"
     run_training(config(tmp_path, "optimizer=kfac", "optimizer.T1=3", "optimizer.T2=3", epochs=1), run)
     fingerprint = read_fingerprint(run)
-    with caplog.at_level("INFO", logger="kfac_bench.train"):
+    with caplog.at_level("INFO", logger="kfac_bench.runs.train"):
         extended = run_training(config(tmp_path, "optimizer=kfac", "optimizer.T1=3", "optimizer.T2=3", epochs=3), run)
     assert "from the end of epoch 1" in caplog.text
     assert extended["status"] == "ok" and extended["epochs_completed"] == 3
@@ -85,8 +85,8 @@ def test_extension_and_resume_still_work_and_config_records_the_epochs(tmp_path,
 
 
 def test_resume_false_replaces_the_run_only_after_validation(tmp_path):
-    from kfac_bench.run_folder import read_fingerprint
-    from kfac_bench.train import ConfigError, run_training
+    from kfac_bench.runs.folder import read_fingerprint
+    from kfac_bench.runs.train import ConfigError, run_training
     run = tmp_path / "X"
     run_training(config(tmp_path, "optimizer.lr=0.1"), run)
     before = snapshot(run)
@@ -101,11 +101,11 @@ def test_resume_false_replaces_the_run_only_after_validation(tmp_path):
 
 
 def test_old_folder_without_fingerprint_is_read_as_before_with_a_warning(tmp_path, caplog):
-    from kfac_bench.train import run_training
+    from kfac_bench.runs.train import run_training
     run = tmp_path / "X"
     first = run_training(config(tmp_path), run)
     (run / "fingerprint.json").unlink()
-    with caplog.at_level(logging.INFO, logger="kfac_bench.train"):
+    with caplog.at_level(logging.INFO, logger="kfac_bench.runs.train"):
         again = run_training(config(tmp_path, "optimizer.lr=0.05"), run)   # cannot be checked: skipped
     assert "has no fingerprint.json" in caplog.text and "already holds a finished run" in caplog.text
     assert again["finished"] == first["finished"]
@@ -113,8 +113,8 @@ def test_old_folder_without_fingerprint_is_read_as_before_with_a_warning(tmp_pat
 
 
 def test_damaged_fingerprint_is_named(tmp_path):
-    from kfac_bench.run_folder import RunFolderError
-    from kfac_bench.train import run_training
+    from kfac_bench.runs.folder import RunFolderError
+    from kfac_bench.runs.train import run_training
     run = tmp_path / "X"
     run_training(config(tmp_path), run)
     (run / "fingerprint.json").write_text("{not json")
@@ -125,7 +125,7 @@ def test_damaged_fingerprint_is_named(tmp_path):
 
 @pytest.mark.parametrize("finished", [False, True])
 def test_truncated_checkpoint_names_the_file_and_the_fix_and_keeps_the_run(tmp_path, finished):
-    from kfac_bench.train import CheckpointError, run_training
+    from kfac_bench.runs.train import CheckpointError, run_training
     run = tmp_path / "X"
     run_training(config(tmp_path, epochs=1), run)
     if not finished:
@@ -213,7 +213,7 @@ def test_sweep_job_with_a_mismatch_fails_alone(tmp_path):
 
 def test_report_and_fingerprint_agree_on_what_cannot_change_a_result():
     from kfac_bench.report.results import IGNORED_CONFIG_KEYS
-    from kfac_bench.run_folder import NOT_RESULT_KEYS
+    from kfac_bench.runs.folder import NOT_RESULT_KEYS
     assert set(IGNORED_CONFIG_KEYS) == {"seed", *NOT_RESULT_KEYS}
     # the folder names exclude the same (plus the group names, which the folder path carries)
     names = OmegaConf.load(ROOT / "conf" / "config.yaml").hydra.job.config.override_dirname.exclude_keys

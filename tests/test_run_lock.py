@@ -64,8 +64,8 @@ def wait_for(path: Path, proc, seconds=120):
 
 # ------------------------------------------------------------------------------------ in process
 def test_a_held_folder_is_refused_and_the_lock_files_are_no_part_of_the_run(tmp_path):
-    from kfac_bench.run_folder import HOLDER_FILE, LOCK_FILE, RunFolderBusy, hold_folder
-    from kfac_bench.train import _holds_run
+    from kfac_bench.runs.folder import HOLDER_FILE, LOCK_FILE, RunFolderBusy, hold_folder
+    from kfac_bench.runs.train import _holds_run
     folder = tmp_path / "X"
     with hold_folder(folder):
         holder = json.loads((folder / HOLDER_FILE).read_text())
@@ -87,7 +87,7 @@ def test_a_held_folder_is_refused_and_the_lock_files_are_no_part_of_the_run(tmp_
 
 @pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o027, 0o640)], ids=["umask022", "umask027"])
 def test_run_files_are_written_with_the_umask_mode(tmp_path, umask, mode):
-    from kfac_bench.train import run_training
+    from kfac_bench.runs.train import run_training
     old = os.umask(umask)
     try:
         run_training(config(tmp_path), tmp_path / "X")
@@ -123,7 +123,7 @@ def test_second_process_on_a_running_folder_is_refused_and_the_first_finishes(tm
 
 @pytest.mark.slow
 def test_a_holder_killed_with_kill_9_does_not_block_the_rerun_which_resumes_exactly(tmp_path):
-    from kfac_bench.train import run_training
+    from kfac_bench.runs.train import run_training
     folder = tmp_path / "X"
     args = ["run", "optimizer=kfac", "optimizer.T1=3", "optimizer.T2=3", "trainer.epochs=3", *TINY,
             f"hydra.run.dir={folder}"]
@@ -152,7 +152,7 @@ def sweep_folder(tmp_path, lr):
 
 @pytest.mark.slow
 def test_sweep_with_a_refused_job_runs_the_others_then_exits_non_zero_naming_it(tmp_path):
-    from kfac_bench.run_folder import hold_folder
+    from kfac_bench.runs.folder import hold_folder
     held = sweep_folder(tmp_path, 0.1)
     with hold_folder(held):                  # this test's process holds the lr=0.1 folder
         proc = run(tmp_path, "run", "-m", "optimizer.lr=0.1,0.3", "trainer.epochs=2", *TINY)

@@ -232,8 +232,8 @@ def _run_config(tmp_path, extra=()):
 
 
 def test_run_summary_records_the_version_and_an_old_run_is_not_reused(tmp_path):
-    from kfac_bench.run_folder import RunFolderMismatch
-    from kfac_bench.train import run_training
+    from kfac_bench.runs.folder import RunFolderMismatch
+    from kfac_bench.runs.train import run_training
     summary = run_training(_run_config(tmp_path), tmp_path / "run")
     assert summary["dataset_generator_version"] == 2
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["dataset_generator_version"] == 2
@@ -262,7 +262,7 @@ def test_run_summary_records_the_version_and_an_old_run_is_not_reused(tmp_path):
 
 
 def test_a_config_naming_another_version_is_refused(tmp_path):
-    from kfac_bench.train import ConfigError, run_training, with_data_version
+    from kfac_bench.runs.train import ConfigError, run_training, with_data_version
     cfg = _run_config(tmp_path)
     assert with_data_version(cfg)["dataset"]["generator_version"] == 2
     genuine = {**cfg, "dataset": {**cfg["dataset"], "source": "genuine"}}

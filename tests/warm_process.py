@@ -21,7 +21,7 @@ FRESH_COMMANDS = {"kfac-bench": [sys.executable, "-m", "kfac_bench.cli"],
                   "reproduce_paper.py": [sys.executable, str(Path(__file__).resolve().parent.parent / "scripts"
                                                              / "reproduce_paper.py")]}
 _PRELOAD = ["torch", "hydra", "omegaconf", "pandas", "matplotlib.pyplot", "kfac_bench.cli",
-            "kfac_bench.reproduce", "kfac_bench.train"]
+            "kfac_bench.reproduce", "kfac_bench.runs.train"]
 _context = None
 
 

@@ -1,6 +1,6 @@
 """Pixel statistics of a dataset: per-pixel standardisation and what ``kfac-bench data describe`` prints.
 
-Losses follow the training convention (per-element means, :mod:`kfac_bench.train`):
+Losses follow the training convention (per-element means, :mod:`kfac_bench.runs.train`):
 
 * **best constant image** - the loss of predicting the training split's per-pixel mean for every
   image. It is the loss an auto-encoder reaches by ignoring its input, so a run that has not gone

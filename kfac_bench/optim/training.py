@@ -1,7 +1,7 @@
 """The one interface between the harness's loops and an optimizer.
 
-The training loop (:mod:`kfac_bench.train`), the bench (:mod:`kfac_bench.bench`) and the peer bench
-(:mod:`kfac_bench.bench_peers`) drive every optimizer the same way, through
+The training loop (:mod:`kfac_bench.runs.train`), the bench (:mod:`kfac_bench.studies.bench`) and the peer bench
+(:mod:`kfac_bench.studies.bench_peers`) drive every optimizer the same way, through
 :class:`TrainingOptimizer`, and never ask which kind it is. One step of a loop is::
 
     opt.zero_grad(set_to_none=True)

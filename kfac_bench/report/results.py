@@ -1,7 +1,7 @@
 """Read a results root into pandas: every training run under it, whatever launched it.
 
 A training run is a folder holding ``summary.json`` (with an ``optimizer`` entry) and/or
-``metrics.csv`` (see :mod:`kfac_bench.train`); its resolved ``config.yaml`` says what was run.
+``metrics.csv`` (see :mod:`kfac_bench.runs.train`); its resolved ``config.yaml`` says what was run.
 Nothing is rerun and nothing is written here.
 
 :func:`load_results` returns ONE long table, a row per (run, epoch) with the run's columns repeated
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..run_folder import NOT_RESULT_KEYS, flatten
+from ..runs.folder import NOT_RESULT_KEYS, flatten
 
-# the columns of metrics.csv (kfac_bench.train.METRIC_COLUMNS; copied so that reading results does
+# the columns of metrics.csv (kfac_bench.runs.train.METRIC_COLUMNS; copied so that reading results does
 # not import torch -- a test checks that they agree)
 METRIC_COLUMNS = ["epoch", "iteration", "time_s", "train_loss", "val_loss", "train_loss_running",
                   "eval_time_s"]

@@ -56,14 +56,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .configs import config_dir
-from .registry import curvature_method_names, first_order_method_names
+from ..configs import config_dir
+from ..registry import curvature_method_names, first_order_method_names
 
 
 def _root() -> Path:
     """The checkout this package sits in (commands run there, README.md and docs/ are its own), or the
     working directory for an installed package."""
-    checkout = Path(__file__).resolve().parent.parent
+    checkout = Path(__file__).resolve().parents[2]
     return checkout if (checkout / "README.md").is_file() and (checkout / "conf").is_dir() else Path.cwd()
 
 
@@ -165,7 +165,7 @@ def load_profile(name: str) -> dict:
 def profile_methods(spec, where="the profile") -> list[str]:
     """A profile's ``methods``: ``paper`` (the paper's seven, from the registry), ``all`` (every
     method of the registry) or a list of registry names."""
-    from .registry import method_names, paper_method_names
+    from ..registry import method_names, paper_method_names
     if spec in (None, []):
         return []
     if spec == "paper":
@@ -923,7 +923,7 @@ def make_context(args, parser, argv: list[str], started: str, commit: str, t_sta
     # an explicit --device is taken as it is (a GPU plan can be printed on a CPU machine)
     device = select_device("auto").type if args.device == "auto" else args.device
     if args.jobs == "auto":   # K concurrent runs on the device (conf/profile/gpu.yaml, kfac_bench/concurrency.py)
-        from kfac_bench.concurrency import choose_jobs
+        from kfac_bench.runs.concurrency import choose_jobs
         args.jobs = choose_jobs(device, profile.get("concurrency"), log=say)
     # runs at a time inside one command (Hydra's launcher) and commands at a time (this script)
     parallel = {"basic": 1, "joblib": args.jobs or os.cpu_count() or 1, "submitit_local": os.cpu_count() or 1,

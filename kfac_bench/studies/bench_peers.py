@@ -50,12 +50,12 @@ import torch
 from torch import nn
 
 from .bench_common import bench_batches, markdown_table, optimizer_config
-from .curvature.stats import get_likelihood
-from .models import build_autoencoder
-from .optim.factory import build_training_optimizer
-from .utils import atomic_write_text, synchronize
+from ..curvature.stats import get_likelihood
+from ..models import build_autoencoder
+from ..optim.factory import build_training_optimizer
+from ..utils import atomic_write_text, synchronize
 
-log = logging.getLogger("kfac_bench.bench")
+log = logging.getLogger("kfac_bench.studies.bench")
 
 PEERS = {"asdl": "asdfghjkl"}     # peer name -> the distribution that provides it (import name: asdl)
 RUNNERS = ("ours_sgd", "ours_kfac", "asdl_sgd", "asdl_kfac")

@@ -85,15 +85,15 @@ import torch
 from omegaconf import OmegaConf
 
 from .bench_common import bench_batches, markdown_table, optimizer_config
-from .configs import config_dir
-from .curvature.stats import get_likelihood
-from .models import build_autoencoder
-from .optim.factory import build_training_optimizer
-from .optim.training import layer_gradient
-from .registry import first_order_method_names, get_method, method_names
-from .utils import atomic_write_text, git_commit, select_device, synchronize
+from ..configs import config_dir
+from ..curvature.stats import get_likelihood
+from ..models import build_autoencoder
+from ..optim.factory import build_training_optimizer
+from ..optim.training import layer_gradient
+from ..registry import first_order_method_names, get_method, method_names
+from ..utils import atomic_write_text, git_commit, select_device, synchronize
 
-log = logging.getLogger("kfac_bench.bench")
+log = logging.getLogger("kfac_bench.studies.bench")
 
 # The subjects of the bench's comparisons (what its columns are ratios to), not of how a method is driven:
 BASELINE = "sgd"                             # ratio_sgd; always benched

@@ -63,12 +63,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .curvature import collect_statistics, get_likelihood
-from .registry import APPROXIMATIONS, METHODS, make_approximation, paper_method_names
-from .curvature.metrics import DENSE_MAX, SPECTRUM_POWERS, SPECTRUM_RTOL, FisherReference, fisher_error
-from .data import load_dataset
-from .models import build_autoencoder
-from .utils import (atomic_write_json, atomic_write_text, configure_cpu_eigensolvers, git_commit, select_device,
+from ..curvature import collect_statistics, get_likelihood
+from ..registry import APPROXIMATIONS, METHODS, make_approximation, paper_method_names
+from ..curvature.metrics import DENSE_MAX, SPECTRUM_POWERS, SPECTRUM_RTOL, FisherReference, fisher_error
+from ..data import load_dataset
+from ..models import build_autoencoder
+from ..utils import (atomic_write_json, atomic_write_text, configure_cpu_eigensolvers, git_commit, select_device,
                     synchronize)
 
 log = logging.getLogger("kfac_bench.fisher")
@@ -405,12 +405,12 @@ def _measure_point(study: _Study, x: torch.Tensor, epoch: int, loss_value: float
 
 def _publish(study: _Study, df: pd.DataFrame, schedule: list[int], title: str, started: str, total_s: float) -> None:
     """Figures, summary.json and the log's tables."""
-    from .report.figure1 import plot_figure1
+    from ..report.figure1 import plot_figure1
     out_dir, opts, data, device = study.out_dir, study.opts, study.data, study.device
     figures = plot_figure1(df, out_dir / "figure1", title)
     summary = summarize(df)
     if study.rank_rows:
-        from .report.rank import plot_error_vs_rank
+        from ..report.rank import plot_error_vs_rank
         rank_df = _write_rank_csv(out_dir, study.rank_rows)
         summary["ranks"] = summarize_ranks(rank_df)
         figures += plot_error_vs_rank(rank_df, out_dir / "figure1_rank", title + " -- error vs Kronecker rank")

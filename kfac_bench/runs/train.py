@@ -1,14 +1,14 @@
 """Training runs: epochs of index-sliced mini-batches, evaluation, timing, metrics, checkpoints.
 
 A run folder holds ``config.yaml`` (resolved) and ``fingerprint.json`` (the settings that decide the
-result; :mod:`kfac_bench.run_folder`), both written by the run that starts the folder,
+result; :mod:`kfac_bench.runs.folder`), both written by the run that starts the folder,
 ``metrics.csv`` (one row per epoch, epoch 0 = the initial network), ``summary.json`` and
 ``checkpoint.pt`` (model, optimizer with its curvature state, RNG states and metrics so far, written
 atomically after every epoch). Calling :func:`run_training` again on the same folder with matching
 settings skips a finished run (status ``ok`` or ``diverged``), extends it when more epochs are
 asked, and resumes an interrupted one; on CPU with the same seed the resumed run ends with the same
 metrics as an uninterrupted one (only the times differ). Other settings are refused before anything
-is trained (:class:`~kfac_bench.run_folder.RunFolderMismatch`).
+is trained (:class:`~kfac_bench.runs.folder.RunFolderMismatch`).
 
 Loss convention: per-element means (mean over pixels and examples), the paper's. ``time_s`` is the
 cumulative training wall time, evaluation excluded.
@@ -31,17 +31,17 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .curvature.stats import get_likelihood
-from .data import DatasetError, generator_version, load_dataset, recorded_generator_version
-from .models import build_autoencoder
-from .optim import authors_code
-from .optim.factory import build_training_optimizer, validate_optimizer_config
-from .optim.training import TrainingOptimizer
-from .run_folder import RunFolderError, RunFolderMismatch, check_folder, record_epochs, start_folder
-from .utils import (atomic_torch_save, atomic_write_json, atomic_write_text, cluster_job, git_commit, select_device,
+from ..curvature.stats import get_likelihood
+from ..data import DatasetError, generator_version, load_dataset, recorded_generator_version
+from ..models import build_autoencoder
+from ..optim import authors_code
+from ..optim.factory import build_training_optimizer, validate_optimizer_config
+from ..optim.training import TrainingOptimizer
+from .folder import RunFolderError, RunFolderMismatch, check_folder, record_epochs, start_folder
+from ..utils import (atomic_torch_save, atomic_write_json, atomic_write_text, cluster_job, git_commit, select_device,
                     synchronize)
 
-log = logging.getLogger("kfac_bench.train")
+log = logging.getLogger("kfac_bench.runs.train")
 
 METRIC_COLUMNS = ["epoch", "iteration", "time_s", "train_loss", "val_loss", "train_loss_running",
                   "eval_time_s"]

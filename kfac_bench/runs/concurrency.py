@@ -21,8 +21,8 @@ K is the smaller of two bounds:
 
 Command line (used by scripts/device_check.sh)::
 
-    python -m kfac_bench.concurrency scaling --ks 1,2,4,8,16 --out scaling.json [-- overrides]
-    python -m kfac_bench.concurrency choose [--scaling scaling.json] [--device cuda]
+    python -m kfac_bench.runs.concurrency scaling --ks 1,2,4,8,16 --out scaling.json [-- overrides]
+    python -m kfac_bench.runs.concurrency choose [--scaling scaling.json] [--device cuda]
 """
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def _scaling_table(scaling) -> dict[int, float]:
         path = Path(scaling)
         if not path.is_file():
             raise ValueError(f"concurrency.scaling: {path} does not exist (run scripts/device_check.sh, or "
-                             f"python -m kfac_bench.concurrency scaling --out {path})")
+                             f"python -m kfac_bench.runs.concurrency scaling --out {path})")
         scaling = json.loads(path.read_text()).get("runs_per_hour", {})
     table = {}
     for k, v in dict(scaling).items():
@@ -184,7 +184,7 @@ def measure_scaling(ks: Sequence[int], overrides: Sequence[str], work_dir: Path,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kfac_bench.concurrency", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m kfac_bench.runs.concurrency", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="verb", required=True)
     sc = sub.add_parser("scaling", help="runs per hour at K concurrent runs")
     sc.add_argument("--ks", default="1,2,4,8,16", help="comma-separated K values (default 1,2,4,8,16)")

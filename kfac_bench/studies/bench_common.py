@@ -1,4 +1,4 @@
-"""What the bench (:mod:`kfac_bench.bench`) and the peer bench (:mod:`kfac_bench.bench_peers`) share:
+"""What the bench (:mod:`kfac_bench.studies.bench`) and the peer bench (:mod:`kfac_bench.studies.bench_peers`) share:
 a method's optimizer config with the bench's settings, the batches every method steps on, the
 markdown table of the printed and written results. Both import this module; neither imports the
 other's internals (the bench calls the peer bench's entry point, ``run_peers``, and nothing else)."""
@@ -11,11 +11,11 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
-from .configs import config_dir
-from .options import load_optimizer_config
-from .registry import get_method
+from ..configs import config_dir
+from ..options import load_optimizer_config
+from ..registry import get_method
 
-log = logging.getLogger("kfac_bench.bench")
+log = logging.getLogger("kfac_bench.studies.bench")
 
 
 def optimizer_config(method: str, bench: dict, rank: int | None = None) -> dict:
@@ -42,7 +42,7 @@ def bench_batches(ds: dict, bench: dict, data_dir, device, seed: int) -> tuple[l
     bs, d = int(ds["batch_size"]), int(ds["layers"][0])
     n = int(bench["n_batches"])
     if bench["data"] == "dataset":
-        from .data import load_dataset
+        from ..data import load_dataset
         splits = load_dataset(ds, data_dir, device=device, log=log.info)
         train = splits.train
         if train.shape[0] < bs:

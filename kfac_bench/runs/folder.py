@@ -237,7 +237,7 @@ def start_folder(run_dir: Path, cfg: Mapping) -> None:
     ``config.yaml`` and ``fingerprint.json``."""
     from omegaconf import OmegaConf
 
-    from .utils import atomic_write_json, atomic_write_text
+    from ..utils import atomic_write_json, atomic_write_text
     run_dir = Path(run_dir)
     for name in RUN_FILES:
         (run_dir / name).unlink(missing_ok=True)
@@ -249,7 +249,7 @@ def record_epochs(run_dir: Path, epochs: int) -> None:
     """A run continued with another ``trainer.epochs`` (extension, resume): ``config.yaml`` records it."""
     from omegaconf import OmegaConf
 
-    from .utils import atomic_write_text
+    from ..utils import atomic_write_text
     path = Path(run_dir) / CONFIG_FILE
     try:
         node = OmegaConf.load(path)
