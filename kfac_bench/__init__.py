@@ -25,6 +25,7 @@ MOVED_MODULES = {
     "kfac_bench.bench": "kfac_bench.studies.bench",
     "kfac_bench.bench_common": "kfac_bench.studies.bench_common",
     "kfac_bench.bench_peers": "kfac_bench.studies.bench_peers",
+    "kfac_bench.report.verdict": "kfac_bench.reproduce.verdict",
 }
 
 

@@ -92,11 +92,11 @@ def git_commit() -> str:
 
 def configure_cpu_eigensolvers() -> int | None:
     """Where the harness starts (CLI, Figure 1 study, tests): the CPU thread count of the error
-    metrics' eigensolvers (:func:`kfac_bench.curvature.metrics.set_cpu_eigen_threads`) from the
+    metrics' eigensolvers (:func:`kfac_bench.curvature.spectrum.set_cpu_eigen_threads`) from the
     environment -- one thread unless ``OMP_WAIT_POLICY=PASSIVE`` (spinning OpenMP threads stall
     LAPACK's eigensolvers on a shared machine; see the note there), else torch's own setting.
     Returns the count set (None: torch's)."""
-    from .curvature.metrics import set_cpu_eigen_threads
+    from .curvature.spectrum import set_cpu_eigen_threads
     threads = None if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE" else 1
     set_cpu_eigen_threads(threads)
     return threads

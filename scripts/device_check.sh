@@ -135,7 +135,7 @@ step epochs_faces 70 "${KB[@]}" run -m "optimizer=$ALL_METHODS" dataset=faces tr
 step bench 50 "${KB[@]}" bench device=cuda bench.threads=null bench.rounds=2 "hydra.run.dir=$WORK/bench"
 step bench_peers 30 "${KB[@]}" bench device=cuda 'bench.peers=[asdl]' 'bench.datasets=[mnist]' bench.threads=null \
   "hydra.run.dir=$WORK/bench_peers"
-step scaling 100 "$PYV" -m kfac_bench.concurrency scaling --ks 1,2,4,8,16 --time-limit 40 --out "$WORK/scaling.json" \
+step scaling 100 "$PYV" -m kfac_bench.runs.concurrency scaling --ks 1,2,4,8,16 --time-limit 40 --out "$WORK/scaling.json" \
   --work-dir "$WORK/scaling" -- dataset=curves optimizer=kfac trainer.epochs=1 device=cuda threads=1
 step table 20 "$PYV" "$ROOT/scripts/device_table.py" --work "$WORK" --out "$OUTDIR/device_check.md" \
   --faces-scale 4.14 --profile "$ROOT/conf/profile/gpu.yaml"

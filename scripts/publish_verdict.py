@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Publish the verdict: archive the finished runs of results/verdict into docs/runs/verdict (compact files, no
 checkpoints, paths made relative), recompute docs/verdict/ from docs/runs/ with `kfac-bench report`'s code, and
-refresh the README's verdict block (:mod:`kfac_bench.report.verdict`). The tuned comparison's runs go the same way
+refresh the README's verdict block (:mod:`kfac_bench.reproduce.verdict`). The tuned comparison's runs go the same way
 (results/fair into docs/runs/fair; its own report into docs/fair/; the README's row that is not a claim of the paper).
 
     python scripts/publish_verdict.py [--results results/verdict] [--skip-archive]
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))   # this checkout's package, installed or not
 
 from kfac_bench.report.archive import archive_runs  # noqa: E402
-from kfac_bench.report.verdict import RUNS_ROOT, publish_verdict  # noqa: E402
+from kfac_bench.reproduce.verdict import RUNS_ROOT, publish_verdict  # noqa: E402
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

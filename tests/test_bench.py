@@ -10,6 +10,7 @@ import pytest
 import warm_process
 
 from kfac_bench.studies import bench
+from kfac_bench.studies.bench_method import BenchedMethod, median_ci
 from kfac_bench.studies.bench_common import optimizer_config
 from kfac_bench.studies.bench import COLUMNS, LAYER_COLUMNS, run_bench
 
@@ -128,13 +129,13 @@ def test_a_method_that_fails_leaves_the_bench_and_the_others_are_timed(tmp_path,
     """pytorch-optimizer's Shampoo fails on MNIST in a float32 SVD: its row says why, the others keep their
     timings; SGD's failure stops the bench (nothing to pair the others with)."""
     import torch
-    real_step = bench._Method.step
+    real_step = BenchedMethod.step
 
     def step(self, x, sync, slot, failing="kpsvd"):
         if self.name == failing and slot[0] == 1:
             raise torch.linalg.LinAlgError("linalg.svd: The algorithm failed to converge")
         return real_step(self, x, sync, slot)
-    monkeypatch.setattr(bench._Method, "step", step)
+    monkeypatch.setattr(BenchedMethod, "step", step)
     cfg = tiny_cfg(datasets=TINY[1:], methods=["kfac", "kpsvd", "lanczos"], rounds=2, update_rounds=1)
     df = run_bench(cfg, tmp_path).set_index("method")
     assert df.loc["kpsvd", "failure"] == "LinAlgError: linalg.svd: The algorithm failed to converge"
@@ -143,7 +144,7 @@ def test_a_method_that_fails_leaves_the_bench_and_the_others_are_timed(tmp_path,
         assert pd.isna(df.loc[method, "failure"]) and df.loc[method, "step_ms"] > 0, method
     assert df.loc["lanczos", "timed_steps"] == 4          # both rounds, though kpsvd left in the second
     assert "- tiny_mse/kpsvd: FAILED, not timed: LinAlgError" in (tmp_path / "bench.md").read_text()
-    monkeypatch.setattr(bench._Method, "step", lambda self, x, sync, slot: step(self, x, sync, slot, "sgd"))
+    monkeypatch.setattr(BenchedMethod, "step", lambda self, x, sync, slot: step(self, x, sync, slot, "sgd"))
     with pytest.raises(torch.linalg.LinAlgError):
         run_bench(cfg, tmp_path / "baseline")
 
@@ -198,10 +199,10 @@ def test_optimizer_config_comes_from_conf_with_the_bench_settings():
 
 def test_median_interval_is_seeded_and_brackets_the_median():
     xs = [1.0, 1.2, 0.9, 1.1, 1.05, 0.95, 1.3]
-    lo, hi = bench._median_ci(xs, seed=3)
-    assert (lo, hi) == bench._median_ci(xs, seed=3)
+    lo, hi = median_ci(xs, seed=3)
+    assert (lo, hi) == median_ci(xs, seed=3)
     assert lo <= 1.05 <= hi and min(xs) <= lo and hi <= max(xs)
-    assert all(math.isnan(v) for v in bench._median_ci([1.0]))
+    assert all(math.isnan(v) for v in median_ci([1.0]))
 
 
 def test_dataset_names_load_the_paper_batch_sizes():

@@ -1,4 +1,4 @@
-"""`kfac-bench bench bench.peers=[asdl]` (issue 15, kfac_bench/bench_peers.py): its validation
+"""`kfac-bench bench bench.peers=[asdl]` (issue 15, kfac_bench/studies/bench_peers.py): its validation
 everywhere; a tiny run where the optional extra (asdfghjkl) is installed. Speed is never asserted."""
 import importlib.util
 import math

@@ -10,7 +10,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from kfac_bench.report import claim_engine as CE
+from kfac_bench.report import claim_inputs as CI
 from kfac_bench.report import claims as C
+from kfac_bench.report import claims_text as CT
 from kfac_bench.report.ablation import (AUTHORS_CODE, PARTIAL, SPECIFICATION, STEP_ALL, ablation_table,
                                         order_steps, relevant_behaviours, setting_class)
 from kfac_bench.report.fair import performance_ratios, profile_fraction, time_to_target_table
@@ -65,7 +68,7 @@ def problem(losses: dict, seconds: dict | None = None, label="p", cls=SPECIFICAT
     seconds = seconds or {}
     curves = {m: curve([(e, 1.0 if e == 0 else v, e * seconds.get(m, 1.0)) for e in range(epochs + 1)])
               for m, v in losses.items()}
-    return C.Problem(label, "folder", cls, curves, hyper or {m: {} for m in losses})
+    return CI.Problem(label, "folder", cls, curves, hyper or {m: {} for m in losses})
 
 
 FAST_SPEC = {"sgd": 1.0, "adam": 1.0, "kfac": 0.5, "kpsvd": 0.5, "deflation": 0.3, "lanczos": 0.3,
@@ -76,11 +79,11 @@ FAST_SPEC = {"sgd": 1.0, "adam": 1.0, "kfac": 0.5, "kpsvd": 0.5, "deflation": 0.
 def test_matched_points_and_interpolation():
     a = curve([(0, 1.0, 0.0), (1, 0.5, 2.0), (2, 0.25, 4.0), (3, 0.2, 6.0)])
     b = curve([(0, 1.0, 0.0), (1, 0.6, 1.0), (2, 0.3, 2.0)])
-    assert C.matched_epochs([a, b]) == [1, 2]
-    assert C.matched_epochs([a]) == [2, 3]                 # ceil(3/2) = 2
-    assert C.matched_times([a, b]) == [1.0, 2.0]          # T = the smaller total time
-    assert C.loss_at_time(a, 1.0) == pytest.approx(0.75)  # halfway between epoch 0 (t=0) and 1 (t=2)
-    assert math.isnan(C.loss_at_time(b, 3.0))             # beyond the run
+    assert CI.matched_epochs([a, b]) == [1, 2]
+    assert CI.matched_epochs([a]) == [2, 3]                 # ceil(3/2) = 2
+    assert CI.matched_times([a, b]) == [1.0, 2.0]          # T = the smaller total time
+    assert CI.loss_at_time(a, 1.0) == pytest.approx(0.75)  # halfway between epoch 0 (t=0) and 1 (t=2)
+    assert math.isnan(CI.loss_at_time(b, 3.0))             # beyond the run
 
 
 # ----------------------------------------------------------------------------- Figure 2 rules
@@ -137,25 +140,25 @@ def test_higher_rank_rule_and_ranks_above_two():
 
 
 def test_every_problem_verdict_is_reachable():
-    yes, no, unmeasured = C.Outcome(True, "a"), C.Outcome(False, "b"), C.Outcome(None, "c")
+    yes, no, unmeasured = CI.Outcome(True, "a"), CI.Outcome(False, "b"), CI.Outcome(None, "c")
     # ours decides only where the authors' own curves at our budget show the effect
-    assert C.problem_verdict(yes, yes, yes) == C.HOLDS
-    assert C.problem_verdict(no, yes, no) == C.DOES_NOT_HOLD
-    assert C.problem_verdict(no, no, yes) == C.NOT_TESTABLE_AT_BUDGET
-    assert C.problem_verdict(yes, no, yes) == C.NOT_TESTABLE_AT_BUDGET        # ours holding decides nothing
-    assert C.problem_verdict(no, no, no) == C.NOT_SHOWN_BY_PAPER
-    assert C.problem_verdict(no, None, no) == C.NOT_SHOWN_BY_PAPER            # beyond their per-step record
-    assert C.problem_verdict(no, unmeasured, yes) == C.NOT_TESTABLE_AT_BUDGET
-    assert C.problem_verdict(unmeasured, yes, yes) == C.NOT_MEASURED
+    assert CE.problem_verdict(yes, yes, yes) == C.HOLDS
+    assert CE.problem_verdict(no, yes, no) == C.DOES_NOT_HOLD
+    assert CE.problem_verdict(no, no, yes) == C.NOT_TESTABLE_AT_BUDGET
+    assert CE.problem_verdict(yes, no, yes) == C.NOT_TESTABLE_AT_BUDGET        # ours holding decides nothing
+    assert CE.problem_verdict(no, no, no) == C.NOT_SHOWN_BY_PAPER
+    assert CE.problem_verdict(no, None, no) == C.NOT_SHOWN_BY_PAPER            # beyond their per-step record
+    assert CE.problem_verdict(no, unmeasured, yes) == C.NOT_TESTABLE_AT_BUDGET
+    assert CE.problem_verdict(unmeasured, yes, yes) == C.NOT_MEASURED
 
 
 def test_every_overall_verdict_is_reachable():
     H, D, T, S, M = C.HOLDS, C.DOES_NOT_HOLD, C.NOT_TESTABLE_AT_BUDGET, C.NOT_SHOWN_BY_PAPER, C.NOT_MEASURED
-    assert C.overall_verdict([H, T, S, M]) == H
-    assert C.overall_verdict([H, D, T]) == D
-    assert C.overall_verdict([S, T, M]) == T
-    assert C.overall_verdict([S, M]) == S
-    assert C.overall_verdict([M]) == M and C.overall_verdict([]) == M
+    assert CE.overall_verdict([H, T, S, M]) == H
+    assert CE.overall_verdict([H, D, T]) == D
+    assert CE.overall_verdict([S, T, M]) == T
+    assert CE.overall_verdict([S, M]) == S
+    assert CE.overall_verdict([M]) == M and CE.overall_verdict([]) == M
 
 
 def test_published_curves_cut_to_the_budget(monkeypatch):
@@ -168,19 +171,19 @@ def test_published_curves_cut_to_the_budget(monkeypatch):
                         "train_loss": [float(i) for i in range(1, 631)], "time_s": [0.1 * i for i in range(1, 631)]})
     monkeypatch.setattr(R, "authors_curve", lambda d, m: per_epoch)
     monkeypatch.setattr(R, "load_authors_iterations", lambda: its)
-    full_data = C.Problem("p", "f", SPECIFICATION, {"kfac": curve([(1, 1, 1)])}, dataset="curves", n_train=16000,
+    full_data = CI.Problem("p", "f", SPECIFICATION, {"kfac": curve([(1, 1, 1)])}, dataset="curves", n_train=16000,
                           batch_size=256, horizon=10)
-    cut = C.published_problem(full_data, full=False).curves["kfac"]
+    cut = CI.published_problem(full_data, full=False).curves["kfac"]
     assert list(cut["epoch"]) == list(range(1, 11)) and cut["loss"].iloc[-1] == pytest.approx(0.1)
-    assert len(C.published_problem(full_data, full=True).curves["kfac"]) == 200
-    reduced = C.Problem("p", "f", SPECIFICATION, {"kfac": curve([(1, 1, 1)])}, dataset="curves", n_train=1000,
+    assert len(CI.published_problem(full_data, full=True).curves["kfac"]) == 200
+    reduced = CI.Problem("p", "f", SPECIFICATION, {"kfac": curve([(1, 1, 1)])}, dataset="curves", n_train=1000,
                         batch_size=256, horizon=3)                          # 4 steps an epoch
-    cut = C.published_problem(reduced, full=False).curves["kfac"]
+    cut = CI.published_problem(reduced, full=False).curves["kfac"]
     assert list(cut["loss"]) == [2.5, 6.5, 10.5]                            # means of steps 1-4, 5-8, 9-12
     assert list(cut["time"]) == pytest.approx([0.4, 0.8, 1.2])
-    beyond = C.Problem("p", "f", SPECIFICATION, {"kfac": curve([(1, 1, 1)])}, dataset="curves", n_train=8000,
+    beyond = CI.Problem("p", "f", SPECIFICATION, {"kfac": curve([(1, 1, 1)])}, dataset="curves", n_train=8000,
                        batch_size=256, horizon=30)                          # 960 steps > 630 published
-    assert C.published_problem(beyond, full=False).curves == {}
+    assert CI.published_problem(beyond, full=False).curves == {}
 
 
 # ----------------------------------------------------------------------------- Figure 1 rules
@@ -195,7 +198,7 @@ def fisher_table(errors: dict[str, list[float]], spectrum: dict[str, list[float]
 
 
 def study(table, dataset="mnist", epochs=1.0):
-    return C.FisherStudy(dataset, dataset, "x/fisher_errors.csv", table, epochs)
+    return CI.FisherStudy(dataset, dataset, "x/fisher_errors.csv", table, epochs)
 
 
 def test_fisher_rules_edges():
@@ -221,7 +224,7 @@ def test_kfac_peak_verdicts():
     assert C.rule_kfac_peak(study(peaked(6.5 * 1.26), epochs=26))[0] == C.DOES_NOT_HOLD
     verdict, numbers = C.rule_kfac_peak(study(peaked(1.0), epochs=1))
     assert verdict == C.NOT_TESTABLE and "1 epochs of Adam" in numbers and "26 epochs" in numbers
-    table = C.claims_table([], problems=[], studies=[study(peaked(1.0), dataset="curves")])
+    table = CE.claims_table([], problems=[], studies=[study(peaked(1.0), dataset="curves")])
     assert table.set_index("id").loc["F1c", "verdict"] == C.NOT_MEASURED   # no MNIST study
 
 
@@ -229,7 +232,7 @@ def test_kfac_peak_verdicts():
 def write_problem(root: Path, losses: dict, authors_code=None, dataset="curves", source="generated", seconds=None,
                   epochs=4, seed=0, name=None):
     from kfac_bench.optim.authors_code import authors_setting
-    n_train, batch = C.PAPER_SIZE[dataset]                                  # full data: the epochs are the paper's
+    n_train, batch = CI.PAPER_SIZE[dataset]                                  # full data: the epochs are the paper's
     for m, v in losses.items():
         folder = name or ("spec" if authors_code is None or authors_code == [] else "authors")
         # "the authors' code" of SGD and Adam leaves out first_order_weight_decay (authors_setting)
@@ -255,33 +258,33 @@ def test_claims_table_judges_each_problem_against_the_published_curves(tmp_path,
     write_problem(runs, {**FAST_SPEC, "deflation": 1.2}, authors_code=[])
     write_problem(runs, FAST_SPEC, authors_code="all")
     slow_start = {**FAST_SPEC, "kfac": 1.0}            # their KFAC not faster than SGD yet: F2a not shown
-    monkeypatch.setattr(C, "_reference_curve", fake_published(at_budget=FAST_SPEC, full=FAST_SPEC))
-    table = C.claims_table([runs])
-    assert set(table["verdict"]) <= set(C.VERDICTS) and set(C.CLAIM_COLUMNS) <= set(table.columns)
+    monkeypatch.setattr(CI, "_reference_curve", fake_published(at_budget=FAST_SPEC, full=FAST_SPEC))
+    table = CE.claims_table([runs])
+    assert set(table["verdict"]) <= set(C.VERDICTS) and set(CE.CLAIM_COLUMNS) <= set(table.columns)
     f2a = table[table["id"] == "F2a"].set_index(["setting", "problem"])["verdict"]
-    assert f2a[("specification", C.ALL_PROBLEMS)] == C.DOES_NOT_HOLD
-    assert f2a[("authors' code", C.ALL_PROBLEMS)] == C.HOLDS
-    row = table[(table["id"] == "F2a") & (table["setting"] == "specification") & (table["problem"] != C.ALL_PROBLEMS)]
+    assert f2a[("specification", CE.ALL_PROBLEMS)] == C.DOES_NOT_HOLD
+    assert f2a[("authors' code", CE.ALL_PROBLEMS)] == C.HOLDS
+    row = table[(table["id"] == "F2a") & (table["setting"] == "specification") & (table["problem"] != CE.ALL_PROBLEMS)]
     assert row["published_at_budget"].iloc[0] == C.HOLDS and "(generated stand-in)" in row["problem"].iloc[0]
     assert row["budget"].iloc[0] == "4 epochs x 16000 examples (252 steps), 1 seed"
     assert row["key_number"].iloc[0] == "worst ratio 1.2"
     assert "FASTER_MARGIN = 0.05" in row["rule"].iloc[0] and "TEST" in row["source"].iloc[0]
     # their curves do not show it at our budget but at 200 epochs: not testable, whatever ours say
-    monkeypatch.setattr(C, "_reference_curve", fake_published(at_budget=slow_start, full=FAST_SPEC))
-    table = C.claims_table([runs]).set_index(["id", "setting", "problem"])["verdict"]
-    assert table[("F2a", "specification", C.ALL_PROBLEMS)] == C.NOT_TESTABLE_AT_BUDGET
-    assert table[("F2a", "authors' code", C.ALL_PROBLEMS)] == C.NOT_TESTABLE_AT_BUDGET
+    monkeypatch.setattr(CI, "_reference_curve", fake_published(at_budget=slow_start, full=FAST_SPEC))
+    table = CE.claims_table([runs]).set_index(["id", "setting", "problem"])["verdict"]
+    assert table[("F2a", "specification", CE.ALL_PROBLEMS)] == C.NOT_TESTABLE_AT_BUDGET
+    assert table[("F2a", "authors' code", CE.ALL_PROBLEMS)] == C.NOT_TESTABLE_AT_BUDGET
     # nor at 200 epochs: not shown by the paper's own curves
-    monkeypatch.setattr(C, "_reference_curve", fake_published(at_budget=slow_start, full=slow_start))
-    table = C.claims_table([runs])
+    monkeypatch.setattr(CI, "_reference_curve", fake_published(at_budget=slow_start, full=slow_start))
+    table = CE.claims_table([runs])
     overall = table.set_index(["id", "setting", "problem"])["verdict"]
-    assert overall[("F2a", "specification", C.ALL_PROBLEMS)] == C.NOT_SHOWN_BY_PAPER
+    assert overall[("F2a", "specification", CE.ALL_PROBLEMS)] == C.NOT_SHOWN_BY_PAPER
     # never a refutation where the paper's own curves at our budget do not show the effect
-    decided = table[table["verdict"].isin([C.HOLDS, C.DOES_NOT_HOLD]) & (table["problem"] != C.ALL_PROBLEMS)
+    decided = table[table["verdict"].isin([C.HOLDS, C.DOES_NOT_HOLD]) & (table["problem"] != CE.ALL_PROBLEMS)
                     & (table["setting"] != "fisher study")]
     assert (decided["published_at_budget"] == C.HOLDS).all()
     # no runs at all: not measured, with what produces them
-    empty = C.claims_table([tmp_path / "nothing"])
+    empty = CE.claims_table([tmp_path / "nothing"])
     assert (empty["verdict"] == C.NOT_MEASURED).all()
     assert "--profile verdict" in empty[empty["id"] == "T1"]["numbers"].iloc[0]
 
@@ -291,7 +294,7 @@ def test_claims_table_judges_each_problem_against_the_published_curves(tmp_path,
     assert {r["id"] for r in rows} >= {"F1a", "F2a", "T1", "C1"}
     md = (report / "summary.md").read_text()
     assert "# Claims of the paper" in md and "paper's own curves at our budget" in md
-    markdown = C.claims_markdown(C.claims_table([runs]), note="PROFILE NOTE")
+    markdown = CT.claims_markdown(CE.claims_table([runs]), note="PROFILE NOTE")
     assert "PROFILE NOTE" in markdown
     cells = [c for line in markdown.splitlines() if line.startswith("|") for c in line.split(" | ")]
     assert max(len(c) for c in cells) <= 202
@@ -303,7 +306,7 @@ def test_horizons_pool_the_seeds_that_trained_long_enough(tmp_path, monkeypatch)
     write_problem(runs, FAST_SPEC, authors_code=[], epochs=8, seed=0, name="s0")
     for seed in (1, 2):
         write_problem(runs, FAST_SPEC, authors_code=[], epochs=4, seed=seed, name=f"s{seed}")
-    problems = {p.horizon: p for p in C.collect_problems([runs])}
+    problems = {p.horizon: p for p in CI.collect_problems([runs])}
     assert sorted(problems) == [4, 8]
     assert problems[4].seeds == 3 and int(problems[4].curves["kfac"]["epoch"].max()) == 4
     assert problems[8].seeds == 1 and len(problems[8].run_dirs["kfac"]) == 1
@@ -317,25 +320,25 @@ def test_a_method_beside_the_papers_does_not_shrink_a_problems_seeds(tmp_path):
     for seed in (0, 1, 2):
         write_problem(runs, FAST_SPEC, authors_code=[], seed=seed, name=f"s{seed}")
     write_problem(runs, {"shampoo": 0.9}, authors_code=[], seed=1, name="s1")
-    (problem,) = C.collect_problems([runs])
+    (problem,) = CI.collect_problems([runs])
     assert len(problem.run_dirs["shampoo"]) == 1 and problem.seeds == 3
     assert problem.budget().endswith(", 3 seeds")
 
 def test_the_summary_gives_one_key_number_per_problem_from_the_horizon_that_decides(tmp_path, monkeypatch):
     """Seed 0 for 8 epochs, seeds 1-2 for 4: the README's row shows one number per dataset, the failing
     horizon where one fails (seed 0's slow Deflation), else the one with the most seeds."""
-    monkeypatch.setattr(C, "_reference_curve", fake_published(at_budget=FAST_SPEC, full=FAST_SPEC))
+    monkeypatch.setattr(CI, "_reference_curve", fake_published(at_budget=FAST_SPEC, full=FAST_SPEC))
     runs = tmp_path / "verdict"
     write_problem(runs, {**FAST_SPEC, "deflation": 1.2}, authors_code=[], epochs=8, seed=0, name="s0")
     for seed in (1, 2):
         write_problem(runs, FAST_SPEC, authors_code=[], epochs=4, seed=seed, name=f"s{seed}")
-    row = [line for line in C.claims_summary_markdown(C.claims_table([runs])).splitlines()
+    row = [line for line in CT.claims_summary_markdown(CE.claims_table([runs])).splitlines()
            if line.startswith("| F2a ")][0].split(" | ")
     assert row[2:] == ["does not hold", "not measured", "holds on 1 of 1 problems",
                        "curves* 8 ep., 1 seed: worst ratio 1.2 |"]
     (runs / "runs" / "curves" / "deflation" / "s0" / "summary.json").unlink()      # seed 0's Deflation gone
     write_problem(runs, {"deflation": 0.3}, authors_code=[], epochs=8, seed=0, name="s0b")
-    row = [line for line in C.claims_summary_markdown(C.claims_table([runs])).splitlines()
+    row = [line for line in CT.claims_summary_markdown(CE.claims_table([runs])).splitlines()
            if line.startswith("| F2a ")][0].split(" | ")
     assert row[2] == "holds" and row[5] == "curves* 4 ep., 3 seeds: worst ratio 0.5 |"
     # a root of profiles: still one number per dataset, naming the profile it comes from
@@ -343,7 +346,7 @@ def test_the_summary_gives_one_key_number_per_problem_from_the_horizon_that_deci
     write_problem(root / "verdict", FAST_SPEC, authors_code=[], seed=0)
     write_problem(root / "fair", {**FAST_SPEC, "kfac": 0.4}, authors_code=[], seed=0)
     write_problem(root / "fair", FAST_SPEC, authors_code=[], dataset="mnist", source="genuine")
-    row = [line for line in C.claims_summary_markdown(C.claims_table([root])).splitlines()
+    row = [line for line in CT.claims_summary_markdown(CE.claims_table([root])).splitlines()
            if line.startswith("| F2a ")][0].split(" | ")
     assert row[5] == "curves* [fair] 4 ep., 1 seed: worst ratio 0.5; mnist [fair] 4 ep., 1 seed: worst ratio 0.5 |"
 
@@ -354,12 +357,12 @@ def test_a_root_of_profiles_is_read_profile_by_profile(tmp_path):
     root = tmp_path / "runs_root"
     write_problem(root / "verdict", FAST_SPEC, authors_code=[])
     write_problem(root / "fair", {**FAST_SPEC, "kfac": 0.9}, authors_code=[])
-    problems = C.collect_problems([root])
+    problems = CI.collect_problems([root])
     assert sorted(p.label.split(" [")[1] for p in problems) == ["fair]", "verdict]"]
     by_profile = {Path(p.folder).name: p for p in problems}
     assert by_profile["verdict"].curves["kfac"]["loss"].iloc[-1] == 0.5
     assert by_profile["fair"].curves["kfac"]["loss"].iloc[-1] == 0.9
-    assert [p.folder for p in C.collect_problems([root / "verdict"])] == [str(root / "verdict")]
+    assert [p.folder for p in CI.collect_problems([root / "verdict"])] == [str(root / "verdict")]
     runs = runs_table(load_results(root))            # the report's tables: one problem per profile too
     assert sorted({json.loads(s)["profile"] for s in runs["setting"]}) == ["fair", "verdict"]
     assert "profile" not in runs_table(load_results(root / "fair"))["setting"].iloc[0]
@@ -540,13 +543,13 @@ def test_a_rule_is_judged_at_the_largest_shorter_horizon_the_published_curves_de
         last = 200 if full_cut else problem.horizon
         fast = FAST_SPEC[method] if (full_cut or last <= 5) else 1.0
         return curve([(e, fast if method in ("sgd", "adam") or e <= 5 else 1.0, float(e)) for e in range(1, last + 1)])
-    monkeypatch.setattr(C, "_reference_curve", published)
+    monkeypatch.setattr(CI, "_reference_curve", published)
     ours = problem(FAST_SPEC, epochs=20)
     ours.dataset, ours.n_train, ours.batch_size, ours.horizon, ours.seeds = "curves", 16000, 256, 20, 1
     rule = lambda p: C.rule_faster_than_baselines(p, "epoch")   # noqa: E731
-    decided, at_budget = C.decisive_budget(ours, rule)
+    decided, at_budget = CE.decisive_budget(ours, rule)
     assert decided.horizon == 5 and at_budget.holds and int(decided.curves["kfac"]["epoch"].max()) == 5
     assert decided.budget().startswith("5 epochs")
-    never = lambda p: C.Outcome(False, "no")                    # noqa: E731
-    same, outcome = C.decisive_budget(ours, never)
+    never = lambda p: CI.Outcome(False, "no")                    # noqa: E731
+    same, outcome = CE.decisive_budget(ours, never)
     assert same is ours and outcome.holds is False

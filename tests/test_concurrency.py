@@ -1,4 +1,4 @@
-"""K concurrent runs per device (issue 15, kfac_bench/concurrency.py): the choice from free memory
+"""K concurrent runs per device (issue 15, kfac_bench/runs/concurrency.py): the choice from free memory
 and a measured scaling, the measurement itself (on CPU, tiny runs), and `--jobs auto` in the
 reproduction script."""
 import json

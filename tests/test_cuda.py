@@ -85,7 +85,7 @@ def test_a_regular_training_step_makes_no_host_sync(method):
     loop_opt = as_training_optimizer(opt)
     torch.cuda.set_sync_debug_mode("error")
     try:
-        # what the training loop does between two loss checks (kfac_bench/train.py), through the
+        # what the training loop does between two loss checks (kfac_bench/runs/train.py), through the
         # harness's optimizer interface
         x = data.index_select(0, perm[64:128])
         loop_opt.zero_grad(set_to_none=True)

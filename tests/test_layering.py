@@ -39,10 +39,10 @@ def test_the_mathematics_imports_nothing_of_the_harness_and_changes_no_setting()
         "import os, sys, json, torch\n"
         "torch.set_num_threads(1)\n"
         "threads, env = torch.get_num_threads(), dict(os.environ)\n"
-        "import kfac_bench.curvature, kfac_bench.curvature.metrics, kfac_bench.curvature.estimate\n"
+        "import kfac_bench.curvature, kfac_bench.curvature.metrics, kfac_bench.curvature.spectrum, kfac_bench.curvature.estimate\n"
         "print(json.dumps({'modules': sorted(m for m in sys.modules if m.startswith('kfac_bench')),\n"
         "                  'threads': torch.get_num_threads() == threads, 'env': dict(os.environ) == env,\n"
-        "                  'eigen': kfac_bench.curvature.metrics.CPU_EIGEN_THREADS}))")
+        "                  'eigen': kfac_bench.curvature.spectrum.CPU_EIGEN_THREADS}))")
     others = [m for m in seen["modules"] if m != "kfac_bench" and not m.startswith("kfac_bench.curvature")]
     assert others == [], others
     assert seen["threads"] and seen["env"]
@@ -59,7 +59,7 @@ def test_the_optimizers_do_not_read_the_registry():
 
 
 def test_the_eigensolver_threads_are_the_harness_s_decision(monkeypatch):
-    from kfac_bench.curvature import metrics
+    from kfac_bench.curvature import spectrum as metrics   # the eigensolvers' module
     from kfac_bench.utils import configure_cpu_eigensolvers
     before = metrics.CPU_EIGEN_THREADS
     try:
@@ -259,3 +259,98 @@ def test_first_order_adapter_is_the_torch_optimizer_itself():
     kfac.close()
     with pytest.raises(TypeError):
         as_training_optimizer(object())
+
+
+# ------------------------------------------------------------------------------- import circles
+def import_circles(package: str, path: str | None = None) -> list[list[str]]:
+    """Every import circle among the modules of ``package``, each once, as its modules (sorted).
+    grimp reads every import statement: module-level, inside functions and under TYPE_CHECKING."""
+    import grimp
+    if path is not None:
+        sys.path.insert(0, path)
+    try:
+        graph = grimp.build_graph(package, cache_dir=None)
+    finally:
+        if path is not None:
+            sys.path.remove(path)
+    circles = set()
+    for importer in graph.modules:
+        for imported in graph.find_modules_directly_imported_by(importer):
+            back = graph.find_shortest_chain(importer=imported, imported=importer)
+            if back:
+                circles.add(tuple(sorted(set(back))))
+    return sorted(map(list, circles))
+
+
+def test_no_import_circle_anywhere_in_the_package():
+    circles = import_circles("kfac_bench")
+    assert not circles, "import circles in kfac_bench/ (break each by moving the shared part down a layer):\n" + \
+        "\n".join("  " + " <-> ".join(c) for c in circles)
+
+
+def test_the_circle_finder_sees_type_checking_and_function_level_imports(tmp_path):
+    pkg = tmp_path / "circles_demo"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .b import B\n")
+    (pkg / "b.py").write_text("from .a import TYPE_CHECKING\nB = 1\n")
+    (pkg / "c.py").write_text("def f():\n    from .d import g\n    return g\n")
+    (pkg / "d.py").write_text("from .c import f\ng = 2\n")
+    (pkg / "e.py").write_text("from .a import TYPE_CHECKING\n")      # no circle
+    assert import_circles("circles_demo", str(tmp_path)) == [["circles_demo.a", "circles_demo.b"],
+                                                              ["circles_demo.c", "circles_demo.d"]]
+
+
+def test_old_module_paths_still_import_and_name_the_new_one():
+    import importlib
+    import warnings
+    from kfac_bench import MOVED_MODULES
+    for old, new in MOVED_MODULES.items():
+        sys.modules.pop(old, None)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            module = importlib.import_module(old)
+        assert any(new in str(w.message) and issubclass(w.category, DeprecationWarning) for w in caught), old
+        target = importlib.import_module(new)
+        public = [k for k in vars(target) if not k.startswith("_")]
+        assert public and all(getattr(module, k) is getattr(target, k) for k in public), old
+        assert not (ROOT / (old.replace(".", "/") + ".py")).exists(), f"{old} is a file again"
+
+
+# What each folder (and root module) of kfac_bench may import of the others: docs/design.md, section 2.
+LIBRARY = {"curvature", "optim", "models"}
+SHARED = {"registry", "options", "configs", "utils"}
+MAY_IMPORT = {
+    "curvature": set(),
+    "optim": {"curvature", "registry", "options"},          # registry/options: factory.py, authors_code.py only
+    "models": set(),
+    "data": set(),
+    "reference": set(),
+    "runs": LIBRARY | {"data", "utils"},
+    "report": {"optim", "runs", "reference"} | SHARED,
+    "studies": LIBRARY | {"data", "report"} | SHARED,
+    "reproduce": LIBRARY | {"data", "runs", "report"} | SHARED,
+    "registry": {"options", "configs"},
+    "options": set(), "configs": set(),
+    "utils": {"curvature"},                                 # the eigensolvers' thread count
+}
+
+
+def test_each_folder_imports_only_what_the_code_map_allows():
+    import grimp
+    graph = grimp.build_graph("kfac_bench", cache_dir=None)
+
+    def part(module: str) -> str:
+        return module.split(".")[1] if "." in module else "(root)"
+    seen: dict[str, set[str]] = {}
+    for importer in graph.modules:
+        for imported in graph.find_modules_directly_imported_by(importer):
+            if part(importer) != part(imported):
+                seen.setdefault(part(importer), set()).add(part(imported))
+    parts = {part(m) for m in graph.modules} - {"(root)", "cli", "__main__"}
+    assert parts <= set(MAY_IMPORT), f"folders the code map does not list: {parts - set(MAY_IMPORT)}"
+    wrong = {p: sorted(seen.get(p, set()) - MAY_IMPORT[p]) for p in MAY_IMPORT if seen.get(p, set()) - MAY_IMPORT[p]}
+    assert not wrong, f"imports the code map (docs/design.md, section 2) does not allow: {wrong}"
+    optim_registry_users = {m for m in graph.modules if part(m) == "optim"
+                            and {"kfac_bench.registry", "kfac_bench.options"} & graph.find_modules_directly_imported_by(m)}
+    assert optim_registry_users <= {"kfac_bench.optim.factory", "kfac_bench.optim.authors_code"}, optim_registry_users

@@ -8,9 +8,9 @@ import torch
 from kfac_bench.curvature import KroneckerSum, SampledFisherBlock
 from kfac_bench.registry import make_approximation
 from kfac_bench.curvature.metrics import (
-    FisherReference, fisher_error, fisher_frobenius_sq, fisher_inner, fisher_spectrum,
-    kronecker_product_spectrum, kronecker_sum_frobenius_sq, kronecker_sum_spectrum, spectrum_error_sq,
-    zigzag_singular_values)
+    FisherReference, fisher_error, fisher_frobenius_sq, fisher_inner, fisher_spectrum, kronecker_sum_frobenius_sq,
+    spectrum_error_sq, zigzag_singular_values)
+from kfac_bench.curvature.spectrum import kronecker_product_spectrum, kronecker_sum_spectrum
 
 from oracles import DT, dense_fisher, random_stats, zigzag
 

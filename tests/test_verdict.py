@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from kfac_bench.report import claim_engine as CE
 from kfac_bench.report import claims as C
-from kfac_bench.report.verdict import (README_CLAIMS, RUNS_ROOT, VERDICT_DIR, readme_block, replace_block,
+from kfac_bench.reproduce.verdict import (README_CLAIMS, RUNS_ROOT, VERDICT_DIR, readme_block, replace_block,
                                       standing_row)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -15,13 +16,13 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_published_claims_are_recomputed_from_the_committed_runs(monkeypatch):
     monkeypatch.chdir(ROOT)          # the report ran on the relative folder docs/runs
     published = (ROOT / VERDICT_DIR / "claims.csv").read_text()
-    recomputed = C.claims_table([RUNS_ROOT]).to_csv(index=False)
+    recomputed = CE.claims_table([RUNS_ROOT]).to_csv(index=False)
     assert recomputed == published
 
 
 def test_no_published_row_refutes_what_the_papers_own_curves_do_not_show():
     table = pd.read_csv(ROOT / VERDICT_DIR / "claims.csv", keep_default_na=False)
-    per_problem = table[(table["problem"] != C.ALL_PROBLEMS) & (table["setting"] != "fisher study")]
+    per_problem = table[(table["problem"] != CE.ALL_PROBLEMS) & (table["setting"] != "fisher study")]
     decided = per_problem[per_problem["verdict"].isin([C.HOLDS, C.DOES_NOT_HOLD])]
     assert (decided["published_at_budget"] == C.HOLDS).all()
 
@@ -51,7 +52,7 @@ def test_publishing_leaves_no_file_of_an_older_run_set(tmp_path, monkeypatch):
     """A figure of a problem the runs no longer make (e.g. before a profile's seeds 1-2 split a problem by
     horizon) must not stay in docs/verdict/ beside the recomputed ones."""
     import kfac_bench.report as report
-    from kfac_bench.report.verdict import publish_verdict
+    from kfac_bench.reproduce.verdict import publish_verdict
     monkeypatch.chdir(tmp_path)
     (tmp_path / VERDICT_DIR).mkdir(parents=True)
     (tmp_path / VERDICT_DIR / "figure2_faces_specification.png").write_text("stale")

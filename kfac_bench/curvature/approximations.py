@@ -19,12 +19,13 @@ product. A constant stream ``F_batch = F`` is a fixed point: the leading singula
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from .block import CurvatureBlock
+from .estimate import FitResult
 from .gram import GramZigzagOperator
 from .inverse import CG_MAX_ITER, KroneckerInverse, KroneckerSumInverse, TwoTermKroneckerInverse, leading_damped_inverse
 from .kronecker import KroneckerSum, SampledFisherBlock, ZigzagOperator
@@ -32,20 +33,6 @@ from .svd import SingularTriplets, lanczos_svd, power_svd, rounding_floor
 
 ROUTES = ("auto", "direct", "gram")
 SECOND_TERMS = ("deflated", "leading")
-
-
-@dataclass
-class FitResult:
-    """What a fit returns: the fitted estimate and the solvers' report (the bench's iteration
-    counts, Figure 1's singular values)."""
-
-    approximation: KroneckerSum   # a FittedEstimate (kfac_bench.curvature.estimate)
-    iterations: dict[str, int] = field(default_factory=dict)   # solver -> pairs of Z products
-    sigmas: list[float] = field(default_factory=list)           # singular values found
-    converged: bool = True
-    # the second term's operator (remainder after deflation / the KFAC correction) was numerically
-    # zero: F is one Kronecker product to rounding, and the second term is exactly zero
-    zero_remainder: bool = False
 
 
 def _symmetrize(x: Tensor) -> Tensor:

@@ -14,14 +14,11 @@ It is the :class:`~kfac_bench.curvature.estimate.CurvatureEstimate` of every Kro
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from torch import Tensor
 
+from .estimate import EstimationMethod, FitResult
 from .kronecker import KroneckerSum, SampledFisherBlock
-
-if TYPE_CHECKING:   # the approximations make blocks (Approximation.new_estimate): no import cycle
-    from .approximations import Approximation, FitResult
 
 
 def average_factors(previous: KroneckerSum | None, new: KroneckerSum, rho: float) -> KroneckerSum:
@@ -43,7 +40,7 @@ class CurvatureBlock:
     """The curvature state of one layer: approximation, damped inverse, warm-start vectors and the
     number of accepted statistics updates."""
 
-    method: Approximation
+    method: EstimationMethod         # an Approximation (approximations.py), which makes the blocks
     approximation: KroneckerSum | None = None
     inverse: object | None = None
     warm: dict = field(default_factory=dict)

@@ -61,7 +61,7 @@ from .approximations import Approximation, FitResult
 from .block import AVERAGINGS, CurvatureBlock
 from .inverse import CurvatureError, TwoTermKroneckerInverse, symmetric_eigh
 from .kronecker import SampledFisherBlock, all_finite
-from .metrics import DT, SpectrumResult
+from .spectrum import DT, SpectrumResult
 
 
 def kronecker_eigenbasis(a: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:

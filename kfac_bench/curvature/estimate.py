@@ -23,12 +23,14 @@ a diagonal in a Kronecker eigenbasis) implements :class:`EstimationMethod` and r
 and inverse follow :class:`FittedEstimate` and :class:`DampedInverse`); nothing that holds an
 estimate branches on its type.
 
-This module only states interfaces (``typing.Protocol``): importing it imports torch and nothing
-else of kfac-bench.
+This module states the interfaces (``typing.Protocol``) and the report every fit returns
+(:class:`FitResult`); of this package it imports only :mod:`kfac_bench.curvature.kronecker`, so every
+other module of the mathematics can import it without an import circle.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor
@@ -70,7 +72,7 @@ class MeasurableEstimate(FittedEstimate, Protocol):
 
     def top_spectrum(self, top: int | None = None, **solver: Any) -> Any:
         """Its ``top`` largest eigenvalues, decreasing, as a
-        :class:`~kfac_bench.curvature.metrics.SpectrumResult` (``solver``: the spectrum solver's
+        :class:`~kfac_bench.curvature.spectrum.SpectrumResult` (``solver``: the spectrum solver's
         options, for estimates that need one)."""
 
 
@@ -94,6 +96,20 @@ class DampedInverse(Protocol):
         """The explicit inverse (tests, tiny problems)."""
 
 
+@dataclass
+class FitResult:
+    """What a fit returns: the fitted estimate and the solvers' report (the bench's iteration
+    counts, Figure 1's singular values)."""
+
+    approximation: FittedEstimate   # a KroneckerSum for the paper's methods
+    iterations: dict[str, int] = field(default_factory=dict)   # solver -> pairs of Z products
+    sigmas: list[float] = field(default_factory=list)           # singular values found
+    converged: bool = True
+    # the second term's operator (remainder after deflation / the KFAC correction) was numerically
+    # zero: F is one Kronecker product to rounding, and the second term is exactly zero
+    zero_remainder: bool = False
+
+
 @runtime_checkable
 class EstimationMethod(Protocol):
     """A curvature method: statistics -> fitted estimate -> damped inverse."""
@@ -105,7 +121,7 @@ class EstimationMethod(Protocol):
             warm: dict | None = None) -> Any:
         """The estimate of ``rho * previous + (1 - rho) * batch`` as a fit report: an object with
         ``approximation`` (a :class:`FittedEstimate`), ``iterations`` (solver -> count) and
-        ``converged`` (:class:`~kfac_bench.curvature.approximations.FitResult`). ``warm``: the
+        ``converged`` (:class:`FitResult`). ``warm``: the
         layer's warm-start vectors, read and updated."""
 
     def damped_inverse(self, estimate: Any, damping: float, psd_floor: float = 0.1,

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from .spectrum import kronecker_sum_spectrum
+
 
 def vec(x: Tensor) -> Tensor:
     """Column-stacking vectorisation of the last two dimensions."""
@@ -152,9 +154,8 @@ class KroneckerSum:
         return float(k64.frobenius_inner(k64))
 
     def top_spectrum(self, top: int | None = None, **solver: object):
-        """The ``top`` largest eigenvalues: :func:`kfac_bench.curvature.metrics.kronecker_sum_spectrum`
+        """The ``top`` largest eigenvalues: :func:`kfac_bench.curvature.spectrum.kronecker_sum_spectrum`
         with the spectrum solver's options."""
-        from .metrics import kronecker_sum_spectrum   # metrics imports this module: resolved at the call
         return kronecker_sum_spectrum(self, top, **solver)
 
 

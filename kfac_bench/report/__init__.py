@@ -255,7 +255,8 @@ def _verdict_sections(long, runs, selection, table, results_dir: Path, out_dir: 
     if not cfg.get("claims", True):   # a demonstration's runs decide no claim
         return markdown, tables, figures
     try:
-        from .claims import ALL_PROBLEMS, claims_markdown, claims_summary_markdown, claims_table
+        from .claim_engine import ALL_PROBLEMS, claims_table
+        from .claims_text import claims_markdown, claims_summary_markdown
         folders = [str(results_dir), *(str(f) for f in (cfg.get("claims_from") or []))]
         claims = claims_table(folders)
         claims.to_csv(out_dir / "claims.csv", index=False)

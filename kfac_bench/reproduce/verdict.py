@@ -1,5 +1,5 @@
 """The published verdict: ``docs/verdict/`` and the README's verdict block, recomputed from the compact
-run files committed under ``docs/runs/`` (:mod:`.archive`) and nothing else.
+run files committed under ``docs/runs/`` (:mod:`kfac_bench.report.archive`) and nothing else.
 
     python scripts/publish_verdict.py            # archive results/verdict, then recompute and publish
     python scripts/publish_verdict.py --results results/fair    # the tuned comparison: docs/runs/fair, docs/fair
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..reproduce import README_CLAIMS, replace_block
-from .results import FINISHED
+from ..report.results import FINISHED
+from .common import README_CLAIMS, replace_block
 
 RUNS_ROOT = "docs/runs"
 FAIR_FOLDER = "fair"          # the tuned comparison's runs under RUNS_ROOT
@@ -38,8 +38,8 @@ def standing_row(runs_root: Path) -> str:
     """The summary row that is not a claim of the paper: where the paper's methods stand against the
     newer ones in the tuned comparison (``<runs_root>/fair/``, :func:`.fair.standing`)."""
     from ..registry import get_method
-    from ..reproduce import load_profile
-    from .fair import fair_comparison, standing
+    from .profiles import load_profile
+    from ..report.fair import fair_comparison, standing
     folder = Path(runs_root) / FAIR_FOLDER
     others = [get_method(m).label for m in load_profile("fair")["methods"] if not get_method(m).in_paper]
     verdict, key = standing(fair_comparison(folder) if folder.is_dir() else pd.DataFrame())
@@ -72,7 +72,7 @@ def readme_block(summary_markdown: str, counts: dict[str, int], planned: dict[st
 def publish_verdict(planned: dict[str, int] | None = None, readme: Path | None = None) -> Path:
     """Recompute ``docs/verdict/`` from ``docs/runs/`` of the checkout in the working directory (relative
     paths, so the published files name no machine folder) and refresh the README block."""
-    from . import build_report
+    from ..report import build_report
     root = Path.cwd()
     out = root / VERDICT_DIR
     for folder in (VERDICT_DIR, FAIR_DIR):      # every file in them is generated: none left from an older run set

@@ -1,0 +1,399 @@
+"""The plan: the command line merged with its profile (``Context``), the ``kfac-bench run -m`` commands
+of the grid (``Invocation``), what each run costs (``Estimator``, the profile's cost table) and the
+tasks to run (``Plan``: grid, settings, seeds of the winners, fisher), finished runs left out."""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .common import say
+from .profiles import (CURVATURE, FIRST_ORDER, SWEEPS, confirm_overrides, dataset_overrides, fmt_value, grid_for,
+                       load_profile, load_sweep, parse_value, seeded_overrides, settings_runs, settings_seeds,
+                       shared_points)
+from .run_index import RunIndex, fisher_done, select_best_hyperparameters
+from .runner import Runner, Task
+
+
+# --------------------------------------------------------------------------------------- jobs
+class Invocation:
+    """One ``kfac-bench run -m`` command: the cartesian product of its datasets, methods and grid.
+
+    ``swept`` goes on the command line; ``grid`` is every swept value including those the sweep
+    config supplies itself (what the bookkeeping counts)."""
+
+    def __init__(self, stage: str, datasets: list[str], methods: list[str], swept: dict[str, list[str]],
+                 fixed: list[str], sweep: str | None, grid: dict[str, list[str]] | None = None, tag: str = ""):
+        self.stage, self.datasets, self.methods = stage, datasets, methods
+        self.swept, self.fixed, self.sweep = swept, fixed, sweep
+        self.grid = {**(grid or {}), **swept}
+        self.tag = tag   # names the command in the plan and its log ("" = the grid itself)
+
+    def key(self) -> tuple:
+        return (self.stage, self.tag, self.sweep, json.dumps(self.swept), json.dumps(self.grid), tuple(self.fixed))
+
+    def jobs(self) -> list[tuple[str, str, dict]]:
+        """(dataset, method, {key: value string}) of every run it launches."""
+        keys = list(self.grid)
+        out = []
+        for d, m in itertools.product(self.datasets, self.methods):
+            for values in itertools.product(*(self.grid[k] for k in keys)):
+                over = dict(kv.split("=", 1) for kv in self.fixed)
+                over.update(zip(keys, values))
+                out.append((d, m, over))
+        return out
+
+    def args(self) -> list[str]:
+        args = ["run", "-m"] + ([f"+sweep={self.sweep}"] if self.sweep else [])
+        args += [f"optimizer={','.join(self.methods)}", f"dataset={','.join(self.datasets)}"]
+        args += [f"{k}={','.join(v)}" for k, v in self.swept.items()]
+        return args + list(self.fixed)
+
+
+def merge(invocations: list[Invocation]) -> list[Invocation]:
+    """Merge commands that differ only by dataset or only by method (fewer start-ups, and a parallel
+    launcher gets more jobs at once)."""
+    for attr_same, attr_join in (("datasets", "methods"), ("methods", "datasets")):
+        merged: dict[tuple, Invocation] = {}
+        for inv in invocations:
+            key = (*inv.key(), tuple(getattr(inv, attr_same)))
+            if key in merged:
+                getattr(merged[key], attr_join).extend(x for x in getattr(inv, attr_join)
+                                                      if x not in getattr(merged[key], attr_join))
+            else:
+                merged[key] = Invocation(inv.stage, list(inv.datasets), list(inv.methods), inv.swept, inv.fixed,
+                                         inv.sweep, inv.grid, inv.tag)
+        invocations = list(merged.values())
+    return invocations
+
+
+# ------------------------------------------------------------------------------- estimates
+class Estimator:
+    def __init__(self, profile: dict, device: str, parallel: float = 1):
+        self.parallel = parallel
+        self.cost = profile.get("cost") or {}
+        self.device = "cuda" if device.startswith("cuda") else "cpu"
+        table = self.cost.get(self.device)
+        self.guess = table is None
+        self.table = table or self.cost.get("cpu") or {}
+
+    def _device_value(self, key: str, default: float) -> float:
+        value = self.cost.get(key, default)
+        return float(value.get(self.device, default)) if isinstance(value, dict) else float(value)
+
+    def epoch_cost(self, dataset: str, method: str) -> float:
+        per = self.table.get(dataset) or {}
+        return float(per.get(method, per.get("curvature" if method in CURVATURE else "first_order", 5.0)))
+
+    def run_cost(self, dataset: str, method: str, overrides: dict) -> float:
+        epochs = int(parse_value(overrides.get("trainer.epochs", "10")))
+        return epochs * self.epoch_cost(dataset, method) + self._device_value("job_overhead_s", 3)
+
+    def invocation(self) -> float:
+        return self._device_value("invocation_overhead_s", 4)
+
+    def batch(self, costs: list[float]) -> float:
+        """Wall time of jobs launched together: ``parallel`` at a time, never less than the longest."""
+        if not costs:
+            return 0.0
+        return max(sum(costs) / self.parallel, max(costs)) + self.invocation()
+
+    def fisher(self, dataset: str) -> float:
+        table = self.cost.get("fisher_s") or {}
+        table = table.get(self.device, table) if isinstance(table, dict) else {}
+        return float(table.get(dataset, 300))
+
+    def report(self) -> float:
+        return float(self.cost.get("report_s", 30))
+
+
+# ------------------------------------------------------------------------------------- context
+
+
+STAGES = ("data", "grid", "seeds", "fisher", "report")
+
+
+@dataclass
+class Context:
+    """What one invocation works with: the command line merged with its profile, the folders, the
+    device and the helpers that estimate, run and look up runs."""
+    args: argparse.Namespace
+    argv: list[str]
+    profile: dict
+    datasets: list[str]
+    methods: list[str]
+    stages: list[str]
+    fisher_sets: dict[str, list[str]]
+    results_root: Path
+    results_dir: Path
+    data_dir: Path
+    device: str
+    slots: int                          # kfac-bench commands at a time (the basic launcher's --jobs)
+    estimator: "Estimator"
+    runner: "Runner"
+    index: "RunIndex"
+    note: str
+    started: str
+    commit: str
+    t_start: float
+
+    @property
+    def confirm_estimator(self) -> "Estimator":
+        """Costs of the ``confirm`` runs (their own table: they run at other sizes than the grid)."""
+        confirm = self.profile.get("confirm") or {}
+        return Estimator({**self.profile, "cost": confirm.get("cost") or self.profile.get("cost") or {}},
+                         self.device, self.estimator.parallel)
+
+    @property
+    def settings_mode(self) -> bool:
+        # a `settings` profile runs the authors' selected settings under a list of authors_code values
+        # (the authors' code, an ablation down to the specification) instead of a grid
+        return bool(self.profile.get("settings"))
+
+
+def _subset(parser, option: str, given: str | None, known: list[str], what: str) -> list[str]:
+    """``known`` cut to the comma-separated ``given`` (an option of the command line), in its order."""
+    if not given:
+        return known
+    unknown = set(given.split(",")) - set(known)
+    if unknown:
+        parser.error(f"{option}: {sorted(unknown)} not in the profile's {what} {known}")
+    return [x for x in known if x in given.split(",")]
+
+
+def _absolute(path: Path) -> Path:
+    return path if path.is_absolute() else Path.cwd() / path
+
+
+def _environment(args) -> dict | None:
+    """The environment of the kfac-bench commands; None (after the message) when --olivetti is wrong."""
+    env = dict(os.environ)
+    if args.threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.threads)
+    if args.olivetti:   # another copy than the one shipped with the package
+        if not Path(args.olivetti).is_file():
+            print(f"reproduce_paper: error: the Olivetti file {args.olivetti} does not exist (--olivetti); "
+                  f"leave --olivetti out to use the copy shipped with kfac-bench", file=sys.stderr)
+            return None
+        env["KFAC_BENCH_OLIVETTI"] = str(Path(args.olivetti).resolve())
+    return env
+
+
+def claims_args(profile: dict, results_dir: Path, results_root: Path) -> list[str]:
+    """``claims_from=[...]`` for the report: the results folders of the profiles named by
+    ``claims_from`` that exist (the claims table weighs the specification against the authors' code,
+    which other profiles measure)."""
+    folders = []
+    for name in profile.get("claims_from") or []:
+        folder = results_root / name
+        folder = folder if folder.is_absolute() else Path.cwd() / folder
+        if folder.is_dir() and folder.resolve() != results_dir.resolve():
+            folders.append(str(folder))
+    return [f"claims_from=[{','.join(folders)}]"] if folders else []
+
+
+def make_context(args, parser, argv: list[str], started: str, commit: str, t_start: float) -> Context | None:
+    """The profile read and merged with the command line (the command line wins); None when it cannot run."""
+    from kfac_bench.utils import select_device
+    profile = load_profile(args.profile)
+    args.launcher = args.launcher or profile.get("launcher") or "basic"
+    args.jobs = args.jobs if args.jobs is not None else profile.get("jobs")
+    args.threads = args.threads if args.threads is not None else profile.get("threads")
+    datasets = _subset(parser, "--datasets", args.datasets, list(profile.get("datasets") or []), "datasets")
+    methods = _subset(parser, "--methods", args.methods, list(profile.get("methods") or []), "methods")
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    bad = set(stages) - set(STAGES)
+    if bad:
+        parser.error(f"--stages: unknown {sorted(bad)}")
+    fisher_sets = {d: list(v or []) for d, v in (profile.get("fisher") or {}).items() if d in datasets}
+
+    results_root = Path(os.environ.get("KFAC_BENCH_RESULTS", "results"))
+    # `results: <folder>` lets profiles share runs (the ablation extends the authors profile's runs)
+    results_dir = _absolute(Path(args.results_dir or results_root / profile.get("results", profile["name"])))
+    data_dir = _absolute(Path(args.data_dir or os.environ.get("KFAC_BENCH_DATA", "data")))
+    env = _environment(args)
+    if env is None:
+        return None
+
+    # an explicit --device is taken as it is (a GPU plan can be printed on a CPU machine)
+    device = select_device("auto").type if args.device == "auto" else args.device
+    if args.jobs == "auto":   # K concurrent runs on the device (conf/profile/gpu.yaml, kfac_bench/concurrency.py)
+        from kfac_bench.runs.concurrency import choose_jobs
+        args.jobs = choose_jobs(device, profile.get("concurrency"), log=say)
+    # runs at a time inside one command (Hydra's launcher) and commands at a time (this script)
+    parallel = {"basic": 1, "joblib": args.jobs or os.cpu_count() or 1, "submitit_local": os.cpu_count() or 1,
+                "submitit_slurm": math.inf}[args.launcher]
+    slots = max(int(args.jobs or 1), 1) if args.launcher == "basic" else 1
+    runner = Runner(args, profile, results_dir, data_dir, env)
+    runner.claims = claims_args(profile, results_dir, results_root)
+    return Context(args, argv, profile, datasets, methods, stages, fisher_sets, results_root, results_dir, data_dir,
+                   device, slots, Estimator(profile, device, parallel), runner, RunIndex(results_dir),
+                   profile.get("description") or f"profile {profile['name']}", started, commit, t_start)
+
+
+# ------------------------------------------------------------------------------------- plan
+@dataclass
+class Plan:
+    """The commands to run: data, then the tasks (grid, settings, seeds, fisher) in ``slots`` lanes,
+    then the report; ``notes`` say what is skipped and why."""
+    grid_invocations: list[Invocation] = field(default_factory=list)
+    tasks: list[Task] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    n_grid: int = 0                     # runs of the grid ...
+    n_grid_todo: int = 0                # ... not finished yet
+    grid_left: set = field(default_factory=set)            # (dataset, method) with grid runs to do
+    grid_task_of: dict = field(default_factory=dict)       # the grid commands a winner's seeds wait for
+    n_settings: int = 0
+    n_settings_done: int = 0
+    extra_seeds: list[int] = field(default_factory=list)
+
+
+def make_plan(ctx: Context) -> Plan:
+    plan = Plan(extra_seeds=[int(x) for x in ctx.profile.get("extra_seeds") or []])
+    plan.grid_invocations = _grid_invocations(ctx)
+    todo_grid = [(i, [j for j in i.jobs() if not ctx.index.finished(*j)]) for i in plan.grid_invocations]
+    plan.n_grid = sum(len(i.jobs()) for i in plan.grid_invocations)
+    plan.n_grid_todo = sum(len(t) for _, t in todo_grid)
+    plan.grid_left = {(j[0], j[1]) for _, todo in todo_grid for j in todo}
+    if "grid" in ctx.stages:
+        _plan_grid(ctx, plan, todo_grid)
+    if ctx.settings_mode and "grid" in ctx.stages:
+        _plan_settings(ctx, plan)
+    if "seeds" in ctx.stages and (plan.extra_seeds or ctx.profile.get("confirm")):
+        for d in ctx.datasets:
+            for m in ctx.methods:
+                task = _seeds_task(ctx, plan, d, m)
+                if task is not None:
+                    plan.tasks.append(task)
+    if "fisher" in ctx.stages:
+        _plan_fisher(ctx, plan)
+    return plan
+
+
+def _kind(method: str) -> str:
+    return "first_order" if method in FIRST_ORDER else "curvature"
+
+
+def _grid_invocations(ctx: Context) -> list[Invocation]:
+    """The grid's commands: per (dataset, method), the sweep and the points shared from other methods."""
+    invocations = []
+    for d in ctx.datasets if not ctx.settings_mode else []:
+        for m in ctx.methods:
+            sweep = SWEEPS[_kind(m)]
+            fixed = dataset_overrides(ctx.profile, d, m)
+            # the paper grid is the sweep config's own (nothing swept on the command line)
+            swept = grid_for(ctx.profile, d, m) if ctx.profile.get("grid", "paper") != "paper" else {}
+            invocations.append(Invocation("grid", [d], [m], swept, fixed, sweep, load_sweep(sweep)))
+            by_damping: dict[str, list[str]] = {}   # one command per damping: an lr sweep
+            for point in shared_points(ctx.profile, d, m):
+                by_damping.setdefault(point["optimizer.damping"][0], []).extend(point["optimizer.lr"])
+            for damping, lrs in by_damping.items():
+                swept_point = {"optimizer.lr": lrs, "optimizer.damping": [damping],
+                               "optimizer.kl_clip": swept["optimizer.kl_clip"]}
+                invocations.append(Invocation("grid", [d], [m], swept_point, fixed, sweep, load_sweep(sweep),
+                                              f"shared damping{damping}"))
+    if ctx.slots == 1:   # one command at a time: fewer, longer commands start up less often
+        invocations = merge(invocations)
+    return invocations
+
+
+def _plan_grid(ctx: Context, plan: Plan, todo_grid) -> None:
+    for inv, todo in todo_grid:
+        what = f"grid {'+'.join(inv.datasets)} {'+'.join(inv.methods)}" + (f" {inv.tag}" if inv.tag else "")
+        if not todo:
+            plan.notes.append(f"{what}: all {len(inv.jobs())} runs finished already, skipped")
+            continue
+        for d, m in itertools.product(inv.datasets, inv.methods):
+            plan.grid_task_of.setdefault((d, m), []).append(what)
+
+        def grid_args(inv=inv):
+            return inv.args() + ctx.runner.common(run=True) + ctx.runner.launcher()
+        plan.tasks.append(Task(what, "grid", ctx.estimator.batch([ctx.estimator.run_cost(*j) for j in todo]),
+                               grid_args))
+
+
+def _plan_settings(ctx: Context, plan: Plan) -> None:
+    """One run per (dataset, method, seed, authors_code value) of a settings profile."""
+    for d in ctx.datasets:
+        for m in ctx.methods:
+            fixed = dataset_overrides(ctx.profile, d, m)
+            for rank, (seed, epochs) in enumerate(settings_seeds(ctx.profile, d)):
+                fixed_seed = seeded_overrides(fixed, seed, epochs)
+                for i, (label, value) in enumerate(settings_runs(ctx.profile, m)):
+                    over = {**dict(kv.split("=", 1) for kv in fixed_seed), "authors_code": value}
+                    plan.n_settings += 1
+                    what = f"run {d} {m} step{i}" + (f" seed{seed}" if seed is not None else "")
+                    if ctx.index.finished(d, m, over):
+                        plan.n_settings_done += 1
+                        plan.notes.append(f"{what} ({label}: authors_code={value}): finished already, skipped")
+                        continue
+                    command = (["run", f"dataset={d}", f"optimizer={m}", f"authors_code={value}", *fixed_seed]
+                               + ctx.runner.common(run=True))
+                    plan.notes.append(f"{what}: {label}")
+                    plan.tasks.append(Task(what, "settings", ctx.estimator.batch([ctx.estimator.run_cost(d, m, over)]),
+                                           lambda command=command: command, rank=rank))
+
+
+def _winner_seeds(ctx: Context, plan: Plan, d: str, m: str) -> tuple[list[str], list[int], float]:
+    """(the settings, the seeds, the cost of one run) the grid's winner of (d, m) runs again with."""
+    confirm = confirm_overrides(ctx.profile, d, m)
+    if confirm is None:
+        over = dict(kv.split("=", 1) for kv in dataset_overrides(ctx.profile, d, m))
+        return dataset_overrides(ctx.profile, d, m), plan.extra_seeds, ctx.estimator.run_cost(d, m, over)
+    seeds = [int(x) for x in ctx.profile["confirm"].get("seeds", [0])]
+    over = dict(kv.split("=", 1) for kv in confirm)
+    return confirm, seeds, ctx.confirm_estimator.run_cost(d, m, over)
+
+
+def _seeds_task(ctx: Context, plan: Plan, d: str, m: str) -> Task | None:
+    """The extra seeds of the grid's winner of (d, m), or its confirmation at the profile's ``confirm``
+    settings: its command is made once the grid has ended."""
+    sweep = SWEEPS[_kind(m)]
+    fixed = dataset_overrides(ctx.profile, d, m)
+    target, seeds, cost = _winner_seeds(ctx, plan, d, m)
+    if not seeds:
+        return None
+    keys = list(load_sweep(sweep))
+    over = dict(kv.split("=", 1) for kv in target)
+    what = f"{'confirm' if target is not fixed else 'seeds'} {d} {m}"
+    left = len(seeds)
+    if (d, m) not in plan.grid_left:   # the winner may be known already: count its missing seeds only
+        best = select_best_hyperparameters(ctx.results_dir, d, m, fixed, keys)
+        if best is not None:
+            hp = {k: fmt_value(best[k]) for k in keys}
+            left = sum(not ctx.index.finished(d, m, {**over, **hp, "seed": str(x)}) for x in seeds)
+            if not left:
+                plan.notes.append(f"{what}: finished already, skipped")
+                return None
+
+    def make_args():
+        ctx.index.refresh(d, m)
+        best = select_best_hyperparameters(ctx.results_dir, d, m, fixed, keys)
+        if best is None:
+            say(f"{what}: seeds {seeds} of the grid's winner, known after the grid" if ctx.args.dry_run
+                else f"{what}: no finished run of the grid, nothing to repeat")
+            return None
+        hp = [f"{k}={fmt_value(best[k])}" for k in keys]
+        inv = Invocation("seeds", [d], [m], {"seed": [str(x) for x in seeds]}, hp + target, sweep)
+        if all(ctx.index.finished(*j) for j in inv.jobs()):
+            say(f"{what}: finished already, skipped")
+            return None
+        say(f"{what}: best {' '.join(hp)} (final training loss {best['_loss']:.6g})")
+        return inv.args() + ctx.runner.common(run=True) + ctx.runner.launcher()
+    after = plan.grid_task_of.get((d, m), []) if (d, m) in plan.grid_left else []
+    return Task(what, "seeds", ctx.estimator.batch([cost] * left), make_args, after)
+
+
+def _plan_fisher(ctx: Context, plan: Plan) -> None:
+    for d, over in ctx.fisher_sets.items():
+        if fisher_done(ctx.results_dir, d, over):
+            plan.notes.append(f"fisher {d}: finished already, skipped")
+            continue
+        command = ["fisher", f"dataset={d}", *over, "trainer.progress=false"] + ctx.runner.common()
+        plan.tasks.append(Task(f"fisher {d}", "fisher", ctx.estimator.fisher(d) + ctx.estimator.invocation(),
+                               lambda command=command: command))
