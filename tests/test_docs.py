@@ -135,3 +135,17 @@ def test_every_docs_link_resolves():
                 if anchor not in slugs:
                     broken.append(f"{page.relative_to(ROOT)} -> {target} (no such heading)")
     assert not broken, "\n".join(broken)
+
+
+def test_the_code_maps_name_every_folder_and_every_path_they_name_exists():
+    """docs/design.md section 2 and docs/usage.md "Where things are" match the tree (issue 31)."""
+    root = Path(__file__).resolve().parent.parent
+    folders = sorted(p.parent.relative_to(root).as_posix() for p in root.glob("kfac_bench/*/__init__.py"))
+    design = (root / "docs" / "design.md").read_text()
+    code_map = design[design.index("## 2. Layout"):design.index("## 3. ")]
+    usage = (root / "docs" / "usage.md").read_text()
+    layout = usage[usage.index("## Where things are"):]
+    for text, name in ((code_map, "docs/design.md section 2"), (layout, "docs/usage.md")):
+        assert not [f for f in folders if f + "/" not in text], (name, [f for f in folders if f + "/" not in text])
+        named = set(re.findall(r"\b(kfac_bench/[\w/]+\.py|kfac_bench/\w+/)", text))
+        assert not [p for p in named if not (root / p).exists()], (name, [p for p in named if not (root / p).exists()])
