@@ -99,6 +99,15 @@ class CurvatureOptions:
     route: str = option("auto", "zigzag route of the SVD methods: auto, direct or gram (docs/mathematics.md; "
                                 "KFAC has no solver and ignores it); no config lists it: "
                                 "`+optimizer.route=gram`")
+    # the convolutional layers (no config lists them, so every existing run's config is as it was)
+    spatial: str = option("independent", "treatment of a convolution's positions: independent (KFC / KFAC-expand), "
+                                         "reduce (KFAC-reduce), exact, banded (the authors' code; "
+                                         "docs/mathematics.md); no config lists it: `+optimizer.spatial=exact`")
+    spatial_radius: int | None = option(None, "band of spatial=banded on the flattened position index; null = "
+                                              "min(kernel) - 1 per layer (the authors' r)")
+    layers: list | None = option(None, "the layers to precondition: kinds (linear, conv, conv2d, conv_transpose2d) "
+                                       "or module paths (and what is below them); null = every Linear, Conv2d and "
+                                       "ConvTranspose2d; the others take the plain step (`opt.describe_layers()`)")
     # the method-specific options (own=True): their approximation class's extra_options says whose
     second_term: str = option("deflated", _AUTHORS + "leading = the second term is the leading Kronecker "
                                           "term again (Deflation, KFAC-corrected)", "_second_term", own=True)

@@ -106,6 +106,18 @@ class Method:
             return int(options[self.rank_option])
         return self.rank
 
+    def listed_options(self) -> tuple[str, ...]:
+        """The options ``conf/optimizer/<name>.yaml`` lists, its shared parts merged in: those its
+        method uses (a config lists the solver settings its method uses and no others,
+        :mod:`kfac_bench.options`); () without a config file."""
+        if self.name not in _LISTED:
+            from .configs import config_dir
+            from .options import load_optimizer_config
+            path = config_dir() / "optimizer" / f"{self.name}.yaml"
+            _LISTED[self.name] = (tuple(k for k in load_optimizer_config(path) if k not in STRUCTURAL_KEYS)
+                                  if path.is_file() else ())
+        return _LISTED[self.name]
+
     def tuned(self, dataset: str | None = None) -> dict:
         """The ``tuned:`` settings of ``conf/optimizer/<name>.yaml`` (all datasets, or one)."""
         from omegaconf import OmegaConf
@@ -117,6 +129,9 @@ class Method:
         node = OmegaConf.load(path)
         tuned = OmegaConf.to_container(node.tuned, resolve=True) if "tuned" in node else {}
         return tuned if dataset is None else dict(tuned.get(dataset) or {})
+
+
+_LISTED: dict[str, tuple[str, ...]] = {}   # Method.listed_options, read once per method
 
 
 def _resolve(path: str):

@@ -11,6 +11,7 @@ from .estimate import CurvatureEstimate, DampedInverse, EstimationMethod, Fitted
 from .inverse import (CurvatureError, KroneckerInverse, KroneckerSumInverse, TwoTermKroneckerInverse,
                       damped_inverse)
 from .kronecker import KroneckerSum, SampledFisherBlock, ZigzagOperator, unvec, vec
+from .spatial import SPATIAL_TREATMENTS, SpatialFisherBlock, spatial_block
 from .stats import LIKELIHOODS, Likelihood, collect_statistics, get_likelihood
 from .svd import SingularTriplets, lanczos_svd, power_svd
 
@@ -20,6 +21,7 @@ __all__ = [
     "FittedEstimate", "MeasurableEstimate", "EKFAC", "EigenbasisDiagonal", "CurvatureError", "KroneckerInverse",
     "KroneckerSumInverse", "TwoTermKroneckerInverse",
     "damped_inverse", "KroneckerSum", "SampledFisherBlock", "ZigzagOperator", "unvec", "vec",
+    "SPATIAL_TREATMENTS", "SpatialFisherBlock", "spatial_block",
     "LIKELIHOODS", "Likelihood", "collect_statistics", "get_likelihood", "SingularTriplets",
     "lanczos_svd", "power_svd",
 ]

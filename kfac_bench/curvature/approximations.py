@@ -55,7 +55,11 @@ def factors_from_triplet(sigma: float, u: Tensor, v: Tensor) -> tuple[Tensor, Te
 
 def gram_route_is_cheaper(batch: SampledFisherBlock, iterations: int = 4) -> bool:
     """Rough flop comparison: the direct route costs ~4 m (d_a^2 + d_g^2) per pair of products;
-    the Gram route ~2 m^2 (d_a + d_g) once plus ~4 m (d_a^2 + d_g^2) to assemble the factors."""
+    the Gram route ~2 m^2 (d_a + d_g) once plus ~4 m (d_a^2 + d_g^2) to assemble the factors. False
+    for a block that has no Gram route (``supports_gram_route``: a weight-sharing layer's exact or
+    banded :class:`~kfac_bench.curvature.spatial.SpatialFisherBlock`)."""
+    if not getattr(batch, "supports_gram_route", False):
+        return False
     da, dg, m = batch.shape_a, batch.shape_g, batch.m
     return 2 * m * m * (da + dg) < 4 * iterations * m * (da * da + dg * dg)
 
@@ -63,7 +67,8 @@ def gram_route_is_cheaper(batch: SampledFisherBlock, iterations: int = 4) -> boo
 def averaged_operator(batch: SampledFisherBlock, previous: KroneckerSum | None, rho: float,
                       route: str = "auto"):
     """``Z(rho * previous + (1 - rho) * batch)`` on the direct route (Proposition 3.1 products) or
-    the Gram route (:mod:`kfac_bench.curvature.gram`); ``auto`` picks the cheaper."""
+    the Gram route (:mod:`kfac_bench.curvature.gram`); ``auto`` picks the cheaper (the direct route for
+    a block without a Gram route; ``gram`` on one raises ValueError)."""
     terms = [] if previous is None or rho == 0.0 or previous.rank == 0 else [(rho, previous)]
     weight = 1.0 - rho if terms else 1.0
     if route == "auto":

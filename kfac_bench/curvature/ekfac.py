@@ -9,6 +9,9 @@ Kronecker-structured eigenvalues with the best diagonal in that basis, the diago
     S[i, j] = (1/m) sum_t (q_G,i^T g_t)^2 (q_A,j^T a_t)^2          (laid out like dW: d_g x d_a)
 
 computed from the per-example statistics in ``O(m (d_a^2 + d_g^2 + d_a d_g))``, never forming ``F``.
+The block computes it (``eigenbasis_second_moment``): for a weight-sharing layer's exact block
+(:class:`~kfac_bench.curvature.spatial.SpatialFisherBlock`) ``S[i, j] = (1/N) sum_n ((Q_G^T DW_n Q_A)_ij)^2``
+with ``DW_n`` the per-example gradient, the basis KFC's factors' (docs/mathematics.md, "Convolutional layers").
 It is not a sum of Kronecker products: a diagonal in a Kronecker eigenbasis.
 
 Because ``Q^T F_hat Q`` is diagonal for both methods and ``S`` is the diagonal of ``Q^T F Q``,
@@ -71,10 +74,10 @@ def kronecker_eigenbasis(a: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
 
 def eigenbasis_scaling(block: SampledFisherBlock, q_a: Tensor, q_g: Tensor) -> Tensor:
     """``S = diag(Q^T F Q)`` for ``Q = Q_A (x) Q_G``, as a (d_g, d_a) matrix (``S[i, j]`` scales the
-    direction ``q_A,j (x) q_G,i``, the entry ``[i, j]`` of a weight gradient)."""
-    g2 = (block.g @ q_g).square()          # (m, d_g): per-example gradients in G's eigenbasis
-    a2 = (block.abar @ q_a).square()       # (m, d_a)
-    return g2.mT @ a2 / block.m
+    direction ``q_A,j (x) q_G,i``, the entry ``[i, j]`` of a weight gradient): the block's own
+    ``eigenbasis_second_moment`` (a batch's per-example statistics; a weight-sharing layer's exact or
+    banded block, :class:`~kfac_bench.curvature.spatial.SpatialFisherBlock`, sums over position pairs)."""
+    return block.eigenbasis_second_moment(q_a, q_g)
 
 
 @dataclass

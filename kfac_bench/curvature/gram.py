@@ -83,6 +83,9 @@ class GramZigzagOperator:
 
     def __init__(self, batch: SampledFisherBlock, weight: float = 1.0,
                  terms: list[tuple[float, KroneckerSum]] | None = None):
+        if not getattr(batch, "supports_gram_route", False):
+            raise ValueError(f"the Gram route needs a block with one rank-one term per row (SampledFisherBlock); "
+                             f"a {type(batch).__name__} has none: use route='direct' (or 'auto', which picks it)")
         self.batch = batch
         self.left = _Side(batch.abar)
         self.right = _Side(batch.g)

@@ -165,7 +165,17 @@ class SampledFisherBlock:
     ``F = (1/m) sum_t (a_t a_t^T) (x) (g_t g_t^T)`` with ``abar`` of shape ``(m, d_a)`` (augmented
     inputs, one row per example) and ``g`` of shape ``(m, d_g)`` (per-example pre-activation
     gradients). Nothing of size ``(d_a d_g)^2`` is ever formed except by :meth:`to_dense`.
+
+    A weight-sharing layer's exact (or banded) block, with a sum over position pairs per example, is
+    :class:`kfac_bench.curvature.spatial.SpatialFisherBlock`; it offers the same products and metrics.
     """
+
+    # Z(F) = (1/m) sum_t vec(a_t a_t^T) vec(g_t g_t^T)^T: one rank-one term per row, the factorisation
+    # the Gram route (kfac_bench.curvature.gram) and the exact zigzag singular values
+    # (kfac_bench.curvature.metrics.zigzag_singular_values) work in
+    supports_gram_route = True
+    # and Z(F) is zero on the skew matrices (ZigzagOperator)
+    zigzag_skew_part = False
 
     def __init__(self, abar: Tensor, g: Tensor):
         if abar.shape[0] != g.shape[0]:
@@ -211,6 +221,14 @@ class SampledFisherBlock:
             total = total + torch.dot(qa, qg) / self.m
         return total
 
+    def eigenbasis_second_moment(self, q_a: Tensor, q_g: Tensor) -> Tensor:
+        """``diag(Q^T F Q)`` for ``Q = Q_A (x) Q_G`` as a ``(d_g, d_a)`` matrix (EKFAC's scaling):
+        ``S[i, j] = (1/m) sum_t (q_G,i^T g_t)^2 (q_A,j^T a_t)^2``, the entry ``[i, j]`` of a weight
+        gradient scaling the direction ``q_A,j (x) q_G,i``. ``O(m (d_a^2 + d_g^2 + d_a d_g))``."""
+        g2 = (self.g @ q_g).square()          # (m, d_g): per-example gradients in G's eigenbasis
+        a2 = (self.abar @ q_a).square()       # (m, d_a)
+        return g2.mT @ a2 / self.m
+
     def to_dense(self) -> Tensor:
         """The explicit block. For tests and tiny problems only."""
         j = (self.abar[:, :, None] * self.g[:, None, :]).reshape(self.m, -1)  # rows vec(g a^T) = a (x) g
@@ -221,17 +239,28 @@ class SampledFisherBlock:
 
 
 class ZigzagOperator:
-    """``Z(sum_i c_i X_i)`` for blocks ``X_i`` that are :class:`SampledFisherBlock` or
-    :class:`KroneckerSum`, as the implicit operator the SVD solvers need.
+    """``Z(sum_i c_i X_i)`` for blocks ``X_i`` that are :class:`SampledFisherBlock`, a weight-sharing
+    layer's :class:`~kfac_bench.curvature.spatial.SpatialFisherBlock` or :class:`KroneckerSum` (anything
+    with ``zigzag_matvec``, ``zigzag_rmatvec``, ``shape_a``, ``shape_g``), as the implicit operator the
+    SVD solvers need.
 
     Used for the Fisher-space moving average ``Z(rho F_old + (1 - rho) F_batch)`` and for deflation
     ``Z(F - R (x) S)``: a known Kronecker term costs one inner product per product, not O(m d^2).
+
+    The operator is ``Z`` on the symmetric matrices, where the factors live (Proposition 3.2; the damped
+    inverses need symmetric factors). For a symmetric ``F``, ``Z(F)`` maps symmetric matrices to
+    symmetric ones and skew to skew. A batch block's is zero on the skew ones, but a weight-sharing
+    layer's is not (its skew triplets are ``K_a (x) K_g`` terms, docs/mathematics.md "Convolutional
+    layers"): when a part says so (``zigzag_skew_part``), the products' outputs are symmetrised,
+    ``Sym(Z v) = Z_sym Sym(v)``, so the rounding noise of the skew part cannot grow into the iterates of
+    a solver whose target lies below a skew singular value (a deflated remainder).
     """
 
     def __init__(self, parts: list[tuple[float, object]]):
         self.parts = [(float(c), x) for c, x in parts if c != 0.0]
         if not self.parts:
             raise ValueError("ZigzagOperator needs at least one non-zero part")
+        self.symmetrize = any(getattr(x, "zigzag_skew_part", False) for _, x in self.parts)
 
     @classmethod
     def of(cls, block) -> "ZigzagOperator":
@@ -253,14 +282,14 @@ class ZigzagOperator:
         for c, x in self.parts:
             term = c * x.zigzag_matvec(v)
             out = term if out is None else out + term
-        return out
+        return 0.5 * (out + out.mT) if self.symmetrize else out
 
     def rmatvec(self, u: Tensor) -> Tensor:
         out = None
         for c, x in self.parts:
             term = c * x.zigzag_rmatvec(u)
             out = term if out is None else out + term
-        return out
+        return 0.5 * (out + out.mT) if self.symmetrize else out
 
     # Vectors of both spaces are matrices; the inner product is the Frobenius one (in float64:
     # matrix_inner_float64), and the conversions the Gram route needs (kfac_bench.curvature.gram)

@@ -1,5 +1,7 @@
 """Exact-block error metrics of Figure 1 (paper section 4.1): how far a Kronecker sum
-``F_hat = sum_k A_k (x) G_k`` is from the sampled Fisher block ``F = J^T J / m`` of one layer.
+``F_hat = sum_k A_k (x) G_k`` is from the sampled Fisher block ``F = J^T J / m`` of one layer (for a
+weight-sharing layer's exact block the rows of ``J`` are the per-example gradients ``vec(DW_n)``,
+:class:`~kfac_bench.curvature.spatial.SpatialFisherBlock`, which brings its own ``gram()``).
 (:func:`fisher_error` asks the estimate for ``<F, F_hat>``, ``||F_hat||^2`` and its spectrum, so an
 estimate of another structure -- EKFAC's diagonal in a Kronecker eigenbasis -- brings its own routes.)
 
@@ -57,15 +59,29 @@ from .spectrum import DENSE_MAX, DT, SPECTRUM_MAX_ITER, SPECTRUM_POWERS, SPECTRU
 log = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------- the exact block F
+# What the metrics ask of a block: ``gram()`` (an ``m x m`` Gram ``K`` with ``F = J^T J / m``: same
+# non-zero spectrum, same Frobenius norm), ``inner_kronecker(ks)``, ``to(dtype)``, ``shape_a``,
+# ``shape_g``. A :class:`SampledFisherBlock` has one row per example; a weight-sharing layer's exact
+# block (:class:`~kfac_bench.curvature.spatial.SpatialFisherBlock`) one per example's summed gradient
+# ``vec(DW_n)``. Only the exact zigzag singular values need the rank-one rows (``supports_gram_route``).
+def _require_rows(block, what: str) -> None:
+    if not getattr(block, "supports_gram_route", False):
+        raise NotImplementedError(f"{what} need one rank-one term (a_t a_t^T) (x) (g_t g_t^T) per row "
+                                  f"(SampledFisherBlock); a {type(block).__name__} has none: build the "
+                                  "reference with zigzag_sigmas=False")
+
+
 def gram_factors(block: SampledFisherBlock) -> tuple[Tensor, Tensor]:
     """``(C_a, C_g) = (A_bar A_bar^T, G G^T)`` in float64, ``m x m`` each: ``O(m^2 (d_a + d_g))``."""
+    _require_rows(block, "the Gram factors")
     a, g = _f64(block.abar), _f64(block.g)
     return a @ a.mT, g @ g.mT
 
 
 def fisher_gram(block: SampledFisherBlock) -> Tensor:
-    """``K = J J^T / m`` in float64 (``m x m``): same non-zero spectrum as ``F``,
-    ``||F||_F = ||K||_F``. Cost ``O(m^2 (d_a + d_g))``."""
+    """``K = J J^T / m`` in float64 (``m x m``), the block's own ``gram()``: same non-zero spectrum as
+    ``F``, ``||F||_F = ||K||_F``. Cost ``O(m^2 (d_a + d_g))`` (an exact spatial block:
+    ``O(N T d_a d_g + N^2 d_a d_g)``)."""
     return block.to(DT).gram()
 
 
@@ -125,8 +141,10 @@ def zigzag_singular_values(block: SampledFisherBlock, k: int | None = None) -> T
     MNIST and FACES layer 5 have ``s_a = 496``. Squared values: ``sigma_k`` is exact to about
     ``eps sigma_1^2 / sigma_k``, plenty for the leading ones it is used for. By Theorem 3.1 the best
     Kronecker rank-r approximation has ``||F - F_r||_F^2 = ||F||_F^2 - sum_{i<=r} sigma_i^2``: a
-    solver-independent reference.
+    solver-independent reference. Raises NotImplementedError for a block without those rows (a
+    weight-sharing layer's exact block).
     """
+    _require_rows(block, "the exact zigzag singular values")
     a, g = _f64(block.abar), _f64(block.g)
     m = block.m
     s_a = a.shape[1] * (a.shape[1] + 1) // 2
@@ -152,9 +170,10 @@ def zigzag_singular_values(block: SampledFisherBlock, k: int | None = None) -> T
 class FisherReference:
     """What the errors need of the exact block, computed once per batch and layer (float64):
     ``spec(F)`` (its ``min(m, n)`` possibly non-zero eigenvalues), ``||F||_F^2`` and optionally the
-    leading singular values of ``Z(F)`` (``zigzag_sigmas``: True for two, or a count). ``seconds`` is the time this took."""
+    leading singular values of ``Z(F)`` (``zigzag_sigmas``: True for two, or a count; a block without
+    rank-one rows, a weight-sharing layer's exact block, has none). ``seconds`` is the time this took."""
 
-    block: SampledFisherBlock            # float64 copy
+    block: SampledFisherBlock            # float64 copy (or a SpatialFisherBlock's: any block with gram())
     eigenvalues: Tensor                  # decreasing, length min(m, n)
     frobenius_sq: float
     n: int

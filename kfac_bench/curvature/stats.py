@@ -1,7 +1,9 @@
 """Per-layer statistics for the Fisher blocks: augmented inputs ``a_bar`` and per-example
-pre-activation gradients ``g`` of every ``nn.Linear`` layer, from one extra forward/backward pass
-with targets sampled from the model's predictive distribution (the true Fisher, Monte-Carlo; paper
-section 3.1) or, as an option, with the real targets (the empirical Fisher).
+pre-activation gradients ``g`` of every captured layer (``nn.Linear``, ``nn.Conv2d``,
+``nn.ConvTranspose2d``: :mod:`kfac_bench.curvature.capture` says how each turns its input and output
+gradient into a block), from one extra forward/backward pass with targets sampled from the model's
+predictive distribution (the true Fisher, Monte-Carlo; paper section 3.1) or, as an option, with the
+real targets (the empirical Fisher).
 
 Loss scale (the paper's convention, docs/design.md §3): the per-example loss is the *mean* over output
 elements of the element-wise negative log-likelihood, and the training objective is its mean over
@@ -18,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .kronecker import SampledFisherBlock
+from .capture import Capture, as_captures, augment, layer_name  # noqa: F401 (augment: its old home)
 
 
 @dataclass(frozen=True)
@@ -79,50 +81,64 @@ def get_likelihood(name: str) -> Likelihood:
         raise ValueError(f"unknown likelihood {name!r}; choose one of {sorted(LIKELIHOODS)}") from None
 
 
-def augment(a: Tensor, has_bias: bool) -> Tensor:
-    """``a_bar = (a, 1)``: the bias column goes LAST (kfac-bench convention)."""
-    a = a.reshape(-1, a.shape[-1])
-    if not has_bias:
-        return a
-    return torch.cat([a, a.new_ones(a.shape[0], 1)], dim=1)
-
-
 def collect_statistics(
     model: nn.Module,
-    layers: list[nn.Linear],
+    layers: list[nn.Module | Capture],
     inputs: Tensor,
     likelihood: Likelihood,
     generator: torch.Generator | None = None,
     targets: Tensor | None = None,
     reduction: str = "mean",
     gaussian_std: float | None = None,
-) -> list[SampledFisherBlock]:
-    """One forward and one backward pass of ``model`` on ``inputs`` that record, for every layer in
-    ``layers``, its augmented inputs and the per-example gradients w.r.t. its outputs.
+) -> list:
+    """One forward and one backward pass of ``model`` on ``inputs`` that record, for every capture
+    in ``layers`` (:mod:`kfac_bench.curvature.capture`; a module stands for its captures, each module
+    once), the module's input and the per-example gradients w.r.t. its output, and return one
+    statistics block per capture (``nn.Linear``: a :class:`SampledFisherBlock`, one row per example;
+    a convolution: its treatment's block).
 
     With ``targets=None`` the targets are sampled from ``likelihood`` at the model's output (true
     Fisher); otherwise they are used as given (empirical Fisher). Parameter ``.grad`` fields are not
-    touched (``torch.autograd.grad`` on the layer outputs).
+    touched (``torch.autograd.grad`` on the layer outputs). One hook per module, however many
+    captures it has.
     """
+    captures = as_captures(layers)
+    modules = list(dict.fromkeys(c.module for c in captures))
     recorded: dict[nn.Module, tuple[Tensor, Tensor]] = {}
+    versions: dict[nn.Module, int] = {}
 
     def hook(module, args, output):
         recorded[module] = (args[0].detach(), output)
+        versions[module] = output._version
 
-    handles = [layer.register_forward_hook(hook) for layer in layers]
+    handles = [module.register_forward_hook(hook) for module in modules]
     try:
         with torch.enable_grad():
             z = model(inputs)
             y = likelihood.sample(z.detach(), generator, gaussian_std) if targets is None else targets
             loss = likelihood.per_example_loss(z, y, reduction).sum()
-            outputs = [recorded[layer][1] for layer in layers]
+            _check_recorded(captures, recorded, versions)
+            outputs = [recorded[module][1] for module in modules]
             grads = torch.autograd.grad(loss, outputs)
     finally:
         for h in handles:
             h.remove()
-    blocks = []
-    for layer, grad in zip(layers, grads):
-        a = recorded[layer][0]
-        blocks.append(SampledFisherBlock(augment(a, layer.bias is not None),
-                                         grad.detach().reshape(-1, grad.shape[-1])))
-    return blocks
+    grad_of = dict(zip(modules, grads))
+    return [capture.statistics(recorded[capture.module][0], grad_of[capture.module]) for capture in captures]
+
+
+def _check_recorded(captures: list[Capture], recorded: dict, versions: dict) -> None:
+    """Every captured module ran, and nothing overwrote its output in place (``ReLU(inplace=True)``
+    after it: the gradient would be the activation's, not the layer's)."""
+    def names(found):
+        return ", ".join(f"{layer_name(c.path)} ({type(c.module).__name__})" for c in found)
+    missing = [c for c in captures if c.module not in recorded]
+    if missing:
+        raise RuntimeError(f"layer(s) {names(missing)} did not run in the model's forward pass (a module whose "
+                           f"parent calls its weights directly, or an unused one): the statistics need its input "
+                           f"and output; leave it out with the optimizer's layers= option")
+    changed = [c for c in captures if recorded[c.module][1]._version != versions[c.module]]
+    if changed:
+        raise RuntimeError(f"the output of layer(s) {names(changed)} was changed in place after the layer (e.g. "
+                           f"an activation with inplace=True): the statistics need the layer's own output; "
+                           f"use the out-of-place activation")

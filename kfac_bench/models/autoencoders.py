@@ -1,4 +1,5 @@
-"""The deep auto-encoders of appendix D, built from a dataset spec.
+"""The deep auto-encoders of appendix D, built from a dataset spec (``model.kind: conv_autoencoder``:
+the authors' MNIST CNN, :mod:`kfac_bench.models.conv_autoencoder`).
 
 The network outputs the final pre-activation ``z``: the sigmoid of the BCE problems and the
 identity of FACES live in the likelihood (``BCEWithLogits`` is the numerically stable form of
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+from .conv_autoencoder import build_conv_autoencoder
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
@@ -49,7 +52,21 @@ def build_mlp(layers: list[int], hidden_activation: str = "relu", generator: tor
     return nn.Sequential(*modules)
 
 
-def build_autoencoder(dataset_cfg, seed: int = 0, init: str = "xavier_uniform") -> nn.Sequential:
+MODEL_KINDS = ("mlp", "conv_autoencoder")
+
+
+def build_autoencoder(dataset_cfg, seed: int = 0, init: str = "xavier_uniform") -> nn.Module:
+    """The dataset's auto-encoder: its ``model.kind`` (default ``mlp``: the paper's deep MLP of
+    ``layers``; ``conv_autoencoder``: the authors' MNIST CNN,
+    :func:`kfac_bench.models.conv_autoencoder.build_conv_autoencoder`, with the other keys of
+    ``model`` as its arguments)."""
+    model = dict(dataset_cfg.get("model") or {})
+    kind = model.pop("kind", "mlp")
+    if kind == "conv_autoencoder":
+        return build_conv_autoencoder(**model, seed=seed, init=init)
+    if kind != "mlp" or model:
+        raise ValueError(f"dataset.model: kind {kind!r} with {sorted(model)}; choose kind one of {MODEL_KINDS} "
+                         f"(mlp takes no other key: its sizes are dataset.layers)")
     gen = torch.Generator().manual_seed(int(seed))
     return build_mlp(list(dataset_cfg["layers"]), dataset_cfg.get("hidden_activation", "relu"), gen,
                      init=init, seed=seed)

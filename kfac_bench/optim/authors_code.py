@@ -32,11 +32,16 @@ class Behaviour:
     curvature: dict = field(default_factory=dict)              # options of the Kronecker-factored methods
     first_order: dict = field(default_factory=dict)            # options of the first-order baselines
     model: dict = field(default_factory=dict)                  # options of the auto-encoder builder
+    # an option the method's own config must list for the behaviour to act on it (None: any method
+    # that takes the options): e.g. "tol", the solver settings, which the configs of the methods that
+    # fit by a solver on the zigzag operator list and those of KFAC and EKFAC do not
+    listed: str | None = None
 
     def options_for(self, method: str) -> dict:
-        """The options this behaviour sets on ``method``: those of its kind that the method takes."""
+        """The options this behaviour sets on ``method``: those of its kind that the method takes
+        (and only where its config lists :attr:`listed`)."""
         entry = METHODS.get(method)
-        if entry is None:
+        if entry is None or (self.listed is not None and self.listed not in entry.listed_options()):
             return {}
         wanted = self.curvature if entry.is_curvature else self.first_order
         return {k: v for k, v in wanted.items() if k in entry.options}
@@ -75,6 +80,16 @@ BEHAVIOURS: dict[str, Behaviour] = {b.name: b for b in (
               "Gaussian (FACES) Fisher targets drawn with standard deviation 1, not sqrt(1/2)",
               "apps/mlp_cnn/train_mlp.py 169-171",
               curvature={"gaussian_target_std": 1.0}),
+    # Only where the band matters: their KPSVD, Deflation, Lanczos and KFAC-corrected compute the zigzag
+    # products of a Conv2d with the band (power_svd_cnn / lanczos_cnn); their KFAC uses KFC's factors,
+    # which are the banded block's KFAC factors too (SpatialFisherBlock.kfac_factors), so the methods
+    # without a zigzag solver (KFAC, EKFAC: their configs list no solver settings) are left as they are
+    Behaviour("banded_spatial",
+              "the SVD methods' zigzag products of a convolution keep only the position pairs |t - s| <= "
+              "min(kernel) - 1 on the flattened position index (no effect on Linear layers)",
+              "utils/optim_utils.py 102-176 (ZFv_cnn, ZFTu_cnn); optimizers/kpsvd.py 248 (r = min(kernel_size) "
+              "- 1), deflation.py 232, lanczos.py 233, kfac_cor.py 232",
+              curvature={"spatial": "banded"}, listed="tol"),
     Behaviour("weight_decay",
               "weight decay 1e-3 on the curvature methods' preconditioned step (through torch.optim.SGD)",
               "apps/mlp_cnn/train_mlp.py 93-116, 318-319; grid_search_mlp.py (weight_decays = [1e-3])",

@@ -7,13 +7,14 @@ This module and :mod:`kfac_bench.optim.authors_code` are the harness's glue: the
 the optimizers themselves (:mod:`kfac_bench.optim.kronecker_optimizer`) do not."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
 from ..curvature.approximations import ROUTES, SECOND_TERMS
 from ..curvature.inverse import DAMPING_CONVENTIONS
+from ..curvature.spatial import SPATIAL_TREATMENTS
 from ..options import SGDOptions, defaults
 from ..registry import get_method, method_names
 from .kronecker_optimizer import AVERAGINGS, CURVATURE_SCHEDULES, KL_CLIP_TERMS, STATS_SAMPLINGS
@@ -21,7 +22,7 @@ from .training import TrainingOptimizer, as_training_optimizer
 
 OPTION_CHOICES = {"curvature_schedule": CURVATURE_SCHEDULES, "damping_convention": DAMPING_CONVENTIONS,
                   "second_term": SECOND_TERMS, "stats_sampling": STATS_SAMPLINGS, "averaging": AVERAGINGS,
-                  "kl_clip_terms": KL_CLIP_TERMS}
+                  "kl_clip_terms": KL_CLIP_TERMS, "spatial": SPATIAL_TREATMENTS}
 
 
 def optimizer_names() -> list[str]:
@@ -66,6 +67,7 @@ def validate_optimizer_config(cfg: Mapping) -> None:
             value = cfg.get(key)
             if value is not None and value not in choices:
                 raise ValueError(f"optimizer.{key}={value!r} is unknown; choose one of {list(choices)}")
+        _check_layer_options(cfg)
     if cfg.get("nesterov") and not cfg.get("momentum", defaults(SGDOptions)["momentum"]) > 0:
         # nesterov=True: the authors' SGD baseline (apps/mlp_cnn/train_mlp.py line 86 at commit
         # 97105b6); the paper says heavy-ball momentum, our default
@@ -76,6 +78,19 @@ def validate_optimizer_config(cfg: Mapping) -> None:
     wd = cfg.get("weight_decay", 0.0)
     if not (isinstance(wd, (int, float)) and wd >= 0):
         raise ValueError(f"optimizer.weight_decay must be >= 0, got {wd!r}")
+
+
+def _check_layer_options(cfg: Mapping) -> None:
+    """``spatial_radius``: an integer >= 0 or null; ``layers``: null or a list of names."""
+    radius = cfg.get("spatial_radius")
+    if radius is not None and (isinstance(radius, bool) or not isinstance(radius, int) or radius < 0):
+        raise ValueError(f"optimizer.spatial_radius must be an integer >= 0 or null, got {radius!r} "
+                         f"(e.g. +optimizer.spatial_radius=2)")
+    layers = cfg.get("layers")
+    if layers is not None and (isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence)
+                               or not all(isinstance(x, str) for x in layers)):
+        raise ValueError(f"optimizer.layers must be null or a list of layer kinds or module paths, got {layers!r} "
+                         f"(e.g. '+optimizer.layers=[conv]')")
 
 
 def build_optimizer(cfg: Mapping, model: nn.Module, likelihood: str, seed: int = 0,

@@ -2,7 +2,9 @@
 
 One class does the work; the public ones only name their approximation class (the list of methods
 and their options is :mod:`kfac_bench.registry`, which sits above this module: nothing here reads it).
-Each ``nn.Linear`` layer's curvature is a :class:`kfac_bench.curvature.estimate.CurvatureEstimate`
+Each supported layer's curvature (``nn.Linear``, ``nn.Conv2d``, ``nn.ConvTranspose2d``: one block per
+capture of :mod:`kfac_bench.curvature.capture`, chosen and reported by :mod:`kfac_bench.optim.layers`)
+is a :class:`kfac_bench.curvature.estimate.CurvatureEstimate`
 (``opt.blocks``, made by the approximation's ``new_estimate``: a
 :class:`kfac_bench.curvature.block.CurvatureBlock` for the Kronecker sums), which owns the fit, the
 damped inverse, the solve and the checkpoint state; the optimizer only schedules them. A user's loop
@@ -24,14 +26,19 @@ The step (decisions where the paper is silent, following the authors' code where
   with ``rho = min(1 - 1/k, alpha)``, ``k`` the number of statistics updates so far (so the first
   update uses the batch alone and early estimates are running means);
 * every ``T2`` steps: the damped inverses (cached in between);
-* preconditioned gradient ``Delta_i`` per Linear layer (weight and bias together), then KL clipping
+* preconditioned gradient ``Delta_i`` per block (weight and bias together), then KL clipping
   (appendix E): ``nu = min(1, sqrt(c / sum_i |<Delta_i, grad_i>|)``, *without* the ``lr^2`` factor
   of Ba et al. -- the paper's formula, followed as written;
 * heavy-ball momentum (default 0.9) on ``nu Delta + weight_decay W`` (weight decay after
   preconditioning, as in the authors' code; off by default), then ``W -= lr * buffer``.
 
-Parameters that do not belong to an ``nn.Linear`` layer get the same momentum update on their plain
-gradient.
+Parameters of no curvature block get the same momentum update on their plain gradient (BatchNorm,
+embeddings, unsupported convolutions, layers left out by ``layers=``); ``opt.layer_report`` and
+``opt.describe_layers()`` account for every parameter (:mod:`kfac_bench.optim.layers`).
+
+Convolutions: ``spatial=`` chooses the treatment of a layer's positions ("independent", KFC, the
+default; "reduce"; "exact"; "banded", the authors' code, with ``spatial_radius``, None = min(kernel) - 1
+per layer): :mod:`kfac_bench.curvature.spatial`.
 
 Options that emulate the authors' code (repository ``Abdoulaye-Koroko/natural-gradients``, commit
 97105b6), each off by default -- the default is the paper's specification. They exist to reproduce
@@ -63,6 +70,7 @@ non-finite inverse keeps the previous inverse (with a warning; plain gradient if
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 import warnings
@@ -77,8 +85,12 @@ from ..curvature.block import AVERAGINGS
 from ..curvature.estimate import CurvatureEstimate
 from ..curvature.inverse import DAMPING_CONVENTIONS, CurvatureError
 from ..curvature.kronecker import SampledFisherBlock
+from ..curvature.spatial import SPATIAL_TREATMENTS
 from ..curvature.stats import collect_statistics, get_likelihood
+from .layers import describe_layers, plan_layers
 from .training import StepReport, layer_gradient
+
+log = logging.getLogger("kfac_bench.optim")
 
 
 # Options that emulate the authors' code (default: the paper's specification). Each is documented
@@ -135,8 +147,10 @@ class PhaseTimer:
 
 
 class KroneckerFactoredOptimizer(torch.optim.Optimizer):
-    """Natural-gradient optimizer with a Kronecker-factored approximation of each Linear layer's
-    Fisher block. ``approximation`` is the class of a curvature method (an
+    """Natural-gradient optimizer with a Kronecker-factored approximation of each supported layer's
+    Fisher block (``nn.Linear``, ``nn.Conv2d``, ``nn.ConvTranspose2d``; ``layers=`` restricts them,
+    ``spatial=`` treats a convolution's positions; ``opt.layer_report`` lists every parameter).
+    ``approximation`` is the class of a curvature method (an
     :class:`~kfac_bench.curvature.estimate.EstimationMethod`; the subclasses name theirs in
     ``approximation_class``); ``method_options`` are that method's own options, its class's
     ``extra_options`` (e.g. ``k`` of ``lanczos_k``, ``second_term`` of Deflation and KFAC-corrected).
@@ -179,6 +193,9 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
         averaging: str = "fisher",
         gaussian_target_std: float | None = None,
         kl_clip_terms: str = "layer",
+        spatial: str = "independent",
+        spatial_radius: int | None = None,
+        layers: list[str] | None = None,
         **method_options,
     ):
         method_class = approximation or self.approximation_class
@@ -213,6 +230,9 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
         _check("gaussian_target_std", gaussian_target_std is None or gaussian_target_std > 0,
                "positive or None", gaussian_target_std)
         _check("route", route in ROUTES, f"one of {ROUTES}", route)
+        _check("spatial", spatial in SPATIAL_TREATMENTS, f"one of {SPATIAL_TREATMENTS}", spatial)
+        radius_ok = isinstance(spatial_radius, int) and not isinstance(spatial_radius, bool) and spatial_radius >= 0
+        _check("spatial_radius", spatial_radius is None or radius_ok, "an integer >= 0 or None", spatial_radius)
         self.likelihood = get_likelihood(likelihood)
         self.method: Approximation = method_class(
             tol=tol, max_iter=max_iter, krylov_dim=krylov_dim, max_restarts=max_restarts,
@@ -223,9 +243,12 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
         self.averaging = averaging
         self.gaussian_target_std = gaussian_target_std
         self.kl_clip_terms = kl_clip_terms
-        self.layers: list[nn.Linear] = [m for m in model.modules() if isinstance(m, nn.Linear)]
-        if not self.layers:
-            raise ValueError("the model has no nn.Linear layer to precondition")
+        plan = plan_layers(model, layers, spatial, spatial_radius)
+        self.spatial, self.spatial_radius = spatial, spatial_radius
+        self.captures = plan.captures
+        self.layers: list[nn.Module] = [c.module for c in self.captures]   # each block's module
+        self.layer_report: list[dict] = plan.report
+        log.info("%s preconditions:\n%s", type(self).__name__, describe_layers(plan.report))
         defaults = dict(lr=lr, damping=damping, momentum=momentum, weight_decay=weight_decay,
                         kl_clip=kl_clip)
         super().__init__(model.parameters(), defaults)
@@ -233,20 +256,19 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
         self.T1, self.T2, self.alpha = int(T1), int(T2), float(alpha)
         self.fisher, self.reduction, self.stats_fraction = fisher, reduction, float(stats_fraction)
         self.psd_floor = float(psd_floor)
-        device = self.layers[0].weight.device
+        device = self.captures[0].device_dtype["device"]
         self._generator = torch.Generator(device=device)
         self._generator.manual_seed(int(seed))
         self.timer = PhaseTimer(record_timings, device)
         self.steps = 0
         self.last_fit: list[FitResult] = []
         self.skipped_updates = 0
-        self.blocks: list[CurvatureEstimate] = [self.method.new_estimate() for _ in self.layers]
+        self.blocks: list[CurvatureEstimate] = [self.method.new_estimate() for _ in self.captures]
         self._last_updates = (False, False)   # (refit, inverses) of the last step
         self._update_requested = False
         self._last_input: Tensor | None = None
         self._hook = model.register_forward_pre_hook(self._remember_input)
-        layer_params = {id(p) for layer in self.layers for p in layer.parameters(recurse=False)}
-        self._other_params = [p for p in model.parameters() if id(p) not in layer_params]
+        self._other_params = plan.plain
 
     # ----------------------------------------------------------------------------- public hooks
     def add_timing_callback(self, callback: TimingCallback) -> None:
@@ -256,6 +278,11 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
 
     def remove_timing_callback(self, callback: TimingCallback) -> None:
         self.timer.callbacks.remove(callback)
+
+    def describe_layers(self) -> str:
+        """Which layers get curvature blocks (path, type, shapes, block ``(d_g, d_a)``, treatment) and
+        which parameters take the plain step: :attr:`layer_report` as a table."""
+        return describe_layers(self.layer_report)
 
     def request_curvature_update(self) -> None:
         """Make the next ``step()`` collect statistics, refit every approximation and recompute the
@@ -289,7 +316,7 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
             inputs = inputs[rows]
             targets = None if targets is None else targets[rows]
         with self.timer("statistics"):
-            blocks = collect_statistics(self.model, self.layers, inputs, self.likelihood,
+            blocks = collect_statistics(self.model, self.captures, inputs, self.likelihood,
                                         self._generator, targets if self.fisher == "empirical" else None,
                                         self.reduction, self.gaussian_target_std)
         fits = []
@@ -368,18 +395,19 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
         with self.timer("precondition"):
             clip = group["kl_clip"] is not None
             directions, dots = [], []
-            for layer, block in zip(self.layers, self.blocks):
-                weight_grad = layer.weight.grad
+            for capture, block in zip(self.captures, self.blocks):
+                # the block's coordinates: [dW | db] as the weight matrix and the bias (a capture
+                # without bias column: the matrix alone); a Linear layer's are its .grad themselves
+                weight_grad, bias_grad = capture.gradient()
                 if weight_grad is None:
                     directions.append(None)
                     continue
-                if layer.bias is None:
+                if bias_grad is None:
                     parts = (block.solve(weight_grad),)
                     grads = (weight_grad,)
                 else:
                     # the solve of [dW | db] from its parts: no concatenation, and the weight part
                     # comes out contiguous for the dot and the update
-                    bias_grad = layer.bias.grad if layer.bias.grad is not None else torch.zeros_like(layer.bias)
                     parts = block.solve_with_bias(weight_grad, bias_grad)
                     grads = (weight_grad, bias_grad)
                 directions.append(parts)
@@ -401,13 +429,12 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
                 nu = torch.where((total > 0) & torch.isfinite(total),
                                  torch.sqrt(group["kl_clip"] / total).clamp(max=1.0), 1.0)
             self._nu = nu
-        for layer, parts in zip(self.layers, directions):
+        for capture, parts in zip(self.captures, directions):
             if parts is None:
                 continue
             # nu is applied inside the momentum update (no scaled copy of the direction)
-            self._apply(layer.weight, parts[0], group, nu)
-            if layer.bias is not None:
-                self._apply(layer.bias, parts[1], group, nu)
+            for p, direction in capture.directions(parts):
+                self._apply(p, direction, group, nu)
         for p in self._other_params:
             if p.grad is not None:
                 self._apply(p, p.grad, group)
@@ -462,14 +489,16 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
             return
         if curvature["method"] != self.method.name:
             raise ValueError(f"state_dict was saved by {curvature['method']!r}, not {self.method.name!r}")
-        if len(curvature["layers"]) != len(self.layers):
-            raise ValueError("state_dict has a different number of Linear layers")
+        if len(curvature["layers"]) != len(self.blocks):
+            raise ValueError(f"state_dict has {len(curvature['layers'])} curvature blocks, this optimizer "
+                             f"{len(self.blocks)} (another model, or other layers=; opt.describe_layers() lists "
+                             f"this one's)")
         self.steps = int(curvature["steps"])
         self.skipped_updates = int(curvature.get("skipped_updates", 0))
         self._generator.set_state(curvature["generator"].cpu() if torch.is_tensor(curvature["generator"])
                                   else curvature["generator"])
-        for layer, block, saved in zip(self.layers, self.blocks, curvature["layers"]):
-            block.load_state(saved, device=layer.weight.device, dtype=layer.weight.dtype)
+        for capture, block, saved in zip(self.captures, self.blocks, curvature["layers"]):
+            block.load_state(saved, **capture.device_dtype)
 
     def close(self) -> None:
         """Remove the forward pre-hook from the model."""
@@ -488,8 +517,9 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
         return StepReport(curvature_update=refit, inverse_update=invert, fits=list(self.last_fit) if refit else [],
                           phases=phases, layer_phases={k: dict(v) for k, v in self.timer.layers.items()})
 
-    def curvature_layers(self) -> list[tuple[nn.Linear, CurvatureEstimate]]:
-        """Every preconditioned layer with its curvature estimate."""
+    def curvature_layers(self) -> list[tuple[nn.Module, CurvatureEstimate]]:
+        """Every curvature block's layer with its estimate (a ConvTranspose2d with a bias appears
+        twice: its weight's block, then its bias's)."""
         return list(zip(self.layers, self.blocks))
 
     def trial_statistics(self, inputs: Tensor, generator: torch.Generator
@@ -497,7 +527,7 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
         """The statistics of ``inputs`` (targets sampled with ``generator``) for every layer, with the
         moving-average weight its next update would use -- the operator of that update, for
         :meth:`CurvatureEstimate.trial_fit`; the optimizer's state is untouched."""
-        batches = collect_statistics(self.model, self.layers, inputs, self.likelihood, generator, None,
+        batches = collect_statistics(self.model, self.captures, inputs, self.likelihood, generator, None,
                                      self.reduction)
         return [(block, batch, self.averaging_weight(block.updates + 1)) for block, batch in zip(self.blocks, batches)]
 

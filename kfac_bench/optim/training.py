@@ -14,7 +14,8 @@ What the curvature methods need from the loop -- the statistics pass on the last
 it themselves, by a forward pre-hook), targets for an empirical Fisher (``train_step(targets)``),
 the fit reports and the timings (:class:`StepReport`), a forced update
 (``request_curvature_update``), the per-layer estimates the bench measures (``curvature_layers``,
-``trial_statistics``) -- is in this interface, and a first-order optimizer satisfies it trivially:
+``trial_statistics``), which layers are preconditioned and how (``layer_report``, in a run's
+summary.json) -- is in this interface, and a first-order optimizer satisfies it trivially:
 :class:`FirstOrder` wraps any ``torch.optim.Optimizer`` (nothing due, nothing to report, no layers).
 :class:`kfac_bench.optim.KroneckerFactoredOptimizer` implements it itself, and stays a plain
 ``torch.optim.Optimizer`` for users (``opt.step()``).
@@ -53,6 +54,7 @@ class TrainingOptimizer(Protocol):
     """An optimizer as the harness drives it (see the module docstring)."""
 
     skipped_updates: int   # curvature updates rejected (non-finite fit or failed inverse); 0 for first-order
+    layer_report: list    # one dict per curvature block and per plain-step module ([] for first-order)
 
     def zero_grad(self, set_to_none: bool = True) -> None: ...
 
@@ -88,6 +90,11 @@ class FirstOrder:
 
     def __init__(self, optimizer: torch.optim.Optimizer):
         self.optimizer = optimizer
+
+    @property
+    def layer_report(self) -> list:
+        """No curvature: nothing to report."""
+        return []
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)

@@ -515,6 +515,9 @@ def _summary(run: _Run) -> dict:
         "solver_iterations": _solver_summary(run.solver_counts),
         "machine_load": _load_summary(run.load_1m),
         "curvature_updates_skipped": run.optimizer.skipped_updates,
+        # which layers got curvature blocks (path, type, shapes, block, treatment) and which parameters took
+        # the plain step; [] for a first-order optimizer (kfac_bench/optim/layers.py)
+        "curvature_layers": run.optimizer.layer_report,
         "started": run.started,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(sys.argv),

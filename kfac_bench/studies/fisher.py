@@ -64,6 +64,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..curvature import collect_statistics, get_likelihood
+from ..curvature.capture import layers_of_kind
 from ..registry import APPROXIMATIONS, METHODS, make_approximation, paper_method_names
 from ..curvature.metrics import DENSE_MAX, SPECTRUM_POWERS, SPECTRUM_RTOL, FisherReference, fisher_error
 from ..data import load_dataset
@@ -313,7 +314,7 @@ def _set_up(cfg: Mapping, out_dir: Path, opts: dict) -> _Study:
     data = load_dataset(cfg["dataset"], cfg.get("data_dir", "data"), device=device, log=log.info)
     likelihood = get_likelihood(cfg["dataset"]["likelihood"])
     model = build_autoencoder(cfg["dataset"], seed).to(device)
-    linears = [mod for mod in model.modules() if isinstance(mod, nn.Linear)]
+    linears = layers_of_kind(model, "linear")
     layers = resolve_layers(fisher.get("layer", 5), len(linears))
     solver_opts = dict(tol=float(fisher.get("tol", 1e-6)), max_iter=int(fisher.get("max_iter", 1000)),
                        krylov_dim=int(fisher.get("krylov_dim", 6)), max_restarts=int(fisher.get("max_restarts", 100)))
