@@ -145,10 +145,8 @@ class Capture:
         return {"device": p.device, "dtype": p.dtype}
 
 
-class LinearCapture(Capture):
-    """``nn.Linear``: rows are examples (module docstring)."""
-
-    kind = family = "linear"
+class _WeightWithBiasColumn:
+    """A layer whose bias is the last column of its block (``abar = (a, 1)``): Linear and Conv2d."""
 
     @property
     def parameters(self):
@@ -158,6 +156,12 @@ class LinearCapture(Capture):
     @property
     def has_bias_column(self) -> bool:
         return self.module.bias is not None
+
+
+class LinearCapture(_WeightWithBiasColumn, Capture):
+    """``nn.Linear``: rows are examples (module docstring)."""
+
+    kind = family = "linear"
 
     @property
     def block_shape(self):
@@ -213,7 +217,7 @@ def _batched(x: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
     return (x[None], g[None]) if x.dim() == 3 else (x, g)
 
 
-class Conv2dCapture(Capture):
+class Conv2dCapture(_WeightWithBiasColumn, Capture):
     """``nn.Conv2d``: unfolded input patches and output gradients per output position (module docstring)."""
 
     kind, family = "conv2d", "conv"
@@ -221,15 +225,6 @@ class Conv2dCapture(Capture):
     def __init__(self, module, path="", spatial="independent", radius=None):
         super().__init__(module, path, spatial, radius)
         self.padding = _check_conv(module, path)
-
-    @property
-    def parameters(self):
-        m = self.module
-        return (m.weight,) if m.bias is None else (m.weight, m.bias)
-
-    @property
-    def has_bias_column(self) -> bool:
-        return self.module.bias is not None
 
     @property
     def block_shape(self):
