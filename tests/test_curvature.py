@@ -99,6 +99,54 @@ def test_power_svd_and_lanczos_on_dense_matrix():
             assert torch.allclose(m.T @ lz.left[i], lz.sigmas[i] * lz.right[i], atol=1e-8)
 
 
+class NoisyOp(DenseOp):
+    """Products carrying a relative rounding error of ``level`` (a float32 sum over ~10^5 rows)."""
+
+    def __init__(self, m, level, seed=0):
+        super().__init__(m)
+        self.level, self.gen = level, torch.Generator().manual_seed(seed)
+
+    def _noisy(self, x):
+        return x + self.level * torch.linalg.norm(x) * torch.randn(x.shape, generator=self.gen, dtype=x.dtype) / x.numel() ** 0.5
+
+    def matvec(self, v):
+        return self._noisy(super().matvec(v))
+
+    def rmatvec(self, u):
+        return self._noisy(super().rmatvec(u))
+
+
+def spectrum_matrix(gap=0.6):
+    gen = torch.Generator().manual_seed(6)
+    q1, _ = torch.linalg.qr(torch.randn(30, 30, generator=gen, dtype=DT))
+    q2, _ = torch.linalg.qr(torch.randn(20, 20, generator=gen, dtype=DT))
+    s = torch.tensor([1.0, gap] + [gap / (k + 2) for k in range(18)], dtype=DT)
+    return q1[:, :20] * s @ q2.T, q1[:, 0]
+
+
+def test_power_svd_stops_at_the_rounding_level_of_its_products():
+    """A residual stalled above tol but within half the dtype's digits (float32: 3.5e-4) is as good as
+    the products allow: stop there, converged and flagged, not at max_iter (svd module doc)."""
+    m, u1 = spectrum_matrix()
+    t = power_svd(NoisyOp(m, 2e-5), torch.ones(20, dtype=DT), tol=1e-6, max_iter=1000, precision=torch.float32)
+    assert t.converged and t.stalled and t.iterations < 100
+    assert abs(t.sigmas[0] - 1.0) < 1e-4 and abs(abs(torch.dot(t.left[0], u1)) - 1) < 1e-6
+    # the same noise in float64 is far above its half digits (1.5e-8): not a rounding stall
+    t64 = power_svd(NoisyOp(m, 2e-5), torch.ones(20, dtype=DT), tol=1e-6, max_iter=200)
+    assert not t64.converged and not t64.stalled and t64.iterations == 200
+    # noise above float32's half digits: never called converged
+    loud = power_svd(NoisyOp(m, 3e-3), torch.ones(20, dtype=DT), tol=1e-6, max_iter=200, precision=torch.float32)
+    assert not loud.converged and not loud.stalled and loud.iterations == 200
+
+
+def test_power_svd_slow_but_steady_convergence_is_not_a_stall():
+    """sigma_2 / sigma_1 = 0.995: the residual falls ~1 % an iteration, setting a new low each time, down
+    through float32's half digits: it must reach tol, not be called stalled."""
+    m, _ = spectrum_matrix(gap=0.995)
+    t = power_svd(DenseOp(m), torch.ones(20, dtype=DT), tol=1e-6, max_iter=5000, precision=torch.float32)
+    assert t.converged and not t.stalled and t.residuals[0] <= 1e-6 * t.sigmas[0]
+
+
 def frob_error(f, approx: KroneckerSum):
     return float(torch.linalg.norm(f - approx.to_dense()))
 

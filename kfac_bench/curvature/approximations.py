@@ -179,7 +179,7 @@ class Approximation:
             start = _identity(op.shape_g, like)  # cold start: Z(F) vec(I) = E[|g|^2 a a^T], a good first guess
         trip = power_svd(op, op.start_vector(start.to(like) if start.dtype != like.dtype else start),
                          tol=self.tol, max_iter=self.max_iter,
-                         zero_below=rounding_floor(like.dtype) * subtracted_norm)
+                         zero_below=rounding_floor(like.dtype) * subtracted_norm, precision=like.dtype)
         t = Triplet(trip.sigmas[0], op.left_matrix(trip.left[0]), op.right_matrix(trip.right[0]),
                     trip.iterations, trip.converged, trip, bool(trip.zero and trip.zero[0]))
         if warm is not None:
