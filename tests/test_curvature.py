@@ -99,6 +99,28 @@ def test_power_svd_and_lanczos_on_dense_matrix():
             assert torch.allclose(m.T @ lz.left[i], lz.sigmas[i] * lz.right[i], atol=1e-8)
 
 
+def test_sums_over_many_rows_are_chunked_in_float64_and_short_ones_untouched():
+    """rows_inner: an MLP batch's product is the plain one, bit for bit (no run's number changes); over
+    more than TALL_ROWS rows (a conv layer's N T positions) the float32 sum is accurate to float32's
+    own precision, which one BLAS sum over ~1e5 rows of a narrow matrix is not (kronecker module)."""
+    from kfac_bench.curvature.kronecker import TALL_ROWS, rows_inner
+    gen = torch.Generator().manual_seed(11)
+    short = torch.rand(1024, 6, generator=gen)
+    assert torch.equal(rows_inner(short.mT, short), short.mT @ short)
+    g = torch.rand(6 * TALL_ROWS + 7, 6, generator=gen) * 1e-3
+    w = torch.rand(g.shape[0], generator=gen)
+    exact = (g.double().mT * w.double()) @ g.double()
+    chunked = rows_inner(g.mT * w, g)
+    assert chunked.dtype == torch.float32
+    assert float(torch.linalg.norm(chunked.double() - exact) / torch.linalg.norm(exact)) < 1e-6
+    block = SampledFisherBlock(torch.rand(g.shape[0], 3, generator=gen), g)
+    block64 = block.to(torch.float64)
+    v = torch.eye(6)
+    rel = torch.linalg.norm(block.zigzag_matvec(v).double() - block64.zigzag_matvec(v.double())) / torch.linalg.norm(
+        block64.zigzag_matvec(v.double()))
+    assert float(rel) < 1e-6
+
+
 class NoisyOp(DenseOp):
     """Products carrying a relative rounding error of ``level`` (a float32 sum over ~10^5 rows)."""
 

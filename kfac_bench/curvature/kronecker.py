@@ -159,6 +159,26 @@ class KroneckerSum:
         return kronecker_sum_spectrum(self, top, **solver)
 
 
+# Rows above which a sum over rows is taken in chunks accumulated in float64 (:func:`rows_inner`)
+TALL_ROWS = 16384
+
+
+def rows_inner(xt: Tensor, y: Tensor) -> Tensor:
+    """``xt @ y`` for ``xt`` ``(., m)`` and ``y`` ``(m, .)``: a sum over ``m`` rows. Up to :data:`TALL_ROWS` rows (every
+    MLP batch) one product, as always; above, chunks of that many rows summed in float64. Why: a conv
+    layer under ``spatial="independent"`` has ``N T`` rows (295k on the MNIST CNN's first layer at batch
+    512), and one float32 product over them lost ~2e-4 relative on the narrow ``d_g = 6`` side, which
+    stalled power iterations at that residual (1000 iterations, sigma wrong in the 4th digit); chunked,
+    the residual reaches 1e-6 and sigma float64's to 6 digits, no slower (measured)."""
+    m = y.shape[0]
+    if m <= TALL_ROWS:
+        return xt @ y
+    total = torch.zeros(xt.shape[0], y.shape[1], dtype=torch.float64, device=y.device)
+    for start in range(0, m, TALL_ROWS):
+        total += (xt[:, start:start + TALL_ROWS] @ y[start:start + TALL_ROWS]).double()
+    return total.to(torch.promote_types(xt.dtype, y.dtype))
+
+
 class SampledFisherBlock:
     """The Monte-Carlo Fisher block of one layer from one batch of statistics.
 
@@ -196,16 +216,16 @@ class SampledFisherBlock:
     def zigzag_matvec(self, v: Tensor) -> Tensor:
         """``Z(F) v = (1/m) sum_t (g_t^T V g_t) a_t a_t^T``."""
         w = torch.sum((self.g @ v) * self.g, dim=1) / self.m
-        return (self.abar.mT * w) @ self.abar
+        return rows_inner(self.abar.mT * w, self.abar)
 
     def zigzag_rmatvec(self, u: Tensor) -> Tensor:
         """``Z(F)^T u = (1/m) sum_t (a_t^T U a_t) g_t g_t^T``."""
         w = torch.sum((self.abar @ u) * self.abar, dim=1) / self.m
-        return (self.g.mT * w) @ self.g
+        return rows_inner(self.g.mT * w, self.g)
 
     def kfac_factors(self) -> tuple[Tensor, Tensor]:
         """``(E[a a^T], E[g g^T])``: the KFAC factors of equation (1)."""
-        return self.abar.mT @ self.abar / self.m, self.g.mT @ self.g / self.m
+        return rows_inner(self.abar.mT, self.abar) / self.m, rows_inner(self.g.mT, self.g) / self.m
 
     def gram(self) -> Tensor:
         """``J J^T / m`` with ``J_t = vec(g_t a_t^T)``: ``(a_s.a_t)(g_s.g_t)/m``. Its non-zero
@@ -227,7 +247,7 @@ class SampledFisherBlock:
         gradient scaling the direction ``q_A,j (x) q_G,i``. ``O(m (d_a^2 + d_g^2 + d_a d_g))``."""
         g2 = (self.g @ q_g).square()          # (m, d_g): per-example gradients in G's eigenbasis
         a2 = (self.abar @ q_a).square()       # (m, d_a)
-        return g2.mT @ a2 / self.m
+        return rows_inner(g2.mT, a2) / self.m
 
     def to_dense(self) -> Tensor:
         """The explicit block. For tests and tiny problems only."""

@@ -17,16 +17,16 @@ rounding noise up to ``max_iter``. The callers pass the level below which a sing
 rounding noise (``zero_below``: :func:`rounding_floor` times the norm of what was subtracted); the
 solvers then stop and report a zero triplet (``zero=True``, sigma 0, exact: converged).
 
-A residual can also stall at the rounding level of the products, above ``tol * sigma_1``: a float32
-product summed over ~10^5 rows (a conv layer's positions under ``spatial="independent"``) carries a
-relative error that grows with the rows (measured on the MNIST CNN's first layer: 2e-5 at 74k rows,
-2e-4 at 295k, against the paper's 1e-6), and the power method would run to ``max_iter`` (1000
-iterations, 138 s for one KPSVD fit of that layer; float64 converges in 5). :func:`power_svd` stops
-when the residual has set no new low in ``STALL_ITERATIONS`` iterations while it is below
-``sqrt(eps)`` (half the dtype's digits: float32 3.5e-4, float64 1.5e-8) times sigma plus the norm of
-what was subtracted (``zero_below / rounding_floor``); the triplet is then as accurate as its products
-allow and is reported converged, with ``stalled=True``. A residual that keeps falling, however slowly
-(power iterations with sigma_2 / sigma_1 near 1), or stalls above that level, runs on to ``tol`` or
+A residual can also stall at the rounding level of the products, above ``tol * sigma_1``: float32
+products summed over ~10^5 rows (a conv layer's positions under ``spatial="independent"``) stall it at
+~2.5e-6 relative even with the chunked float64 sums of :func:`kfac_bench.curvature.kronecker.rows_inner`
+(2e-4 before them, measured on the MNIST CNN's first layer at batch 512), and the power method would run
+to ``max_iter`` (1000 iterations, 138 s for one KPSVD fit of that layer; float64 converges in 5).
+:func:`power_svd` stops when the residual has set no new low in ``STALL_ITERATIONS`` iterations while it
+is below ``sqrt(eps)`` (half the dtype's digits: float32 3.5e-4, float64 1.5e-8) times sigma plus the
+norm of what was subtracted (``zero_below / rounding_floor``); the triplet is then as accurate as its
+products allow and is reported converged, with ``stalled=True``. A residual that keeps falling, however
+slowly (power iterations with sigma_2 / sigma_1 near 1), or stalls above that level, runs on to ``tol`` or
 ``max_iter`` as before.
 """
 from __future__ import annotations
