@@ -39,6 +39,7 @@ def test_study_writes_table_figure_and_summary(tmp_path):
     assert len(table) == len(df) == 4 * len(METHODS)
     assert sorted(table["iteration"].unique()) == [1, 4, 7, 10]   # 10 iterations, 4 points spread evenly
     assert list(table["method"].unique()) == METHODS and set(table["layer"]) == {5}
+    assert (table["spatial"] == "none").all()          # a Linear layer: one block, fitted and measured (fisher.layer=auto)
     assert table[["error_frobenius", "error_spectrum"]].notna().all().all()
     assert (table["m"] == 50).all() and (table["d_a"] == 10).all() and (table["d_g"] == 6).all()
     for suffix in ("png", "pdf"):

@@ -1,5 +1,7 @@
 """Figure 1 (paper section 4.1): Error 1 and Error 2 of each approximation against the training
-iteration, one line per method, one row of two panels per layer.
+iteration, one line per method, one row of two panels per layer -- per layer and spatial treatment
+when the table has a ``spatial`` column (a convolution's methods fitted under ``independent`` and
+``exact``, each measured against the exact block; a Linear layer's ``none`` adds nothing to its title).
 
 Drawn with matplotlib's object API (``Figure`` + Agg canvas): no pyplot state, no backend switch,
 safe inside a training process or a report run. Axes are linear as in the paper unless the methods
@@ -44,6 +46,22 @@ PANELS = [
 ]
 REQUIRED = ["iteration", "layer", "method", "error_frobenius", "error_spectrum"]
 AUTO_LOG_RATIO = 30.0
+NO_SPATIAL = ("none", "nan", "")   # a spatial value that names no treatment (a Linear layer's)
+
+
+def _panel_rows(df: pd.DataFrame) -> list[tuple[object, str | None, pd.DataFrame]]:
+    """``(layer, treatment or None, rows)`` per row of panels: layers sorted, treatments in table order."""
+    layers = sorted(df["layer"].unique(), key=lambda v: (str(type(v)), v))
+    out = []
+    for layer in layers:
+        sub = df[df["layer"] == layer]
+        if "spatial" not in sub.columns:
+            out.append((layer, None, sub))
+            continue
+        spatial = sub["spatial"].astype(str)
+        for treatment in dict.fromkeys(spatial):
+            out.append((layer, None if treatment in NO_SPATIAL else treatment, sub[spatial == treatment]))
+    return out
 
 
 def _wants_log(series: list[pd.Series]) -> bool:
@@ -77,14 +95,13 @@ def plot_figure1(df: pd.DataFrame, out_stem: str | Path, title: str, *, logy: bo
     if df.empty:
         raise ValueError("Figure 1: the table is empty")
     out_stem = Path(out_stem)
-    layers = sorted(df["layer"].unique(), key=lambda v: (str(type(v)), v))
+    rows = _panel_rows(df)
     methods = _methods(df)
-    fig = Figure(figsize=(11, 3.8 * len(layers) + 0.6), constrained_layout=True)
+    fig = Figure(figsize=(11, 3.8 * len(rows) + 0.6), constrained_layout=True)
     FigureCanvasAgg(fig)
-    axes = fig.subplots(len(layers), 2, squeeze=False)
+    axes = fig.subplots(len(rows), 2, squeeze=False)
     panels = []  # (axes, layer, key, name, ylabel, [values]) -- drawn first, scaled together after
-    for row, layer in enumerate(layers):
-        sub = df[df["layer"] == layer]
+    for row, (layer, treatment, sub) in enumerate(rows):
         for col, (key, name, ylabel) in enumerate(PANELS):
             ax = axes[row][col]
             drawn = []
@@ -97,7 +114,11 @@ def plot_figure1(df: pd.DataFrame, out_stem: str | Path, title: str, *, logy: bo
                 ax.plot(line["iteration"], values, label=label, color=color, lw=1.3, ls=style,
                         marker=marker if len(line) <= 60 else None, ms=3)
                 drawn.append(values)
-            ax.set_title(f"{name}, layer {layer}")
+            if treatment and col == 0 and "optimal_rank1" in sub.columns and sub["optimal_rank1"].notna().any():
+                # a convolution's floor: the best Kronecker product of the exact block
+                best = sub.drop_duplicates("iteration").sort_values("iteration")
+                ax.plot(best["iteration"], best["optimal_rank1"], "k:", lw=1, label="optimum, rank 1 (exact block)")
+            ax.set_title(f"{name}, layer {layer}" + (f", fitted to {treatment}" if treatment else ""))
             ax.set_xlabel("iteration")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel(ylabel)

@@ -7,14 +7,32 @@ only (no moving average):
 1. one extra forward/backward with targets sampled from the model gives the layer's statistics
    (``collect_statistics``), i.e. the exact Monte-Carlo Fisher block ``F`` of the batch;
 2. every method (``fisher.methods``: optimizer config names; default every curvature method of the
-   registry but the variable-rank one) fits its estimate to the same statistics; the power-SVD / Lanczos solvers are warm-started from their result at the previous
-   evaluation point (paper section 4), one warm dict per (method, layer);
+   registry but the variable-rank one) fits its estimate to the same statistics; the power-SVD /
+   Lanczos solvers are warm-started from their result at the previous evaluation point (paper
+   section 4), one warm dict per (method, layer, treatment);
 3. :func:`kfac_bench.curvature.metrics.fisher_error` measures Error 1 and Error 2 through the
    ``m x m`` Gram route (``F`` is never formed; the cost table is in that module).
 
+Layers (``fisher.layer``: an index, a list, ``all``, or ``auto``, the default: the paper's layer 5 for
+an MLP, all for a network with convolutions) are the model's preconditioned layers in module order,
+one per module (:mod:`kfac_bench.studies.fisher_layers`): the MLP auto-encoders' ``nn.Linear``
+layers, numbered as always; the CNN auto-encoder's (``dataset=mnist_conv``) two ``nn.Conv2d`` and two
+``nn.ConvTranspose2d`` weights, layers 1-4 (a ConvTranspose2d's bias is an exact block of its own,
+fitted exactly by every method: left out). Convolutional layers (issue 32): how much of KFAC's error
+comes from its spatial assumptions, how much from the Kronecker structure. Their per-position
+statistics are captured once per point; the reference is always the EXACT block (every pair of
+positions, ``spatial_block(abar, g, "exact")``); every method is fitted to the block of each treatment
+of ``fisher.spatial`` (default ``[independent, exact]``; also ``reduce``, ``banded`` with
+``fisher.spatial_radius``) and measured against the exact block. Under ``independent`` (KFC) every
+method fits the block that assumes spatially uncorrelated derivatives; under ``exact`` the true one
+(KFAC's factors are KFC's under both, so its rows agree). The rank-1 optimum of the exact block
+(``optimal_rank1``, Theorem 3.1 over symmetric factors) is the part of KFAC's error no Kronecker
+product removes; ``summary.json``'s ``spatial`` says, per conv layer and treatment, the means per
+method and that decomposition (computed from the rows).
+
 Error against Kronecker rank (the paper's conclusion, "increasing the rank does improve the quality
 of approximation"): with ``fisher.ranks = K`` (default 5; 0 switches it off) the same blocks are also
-fitted by ``lanczos_k`` at every rank ``k = 1..K`` (one warm dict per rank and layer), with Error 1,
+fitted by ``lanczos_k`` at every rank ``k = 1..K`` (one warm dict per rank, layer and treatment), with Error 1,
 Error 2 and the optimum ``sqrt(sum_{i>k} sigma_i^2) / ||F||_F`` from the exact singular values of
 ``Z(F)`` (``fisher.optimal``), into ``fisher_rank_errors.csv``.
 
@@ -24,8 +42,9 @@ training stops after the last evaluation point (nothing after it is measured).
 
 Outputs in the run folder:
 
-* ``fisher_errors.csv``: one row per (evaluation point, layer, method): ``iteration, epoch, layer,
-  method, error_frobenius, error_spectrum, error_frobenius_optimal`` (Error 1 of the best Kronecker
+* ``fisher_errors.csv``: one row per (evaluation point, layer, method, treatment): ``iteration, layer,
+  method, spatial`` (the treatment the method was fitted to; ``none`` for a Linear layer), ``epoch,
+  error_frobenius, error_spectrum, error_frobenius_optimal`` (Error 1 of the best Kronecker
   approximation of the method's rank, from the exact singular values of ``Z(F)``; NaN for ranks
   with ``fisher.optimal=false`` and for an estimate that is not a Kronecker sum, EKFAC),
   ``seconds`` (the method's fit),
@@ -36,15 +55,18 @@ Outputs in the run folder:
   ``metric_seconds`` (Error 1 + Error 2 of this method), ``spectrum_seconds``,
   ``spectrum_solver``, ``spectrum_iterations``, ``spectrum_converged``, ``reference_seconds`` (the
   Gram work shared by the methods at this point), ``stats_seconds``, ``point_seconds`` (the whole
-  evaluation point), ``fisher_norm``, ``approx_norm``, ``train_loss`` (the batch loss), ``m``,
-  ``d_a``, ``d_g``;
-* ``fisher_rank_errors.csv``: one row per (evaluation point, layer, rank): ``iteration, epoch,
-  layer, rank, method, error_frobenius, error_spectrum, error_frobenius_optimal, seconds,
-  iterations, converged, metric_seconds, train_loss``;
-* ``figure1.png`` / ``figure1.pdf`` (:func:`kfac_bench.report.figure1.plot_figure1`) and
-  ``figure1_rank.png`` / ``.pdf`` (:func:`kfac_bench.report.rank.plot_error_vs_rank`);
+  evaluation point), ``fisher_norm``, ``approx_norm``, ``train_loss`` (the batch loss), ``m`` (rows of
+  the block fitted: ``N T`` under ``independent``), ``d_a``, ``d_g``, ``optimal_rank1``,
+  ``optimal_rank2`` (Theorem 3.1's optima of the exact block, whatever the method);
+* ``fisher_rank_errors.csv``: one row per (evaluation point, layer, treatment, rank): ``iteration,
+  epoch, layer, rank, method, spatial, error_frobenius, error_spectrum, error_frobenius_optimal,
+  seconds, iterations, converged, metric_seconds, train_loss``;
+* ``figure1.png`` / ``figure1.pdf`` (:func:`kfac_bench.report.figure1.plot_figure1`: a row of panels
+  per layer and treatment) and ``figure1_rank.png`` / ``.pdf``
+  (:func:`kfac_bench.report.rank.plot_error_vs_rank`; a conv layer's rows are "<layer> (<treatment>)");
 * ``summary.json`` (provenance, per-method means, median seconds per evaluation point, the paper's
-  claim checked) and ``config.yaml``.
+  claim checked -- over the Linear layers and the conv layers under the first treatment of
+  ``fisher.spatial`` --, ``spatial``: per conv layer and treatment) and ``config.yaml``.
 """
 from __future__ import annotations
 
@@ -63,29 +85,30 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..curvature import collect_statistics, get_likelihood
-from ..curvature.capture import layers_of_kind
+from ..curvature import SPATIAL_TREATMENTS, get_likelihood
 from ..registry import APPROXIMATIONS, METHODS, make_approximation, paper_method_names
-from ..curvature.metrics import DENSE_MAX, SPECTRUM_POWERS, SPECTRUM_RTOL, FisherReference, fisher_error
+from ..curvature.metrics import DENSE_MAX, SPECTRUM_POWERS, SPECTRUM_RTOL
 from ..data import load_dataset
 from ..models import build_autoencoder
-from ..utils import (atomic_write_json, atomic_write_text, configure_cpu_eigensolvers, git_commit, select_device,
-                    synchronize)
+from ..utils import atomic_write_json, atomic_write_text, configure_cpu_eigensolvers, git_commit, select_device
+from .fisher_layers import (EXACT, INDEPENDENT, NO_SPATIAL, RANK_METHOD, describe, evaluate_point, has_positions,
+                            spatial_table, study_captures, summarize_spatial)
 
 log = logging.getLogger("kfac_bench.fisher")
 
 REQUIRED_COLUMNS = ["iteration", "layer", "method", "error_frobenius", "error_spectrum"]
-COLUMNS = REQUIRED_COLUMNS[:3] + ["epoch"] + REQUIRED_COLUMNS[3:] + [
+COLUMNS = REQUIRED_COLUMNS[:3] + ["spatial", "epoch"] + REQUIRED_COLUMNS[3:] + [
     "error_frobenius_optimal", "seconds", "iterations", "iterations_power_1", "iterations_power_2",
     "iterations_lanczos", "converged", "sigma1", "sigma2", "metric_seconds", "spectrum_seconds",
     "spectrum_solver", "spectrum_iterations", "spectrum_converged", "reference_seconds",
-    "stats_seconds", "point_seconds", "fisher_norm", "approx_norm", "train_loss", "m", "d_a", "d_g"]
-RANK_COLUMNS = ["iteration", "epoch", "layer", "rank", "method", "error_frobenius", "error_spectrum",
+    "stats_seconds", "point_seconds", "fisher_norm", "approx_norm", "train_loss", "m", "d_a", "d_g",
+    "optimal_rank1", "optimal_rank2"]
+RANK_COLUMNS = ["iteration", "epoch", "layer", "rank", "method", "spatial", "error_frobenius", "error_spectrum",
                 "error_frobenius_optimal", "seconds", "iterations", "converged", "metric_seconds", "train_loss"]
-RANK_METHOD = "lanczos_k"   # the registry's method of any Kronecker rank
 # the subjects of the paper's Figure 1 claim ("Deflation best, all below KFAC"), checked by summarize()
 CLAIM_REFERENCE, CLAIMED_BEST = "kfac", "deflation"
 TIE_RTOL = 1e-4  # means within this relative margin of the lowest count as the best
+AUTO_LAYER, PAPER_LAYER = "auto", 5   # fisher.layer=auto: the paper's layer 5 (an MLP), else all
 
 
 def _positive_int(value, field: str, example: str) -> int:
@@ -95,8 +118,9 @@ def _positive_int(value, field: str, example: str) -> int:
 
 
 def resolve_layers(spec, n_layers: int) -> list[int]:
-    """``fisher.layer``: a 1-based index of the model's ``nn.Linear`` layers, a list of them, or
-    ``all``."""
+    """``fisher.layer``: a 1-based index of the model's preconditioned layers in module order
+    (:func:`~kfac_bench.studies.fisher_layers.study_captures`; the MLPs' ``nn.Linear`` layers), a list
+    of them, or ``all``."""
     if isinstance(spec, str) and spec.strip().lower() == "all":
         return list(range(1, n_layers + 1))
     items = spec if isinstance(spec, (list, tuple)) else [spec]
@@ -107,10 +131,18 @@ def resolve_layers(spec, n_layers: int) -> list[int]:
         except (TypeError, ValueError):
             layer = None
         if layer is None or isinstance(item, bool) or not 1 <= layer <= n_layers or str(item).strip() != str(layer):
-            raise ValueError(f"fisher.layer must be 1..{n_layers} (the n-th nn.Linear, 1-based), a list of "
-                             f"them, or all; got {spec!r} (e.g. fisher.layer=5)")
+            raise ValueError(f"fisher.layer must be 1..{n_layers} (the n-th preconditioned layer in module order, "
+                             f"1-based), a list of them, all or auto; got {spec!r} (e.g. fisher.layer=5)")
         layers.append(layer)
     return sorted(set(layers))
+
+
+def _default_layer(spec, captures: list):
+    """``fisher.layer=auto``: the paper's layer 5 for an MLP, every layer of a network with weight-sharing
+    layers (the CNN auto-encoder has four)."""
+    if isinstance(spec, str) and spec.strip().lower() == AUTO_LAYER:
+        return "all" if any(has_positions(c) for c in captures) else PAPER_LAYER
+    return spec
 
 
 def evaluation_schedule(total_iterations: int, every: int | None, points: int | None,
@@ -164,7 +196,22 @@ def _validate(cfg: Mapping) -> dict:
     if isinstance(ranks, bool) or not isinstance(ranks, int) or ranks < 0:
         raise ValueError(f"fisher.ranks must be an integer >= 0 (the largest Kronecker rank; 0 = none), got {ranks!r}")
     return dict(methods=list(dict.fromkeys(methods)), every=every, points=points, max_points=max_points,
-                epochs=epochs, batch_size=batch, lr=lr, solver=solver, ranks=ranks)
+                epochs=epochs, batch_size=batch, lr=lr, solver=solver, ranks=ranks, **_spatial_options(fisher))
+
+
+def _spatial_options(fisher: Mapping) -> dict:
+    """``fisher.spatial`` (the treatments the methods of a weight-sharing layer are fitted to; a name or
+    a list, default ``[independent, exact]``) and ``fisher.spatial_radius`` (``banded``'s band; null =
+    the layer's ``min(kernel) - 1``)."""
+    spatial = fisher.get("spatial", [INDEPENDENT, EXACT])
+    spatial = [spatial] if isinstance(spatial, str) else list(spatial or [])
+    if not spatial or any(t not in SPATIAL_TREATMENTS for t in spatial):
+        raise ValueError(f"fisher.spatial must be a non-empty list of {list(SPATIAL_TREATMENTS)}, got "
+                         f"{fisher.get('spatial')!r} (e.g. fisher.spatial=[independent,exact])")
+    radius = fisher.get("spatial_radius")
+    if radius is not None and (isinstance(radius, bool) or not isinstance(radius, int) or radius < 0):
+        raise ValueError(f"fisher.spatial_radius must be an integer >= 0 or null, got {radius!r}")
+    return dict(spatial=list(dict.fromkeys(spatial)), spatial_radius=radius)
 
 
 
@@ -268,9 +315,9 @@ class _Study:
     data: object
     likelihood: object
     model: nn.Module
-    linears: list
+    captures: list                                   # the model's preconditioned layers (study_captures)
     layers: list[int]
-    point_args: dict = field(default_factory=dict)   # _evaluate_point's settings and methods
+    point_args: dict = field(default_factory=dict)   # evaluate_point's settings and methods
     rows: list[dict] = field(default_factory=list)
     rank_rows: list[dict] = field(default_factory=list)
     iteration: int = 0
@@ -314,8 +361,11 @@ def _set_up(cfg: Mapping, out_dir: Path, opts: dict) -> _Study:
     data = load_dataset(cfg["dataset"], cfg.get("data_dir", "data"), device=device, log=log.info)
     likelihood = get_likelihood(cfg["dataset"]["likelihood"])
     model = build_autoencoder(cfg["dataset"], seed).to(device)
-    linears = layers_of_kind(model, "linear")
-    layers = resolve_layers(fisher.get("layer", 5), len(linears))
+    captures = study_captures(model, opts["spatial_radius"])
+    layers = resolve_layers(_default_layer(fisher.get("layer", AUTO_LAYER), captures), len(captures))
+    # the blocks each layer's methods are fitted to: the treatments for a weight-sharing layer, else its one block
+    fitted = [(layer, t) for layer in layers
+              for t in (opts["spatial"] if has_positions(captures[layer - 1]) else [NO_SPATIAL])]
     solver_opts = dict(tol=float(fisher.get("tol", 1e-6)), max_iter=int(fisher.get("max_iter", 1000)),
                        krylov_dim=int(fisher.get("krylov_dim", 6)), max_restarts=int(fisher.get("max_restarts", 100)))
     approximations = {name: make_approximation(name, **solver_opts) for name in opts["methods"]}
@@ -323,15 +373,16 @@ def _set_up(cfg: Mapping, out_dir: Path, opts: dict) -> _Study:
     point_args = dict(
         likelihood=likelihood, sampler=torch.Generator(device=device).manual_seed(seed + 1),
         reduction=str(fisher.get("reduction", "mean")), approximations=approximations,
-        fit_warm={(name, layer): {} for name in approximations for layer in layers},
+        fit_warm={(name, layer, t): {} for name in approximations for layer, t in fitted},
         spectrum=bool(fisher.get("spectrum", True)), spectrum_max_n=fisher.get("spectrum_max_n"),
         spectrum_opts=dict(solver=opts["solver"], rtol=float(fisher.get("spectrum_rtol", SPECTRUM_RTOL)),
                            dense_max=int(fisher.get("dense_max", DENSE_MAX)),
                            powers=int(fisher.get("spectrum_powers", SPECTRUM_POWERS))),
         optimal=bool(fisher.get("optimal", True)), device=device, rank_approximations=rank_approximations,
-        rank_warm={(k, layer): {} for k in rank_approximations for layer in layers})
+        rank_warm={(k, layer, t): {} for k in rank_approximations for layer, t in fitted},
+        treatments=opts["spatial"])
     return _Study(cfg=cfg, out_dir=out_dir, opts=opts, seed=seed, device=device, data=data, likelihood=likelihood,
-                  model=model, linears=linears, layers=layers, point_args=point_args)
+                  model=model, captures=captures, layers=layers, point_args=point_args)
 
 
 def _plan(study: _Study) -> tuple[list[int], str]:
@@ -342,15 +393,22 @@ def _plan(study: _Study) -> tuple[list[int], str]:
     schedule = evaluation_schedule(opts["epochs"] * n_batches, opts["every"], opts["points"], opts["max_points"])
     title = (f"Figure 1: {str(data.name).upper()} layer {', '.join(map(str, layers))}, "
              f"Adam lr {opts['lr']:g}, batch {opts['batch_size']}")
+    spatial = [layer for layer in layers if has_positions(study.captures[layer - 1])]
+    if spatial:
+        title += f"; conv layers fitted to {' / '.join(opts['spatial'])}, measured against the exact block"
     if data.source == "generated":
         title += f" (GENERATED STAND-IN data, generator v{data.details.get('generator_version')})"
     log.info("fisher study: %s, layer(s) %s (of %d), methods %s; %d evaluation points over %d iterations "
-             "(%d epochs of %d)", data.description, layers, len(study.linears), ", ".join(opts["methods"]),
+             "(%d epochs of %d)", data.description, layers, len(study.captures), ", ".join(opts["methods"]),
              len(schedule), schedule[-1], opts["epochs"], n_batches)
+    if spatial:
+        log.info("weight-sharing layer(s) %s: every method fitted under spatial = %s, each measured against the "
+                 "exact block", spatial, ", ".join(opts["spatial"]))
     spectrum_max_n = study.point_args["spectrum_max_n"]
     for layer in layers:
-        lin = study.linears[layer - 1]
-        n = (lin.in_features + (lin.bias is not None)) * lin.out_features
+        d_g, d_a = study.captures[layer - 1].block_shape
+        n = d_g * d_a
+        log.info("layer %d: %s", layer, describe(study.captures[layer - 1]))
         if study.point_args["spectrum"] and spectrum_max_n is not None and n > int(spectrum_max_n):
             log.warning("layer %d: n = %d > fisher.spectrum_max_n = %s: Error 2 of the rank-2 methods is "
                         "not computed (NaN) there", layer, n, spectrum_max_n)
@@ -393,7 +451,7 @@ def _train_and_measure(study: _Study, schedule: list[int]) -> None:
 
 def _measure_point(study: _Study, x: torch.Tensor, epoch: int, loss_value: float) -> float:
     """Every method at one evaluation point, its rows added and written; the point's seconds."""
-    point_rows, point_rank_rows = _evaluate_point(study.model, study.linears, study.layers, x, **study.point_args)
+    point_rows, point_rank_rows = evaluate_point(study.model, study.captures, study.layers, x, **study.point_args)
     for r in point_rows + point_rank_rows:
         r.update(iteration=study.iteration, epoch=epoch, train_loss=loss_value)
     study.rows += point_rows
@@ -404,21 +462,43 @@ def _measure_point(study: _Study, x: torch.Tensor, epoch: int, loss_value: float
     return point_rows[0]["point_seconds"]
 
 
+def _primary(df: pd.DataFrame, treatments: list[str]) -> pd.DataFrame:
+    """The rows of the per-method summary and the paper's claim: every Linear layer's and each
+    weight-sharing layer's under the first treatment of ``fisher.spatial`` (the other treatments are
+    summarised per layer, :func:`~kfac_bench.studies.fisher_layers.summarize_spatial`)."""
+    return df[df["spatial"].astype(str).isin([NO_SPATIAL, treatments[0]])]
+
+
+def _rank_figure_rows(rank_df: pd.DataFrame) -> pd.DataFrame:
+    """The error-vs-rank figure draws one row per ``layer``: a weight-sharing layer's rows become
+    ``"<layer> (<treatment>)"``, one row per treatment."""
+    spatial = rank_df["spatial"].astype(str)
+    if (spatial == NO_SPATIAL).all():
+        return rank_df
+    out = rank_df.copy()
+    out["layer"] = [str(layer) if t == NO_SPATIAL else f"{layer} ({t})" for layer, t in zip(out["layer"], spatial)]
+    return out
+
+
 def _publish(study: _Study, df: pd.DataFrame, schedule: list[int], title: str, started: str, total_s: float) -> None:
     """Figures, summary.json and the log's tables."""
     from ..report.figure1 import plot_figure1
     out_dir, opts, data, device = study.out_dir, study.opts, study.data, study.device
     figures = plot_figure1(df, out_dir / "figure1", title)
-    summary = summarize(df)
+    summary = summarize(_primary(df, opts["spatial"]))
     if study.rank_rows:
         from ..report.rank import plot_error_vs_rank
         rank_df = _write_rank_csv(out_dir, study.rank_rows)
-        summary["ranks"] = summarize_ranks(rank_df)
-        figures += plot_error_vs_rank(rank_df, out_dir / "figure1_rank", title + " -- error vs Kronecker rank")
+        summary["ranks"] = summarize_ranks(_primary(rank_df, opts["spatial"]))
+        figures += plot_error_vs_rank(_rank_figure_rows(rank_df), out_dir / "figure1_rank",
+                                      title + " -- error vs Kronecker rank")
+    described = {str(layer): describe(study.captures[layer - 1]) for layer in study.layers}
+    if (df["spatial"].astype(str) != NO_SPATIAL).any():
+        summary["spatial"] = summarize_spatial(df, CLAIM_REFERENCE)
     summary.update({
         "dataset": data.name, "dataset_source": data.source, "dataset_description": data.description,
         "dataset_details": data.details, "dataset_generator_version": data.details.get("generator_version"),
-        "layers": study.layers,
+        "layers": study.layers, "layer_descriptions": described, "spatial_treatments": opts["spatial"],
         "evaluation_iterations": schedule, "iterations_trained": study.iteration, "epochs": opts["epochs"],
         "batch_size": opts["batch_size"], "adam_lr": opts["lr"], "seed": study.seed, "total_time_s": total_s,
         "device": str(device),
@@ -428,6 +508,12 @@ def _publish(study: _Study, df: pd.DataFrame, schedule: list[int], title: str, s
         "figures": [str(p) for p in figures], "figure_title": title,
     })
     atomic_write_json(out_dir / "summary.json", summary)
+    _log_summary(summary, figures, total_s, described)
+    log.info("run folder %s", out_dir)
+
+
+def _log_summary(summary: dict, figures: list, total_s: float, described: dict) -> None:
+    """The log's tables: the per-method means, error vs rank, the paper's claim, the conv layers."""
     log.info("Figure 1 study done: %d evaluation points, median %.2f s per point (%.1f s in all); %s\n%s",
              summary.get("points", 0), summary.get("median_seconds_per_point", float("nan")), total_s,
              ", ".join(str(p) for p in figures), _summary_table(summary))
@@ -439,114 +525,6 @@ def _publish(study: _Study, df: pd.DataFrame, schedule: list[int], title: str, s
         log.info("%s: lowest mean %s; every mean below KFAC's: %s; fraction of points below KFAC: %s", name,
                  " = ".join(claim.get("best_methods", [])), claim.get("all_means_below_kfac"),
                  {m: round(v, 3) for m, v in claim.get("fraction_of_points_below_kfac", {}).items()})
-    log.info("run folder %s", out_dir)
-
-
-def _method_row(layer, name, fit, fit_s, err, optimum, metric_s, ref, stats_s, block) -> dict:
-    """One method's row of ``fisher_errors.csv`` at an evaluation point (without point_seconds)."""
-    # the solvers' singular values belong to the last terms (KFAC-corrected: its correction)
-    sigmas = [float("nan")] * (fit.approximation.rank - len(fit.sigmas)) + list(fit.sigmas)
-    its = fit.iterations
-    return {
-        "layer": layer, "method": name,
-        "error_frobenius": err["error_frobenius"], "error_spectrum": err["error_spectrum"],
-        "error_frobenius_optimal": optimum,
-        "seconds": fit_s, "iterations": int(sum(its.values())) if its else 0,
-        "iterations_power_1": its.get("power_1", float("nan")),
-        "iterations_power_2": its.get("power_2", float("nan")),
-        "iterations_lanczos": its.get("lanczos", float("nan")),
-        "converged": bool(fit.converged),
-        "sigma1": sigmas[0] if len(sigmas) > 0 else float("nan"),
-        "sigma2": sigmas[1] if len(sigmas) > 1 else float("nan"),
-        "metric_seconds": metric_s, "spectrum_seconds": err["seconds_spectrum"],
-        "spectrum_solver": err["spectrum_solver"], "spectrum_iterations": err["spectrum_iterations"],
-        "spectrum_converged": bool(err["spectrum_converged"]), "reference_seconds": ref.seconds,
-        "stats_seconds": stats_s, "fisher_norm": err["fisher_norm"], "approx_norm": err["approx_norm"],
-        "m": block.m, "d_a": block.shape_a, "d_g": block.shape_g,
-    }
-
-
-def _evaluate_point(model, linears, layers, x, likelihood, sampler, reduction, approximations, fit_warm,
-                    spectrum, spectrum_max_n, spectrum_opts, optimal, device, rank_approximations=None,
-                    rank_warm=None) -> tuple[list[dict], list[dict]]:
-    """All methods and metrics at one evaluation point, and the error-vs-rank rows; rows without
-    iteration/epoch/loss.
-
-    Warm starts of the spectrum eigensolver: methods whose approximation is the best Kronecker
-    approximation of their rank (the registry's ``best_of_rank``: Deflation and Lanczos at rank 2)
-    agree to solver tolerance, so the second one reuses the first one's Ritz basis: when both solvers
-    converged, one Rayleigh-Ritz step on it is exact to second order in their difference and is all
-    the second one costs. Everything else starts cold from the Kronecker eigenvectors of its first
-    term: a new mini-batch moves the top eigenvectors so much that the previous point's basis cost
-    more steps than a cold start (MNIST layer 5: 5 vs 3). The error-vs-rank fits are another matrix
-    at every rank; each starts from the previous rank's basis (not trusted: refined to ``rtol``).
-    """
-    rank_approximations = rank_approximations or {}
-    synchronize(device)
-    t_point = time.perf_counter()
-    blocks = collect_statistics(model, [linears[i - 1] for i in layers], x, likelihood, generator=sampler,
-                                reduction=reduction)
-    synchronize(device)
-    stats_s = time.perf_counter() - t_point
-    rows, rank_rows = [], []
-    sigmas_needed = max([2] + [approx.rank for approx in approximations.values()] + list(rank_approximations))
-    for layer, block in zip(layers, blocks):
-        best_basis: dict[int, dict] = {}       # rank -> the shared basis of the best-of-rank methods
-        best_converged: dict[int, bool] = {}
-        ref = FisherReference.from_block(block, zigzag_sigmas=sigmas_needed if optimal else False)
-        n = block.shape_a * block.shape_g
-        def timed_fit(approx, warm):
-            synchronize(device)
-            t0 = time.perf_counter()
-            fit = approx.fit(block, warm=warm)
-            synchronize(device)
-            return fit, time.perf_counter() - t0
-
-        def wants_spectrum(estimate) -> bool:
-            # a closed-form spectrum (a Kronecker product, EKFAC's diagonal) always; one that needs an
-            # eigensolver only on layers up to spectrum_max_n
-            return spectrum and (not estimate.spectrum_needs_eigensolve or spectrum_max_n is None
-                                 or n <= int(spectrum_max_n))
-
-        def optimum(estimate) -> float:
-            # Theorem 3.1's optimum of the estimate's Kronecker rank; none for another structure
-            k = estimate.kronecker_rank
-            return ref.optimal_error(k) if optimal and k is not None else float("nan")
-
-        for name, approx in approximations.items():
-            fit, fit_s = timed_fit(approx, fit_warm[(name, layer)])
-            rank = fit.approximation.rank
-            do_spectrum = wants_spectrum(fit.approximation)
-            t0 = time.perf_counter()
-            same_target = METHODS[name].best_of_rank and rank >= 2
-            basis = best_basis.setdefault(rank, {})
-            err = fisher_error(ref, fit.approximation, spectrum=do_spectrum,
-                               warm=basis if same_target else None,
-                               trust_warm=same_target and best_converged.get(rank, True) and fit.converged,
-                               **spectrum_opts)
-            if same_target:
-                best_converged[rank] = (best_converged.get(rank, True) and bool(fit.converged)
-                                        and bool(err["spectrum_converged"]))
-            synchronize(device)
-            metric_s = time.perf_counter() - t0
-            rows.append(_method_row(layer, name, fit, fit_s, err, optimum(fit.approximation), metric_s, ref,
-                                    stats_s, block))
-        rank_basis: dict = {}
-        for k, approx in rank_approximations.items():
-            fit, fit_s = timed_fit(approx, rank_warm[(k, layer)])
-            do_spectrum = wants_spectrum(fit.approximation)
-            t0 = time.perf_counter()
-            err = fisher_error(ref, fit.approximation, spectrum=do_spectrum, warm=rank_basis, **spectrum_opts)
-            synchronize(device)
-            rank_rows.append({
-                "layer": layer, "rank": k, "method": RANK_METHOD,
-                "error_frobenius": err["error_frobenius"], "error_spectrum": err["error_spectrum"],
-                "error_frobenius_optimal": optimum(fit.approximation),
-                "seconds": fit_s, "iterations": int(sum(fit.iterations.values())), "converged": bool(fit.converged),
-                "metric_seconds": time.perf_counter() - t0,
-            })
-    synchronize(device)
-    point_s = time.perf_counter() - t_point
-    for r in rows:
-        r["point_seconds"] = point_s
-    return rows, rank_rows
+    if "spatial" in summary:
+        log.info("Weight-sharing layers, per spatial treatment (the tables above: layers under %s):\n%s",
+                 summary["spatial_treatments"][0], spatial_table(summary["spatial"], described, CLAIM_REFERENCE))
