@@ -11,7 +11,7 @@ import warm_process
 
 from kfac_bench.studies import bench
 from kfac_bench.studies.bench_method import BenchedMethod, median_ci
-from kfac_bench.studies.bench_common import optimizer_config
+from kfac_bench.studies.bench_common import input_size, optimizer_config
 from kfac_bench.studies.bench import COLUMNS, LAYER_COLUMNS, run_bench
 
 REPO = Path(__file__).resolve().parents[1]
@@ -162,6 +162,46 @@ def test_variable_rank_method_is_timed_at_every_requested_rank(tmp_path):
     assert set(layers.loc[layers["method"] == "lanczos_k", "rank"]) == {1, 2, 3}
 
 
+CONV = {"name": "tiny_conv", "model": {"kind": "conv_autoencoder", "image_shape": [1, 8, 8], "channels": [2, 3],
+                                       "kernel_size": 3}, "batch_size": 8, "likelihood": "bernoulli"}
+TREATMENTS = ["independent", "reduce", "exact", "banded"]
+
+
+def test_a_cnn_is_benched_under_every_treatment_with_its_cost_ratios(tmp_path):
+    """Issue 32: the bench on a convolutional auto-encoder (Conv2d, ConvTranspose2d and its bias block),
+    every curvature method once per treatment of positions, each with its costs over independent's."""
+    methods = ["kfac", "lanczos", "kfac_corrected"]
+    df = run_bench(tiny_cfg(datasets=[CONV], methods=methods, spatial=TREATMENTS, rounds=2, update_rounds=2,
+                            refit=False), tmp_path)
+    assert list(zip(df["method"], df["spatial"].fillna("-"))) == [("sgd", "-")] + [
+        (m, t) for m in methods for t in TREATMENTS]
+    kron = df[df["method"] != "sgd"]
+    for col in ("step_ms", "stats_ms", "factors_ms", "inverse_ms", "bare_ms", "solve_ms", "floor_ratio",
+                "stats_vs_independent", "stats_factors_vs_independent", "curvature_vs_independent",
+                "step_vs_independent", "ratio_kfac"):
+        assert (kron[col] > 0).all() and kron[col].map(math.isfinite).all(), col
+    independent = kron[kron["spatial"] == "independent"]
+    assert (independent["stats_vs_independent"] == 1.0).all() and (independent["step_vs_independent"] == 1.0).all()
+    assert df.loc[df["method"] == "sgd", "stats_vs_independent"].isna().all()
+    assert (kron.loc[kron["method"] == "kfac", "ratio_kfac"] == 1.0).all()   # KFAC under the same treatment
+    layers = pd.read_csv(tmp_path / "bench_layers.csv")
+    assert list(layers.columns) == LAYER_COLUMNS
+    # per method and treatment: 2 Conv2d blocks, 2 ConvTranspose2d weight blocks and their 2 bias blocks
+    one = layers[(layers["method"] == "kfac") & (layers["spatial"] == "exact")]
+    assert list(one["capture"]) == ["conv2d", "conv2d", "conv_transpose2d", "conv_transpose2d_bias",
+                                    "conv_transpose2d", "conv_transpose2d_bias"]
+    assert list(zip(one["d_g"], one["d_a"])) == [(2, 10), (3, 19), (3, 18), (2, 1), (2, 9), (1, 1)]
+    assert (layers["bare_ms"] > 0).all() and (layers["solve_ms"] > 0).all()
+    md = (tmp_path / "bench.md").read_text()
+    assert "stats_vs_independent" in md and "| tiny_conv | lanczos | 2 | exact |" in md
+
+
+def test_the_treatments_are_ignored_without_a_weight_sharing_layer(tmp_path):
+    df = run_bench(tiny_cfg(datasets=TINY[1:], methods=["kfac"], spatial=["independent", "exact"], rounds=1,
+                            update_rounds=1, refit=False), tmp_path)
+    assert list(df["method"]) == ["sgd", "kfac"] and df["spatial"].isna().all()
+
+
 def test_sgd_baseline_is_added(tmp_path):
     cfg = tiny_cfg(datasets=TINY[1:], methods=["kfac"], rounds=1, update_rounds=1, refit=False)
     df = run_bench(cfg, tmp_path)
@@ -178,6 +218,8 @@ def test_sgd_baseline_is_added(tmp_path):
     ({"data": "imagenet"}, "bench.data"),
     ({"threads": 0}, "bench.threads"),
     ({"datasets": [{"name": "x", "layers": [4, 4]}]}, "inline dataset"),
+    ({"spatial": ["independent", "diagonal"]}, "bench.spatial"),
+    ({"spatial": ["exact", "exact"]}, "bench.spatial"),
 ])
 def test_invalid_settings_are_rejected(tmp_path, options, match):
     with pytest.raises(ValueError, match=match):
@@ -209,6 +251,10 @@ def test_dataset_names_load_the_paper_batch_sizes():
     assert bench._dataset_config("curves")["batch_size"] == 256
     assert bench._dataset_config("mnist")["batch_size"] == 512
     assert bench._dataset_config("faces")["batch_size"] == 1024
+    assert bench._dataset_config("mnist_conv")["batch_size"] == 512
+    assert input_size(bench._dataset_config("mnist_conv")) == 784 == input_size(bench._dataset_config("mnist"))
+    assert optimizer_config("kfac", bench._bench_settings(tiny_cfg()), spatial="exact")["spatial"] == "exact"
+    assert "spatial" not in optimizer_config("sgd", bench._bench_settings(tiny_cfg()), spatial="exact")
 
 
 @pytest.mark.slow

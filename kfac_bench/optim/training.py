@@ -135,13 +135,17 @@ def as_training_optimizer(optimizer) -> TrainingOptimizer:
     return FirstOrder(optimizer)
 
 
-def layer_gradient(layer: nn.Linear) -> Tensor | None:
-    """The layer's gradient as one matrix ``[dW | db]`` (bias last, like ``a_bar``); None when the
-    weight has no gradient."""
-    grad = layer.weight.grad
-    if grad is None or layer.bias is None:
+def layer_gradient(layer, part: int = 0) -> Tensor | None:
+    """One curvature block's gradient as one matrix ``[dW | db]`` (bias last, like ``a_bar``; no bias
+    column where the block has none), in the block's ``(d_g, d_a)`` coordinates; None when the
+    weight has no gradient. ``layer``: a :class:`~kfac_bench.curvature.capture.Capture`, or a module,
+    taken as its ``part``-th capture (a ConvTranspose2d with a bias has two blocks: 0 its weight's,
+    1 its bias's), through the capture's ``gradient()`` -- no branch on the module's type here."""
+    from ..curvature.capture import Capture, captures_for
+    capture = layer if isinstance(layer, Capture) else captures_for(layer)[part]
+    grad, bias_grad = capture.gradient()
+    if grad is None or bias_grad is None:
         return grad
-    bias_grad = layer.bias.grad if layer.bias.grad is not None else torch.zeros_like(layer.bias)
     return torch.cat([grad, bias_grad[:, None]], dim=1)
 
 

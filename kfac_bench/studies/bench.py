@@ -59,6 +59,14 @@ method whose Kronecker rank is an option (``lanczos_k``) is timed at each rank o
 (null: its config's rank), one row per rank (column ``rank``). ``ratio_kfac`` is the amortised step
 over KFAC's (when KFAC is benched).
 
+Convolutions (issue 32): every block is reached through its capture
+(:mod:`kfac_bench.curvature.capture`: its gradient in the block's ``(d_g, d_a)`` coordinates and its
+shape), so a CNN (``dataset=mnist_conv``) is benched like an MLP. ``bench.spatial`` (a list of
+treatments of a convolution's positions, :mod:`kfac_bench.curvature.spatial`) times each curvature
+method once per treatment, in the same interleaved rounds (column ``spatial``); ``stats_vs_independent``,
+``stats_factors_vs_independent``, ``curvature_vs_independent`` and ``step_vs_independent`` are a row's
+costs over the same method's under ``independent``. Ignored on a model without convolutions.
+
 Outputs in ``out_dir``: ``bench.csv`` and ``bench.md`` (one row per dataset, method and rank),
 ``bench_layers.csv`` (per-layer profile of every Kronecker method), ``bench.json`` (the settings
 and the environment). All times are milliseconds.
@@ -83,6 +91,9 @@ from omegaconf import OmegaConf
 from .bench_common import bench_batches, markdown_table
 from .bench_method import BenchedMethod, is_update, median, median_ci, syncer, warm_up_linalg
 from ..configs import config_dir
+from ..curvature.capture import captures_for
+from ..curvature.spatial import SPATIAL_TREATMENTS
+from ..models import build_autoencoder
 from ..registry import first_order_method_names, get_method, method_names
 from ..utils import atomic_write_text, git_commit, select_device
 
@@ -97,6 +108,8 @@ DEFAULTS: dict = {
     "datasets": ["curves", "mnist", "faces"],
     "methods": "all",         # registry names, or all (kfac_bench.registry)
     "ranks": None,            # ranks of a variable-rank method (lanczos_k); None: its config's
+    "spatial": None,          # treatments of a convolution's positions, one row each per curvature method
+                              # (on a model with a weight-sharing layer); None: the configs' (independent)
     "steps": 4,               # slots per round: every method takes one step per slot
     "rounds": 3,              # rounds (order rotated every round; medians over all of them)
     "T1": 100,
@@ -115,7 +128,7 @@ DEFAULTS: dict = {
 }
 
 COLUMNS = [
-    "dataset", "method", "rank", "batch_size", "data", "device",
+    "dataset", "method", "rank", "spatial", "batch_size", "data", "device",
     "step_ms", "ratio_sgd", "ratio_kfac", "regular_step_ms", "update_step_ms",
     "stats_ms", "factors_ms", "factors_source", "iters", "factors_first_ms", "iters_first",
     "factors_warm_refit_ms", "iters_warm_refit", "factors_cold_ms", "iters_cold", "inverse_ms",
@@ -124,11 +137,15 @@ COLUMNS = [
     "floor_ok", "curvature_ok", "lanczos_vs_deflation", "lanczos_vs_deflation_lo", "lanczos_vs_deflation_hi",
     "lanczos_vs_deflation_curvature", "lanczos_ok",
     "timed_steps", "update_steps",
+    # the same method under spatial=independent (same dataset, same run): statistics phase, its
+    # statistics + factor phases (exact's per-example gradients are formed at the first product, in
+    # the factor phase), the amortised curvature work and the amortised step
+    "stats_vs_independent", "stats_factors_vs_independent", "curvature_vs_independent", "step_vs_independent",
     "failure",            # the error that stopped a method (its other columns empty); the others go on
 ]
 
 LAYER_COLUMNS = [
-    "dataset", "method", "layer", "d_out", "d_in_plus_1", "rank",
+    "dataset", "method", "spatial", "layer", "capture", "d_g", "d_a", "rank",
     "factors_first_ms", "iters_first", "factors_ms", "iters", "factors_warm_refit_ms", "iters_warm_refit",
     "factors_cold_ms", "iters_cold", "inverse_ms", "solve_ms", "bare_ms", "solve_over_bare",
 ]
@@ -166,6 +183,7 @@ def _bench_settings(cfg: dict) -> dict:
             raise ValueError(f"bench.{key} must be an integer >= {low}, got {v!r}")
     if bench["update_rounds"] > bench["rounds"]:
         raise ValueError(f"bench.update_rounds ({bench['update_rounds']}) exceeds bench.rounds ({bench['rounds']})")
+    bench["spatial"] = _spatial_setting(bench["spatial"])
     th = bench["threads"]
     if th is not None and (not isinstance(th, int) or th < 1):
         raise ValueError(f"bench.threads must be null or an integer >= 1, got {th!r}")
@@ -174,6 +192,17 @@ def _bench_settings(cfg: dict) -> dict:
     if not bench["datasets"]:
         raise ValueError("bench.datasets is empty")
     return bench
+
+
+def _spatial_setting(spatial) -> list[str] | None:
+    if spatial is None:
+        return None
+    spatial = [spatial] if isinstance(spatial, str) else list(spatial)
+    unknown = [t for t in spatial if t not in SPATIAL_TREATMENTS]
+    if not spatial or unknown or len(set(spatial)) != len(spatial):
+        raise ValueError(f"bench.spatial must be null or a list of distinct treatments among "
+                         f"{list(SPATIAL_TREATMENTS)}, got {spatial!r}")
+    return spatial
 
 
 def _dataset_config(entry) -> dict:
@@ -186,20 +215,36 @@ def _dataset_config(entry) -> dict:
             raise ValueError(f"bench.datasets: unknown dataset {entry!r}; choose among {names}")
         return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     ds = dict(entry)
-    missing = [k for k in ("name", "layers", "batch_size", "likelihood") if k not in ds]
+    missing = [k for k in ("name", "batch_size", "likelihood") if k not in ds]
+    if "layers" not in ds and "image_shape" not in (ds.get("model") or {}):
+        missing.append("layers")
     if missing:
-        raise ValueError(f"bench.datasets: an inline dataset needs {missing}")
+        raise ValueError(f"bench.datasets: an inline dataset needs {missing} (a convolutional model: "
+                         f"model.image_shape instead of layers)")
     return ds
 
 
-def _bench_entries(bench: dict) -> list[tuple[str, int | None]]:
-    """(method, rank) pairs to time: one per method, one per ``bench.ranks`` entry for a method
-    whose rank is an option (rank None: the config's)."""
+def _bench_entries(bench: dict, ds: dict | None = None, seed: int = 0) -> list[tuple[str, int | None, str | None]]:
+    """(method, rank, spatial) to time: one per method, one per ``bench.ranks`` entry for a method
+    whose rank is an option (rank None: the config's), each curvature method once per ``bench.spatial``
+    treatment where the dataset's model has a weight-sharing layer (spatial None: the config's)."""
+    treatments = bench.get("spatial")
+    if treatments and ds is not None and not _has_spatial_layers(ds, seed):
+        log.info("bench %s: no weight-sharing layer, bench.spatial ignored", ds["name"])
+        treatments = None
     entries = []
     for m in bench["methods"]:
-        variable = get_method(m).rank_option is not None
-        entries += [(m, r) for r in bench["ranks"]] if variable and bench["ranks"] else [(m, None)]
+        entry = get_method(m)
+        ranks = bench["ranks"] if entry.rank_option is not None and bench["ranks"] else [None]
+        spatial = treatments if entry.is_curvature and treatments else [None]
+        entries += [(m, r, t) for t in spatial for r in ranks]
     return entries
+
+
+def _has_spatial_layers(ds: dict, seed: int) -> bool:
+    """Whether the dataset's model has a layer whose statistics take a treatment of positions."""
+    model = build_autoencoder(ds, seed)
+    return any(c.treatment in SPATIAL_TREATMENTS for m in model.modules() for c in captures_for(m))
 
 
 # ------------------------------------------------------------------------------ one dataset
@@ -207,7 +252,8 @@ def _bench_dataset(ds: dict, bench: dict, cfg: dict, device) -> tuple[list[dict]
     seed = int(cfg.get("seed", 0))
     sync = syncer(device)
     batches, data_label = bench_batches(ds, bench, cfg.get("data_dir", "data"), device, seed)
-    methods = [BenchedMethod(m, ds, bench, device, seed, rank) for m, rank in _bench_entries(bench)]
+    methods = [BenchedMethod(m, ds, bench, device, seed, rank, spatial)
+               for m, rank, spatial in _bench_entries(bench, ds, seed)]
     target_s = float(bench["product_target_ms"]) / 1e3
     # Warm-up, untimed: one forward/backward of every model (allocator, autograd), no update.
     for m in methods:
@@ -240,7 +286,8 @@ def _bench_dataset(ds: dict, bench: dict, cfg: dict, device) -> tuple[list[dict]
     sgd_slot = {st["slot"]: st["total"] for st in sgd.steps}
     sgd_ms = 1e3 * median(list(sgd_slot.values()))
     for m in methods:
-        row = {"dataset": ds["name"], "method": m.name, "rank": m.rank, "batch_size": int(ds["batch_size"]),
+        row = {"dataset": ds["name"], "method": m.name, "rank": m.rank, "spatial": m.spatial,
+               "batch_size": int(ds["batch_size"]),
                "data": data_label, "device": str(device)}
         if m.failure is not None:
             rows.append({**row, "failure": m.failure})
@@ -248,27 +295,58 @@ def _bench_dataset(ds: dict, bench: dict, cfg: dict, device) -> tuple[list[dict]
             rows.append({**row, **_paired_summary(m, T1, T2, sgd_slot, sgd_ms)})
             layer_rows += [{"dataset": ds["name"], **lr_} for lr_ in m.layer_rows()]
         m.opt.close()
-    by_name = {m.key: row for m, row in zip(methods, rows) if m.failure is None}
-    if REFERENCE in by_name:
-        for row in rows:
-            row["ratio_kfac"] = row.get("step_ms", float("nan")) / by_name[REFERENCE]["step_ms"]
-    if set(LANCZOS_VS_DEFLATION) <= set(by_name):
-        lz, de = (by_name[m] for m in LANCZOS_VS_DEFLATION)
-        common = sorted(set(lz["_paired"]) & set(de["_paired"]))
-        ratios = [lz["_paired"][c] / de["_paired"][c] for c in common]
-        lo, hi = median_ci(ratios, seed)
-
-        def amortised(regular: float) -> float:
-            # The paired regular-step ratio on Deflation's regular step, plus each method's own
-            # amortised curvature work.
-            return ((regular * de["regular_step_ms"] + lz["curvature_amortised_ms"])
-                    / (de["regular_step_ms"] + de["curvature_amortised_ms"]))
-        lz["lanczos_vs_deflation"] = amortised(median(ratios))
-        lz["lanczos_vs_deflation_lo"], lz["lanczos_vs_deflation_hi"] = amortised(lo), amortised(hi)
-        lz["lanczos_vs_deflation_curvature"] = lz["curvature_amortised_ms"] / de["curvature_amortised_ms"]
+    _comparisons(methods, rows, seed)
+    _treatment_ratios(methods, rows)
     for row in rows:
         row.pop("_paired", None)
     return rows, layer_rows
+
+
+def _comparisons(methods: list["BenchedMethod"], rows: list[dict], seed: int) -> None:
+    """``ratio_kfac`` and Lanczos against Deflation, within each treatment of positions (a
+    first-order method, which has none, against KFAC under the first treatment)."""
+    live = [(m, row) for m, row in zip(methods, rows) if m.failure is None]
+    treatments = list(dict.fromkeys(m.spatial for m, _ in live if m.spatial is not None)) or [None]
+    for t in treatments:
+        by_name = {m.base_key: row for m, row in live if m.spatial == t}
+        if REFERENCE in by_name:
+            for m, row in zip(methods, rows):
+                if m.spatial == t or (m.spatial is None and t == treatments[0]):
+                    row["ratio_kfac"] = row.get("step_ms", float("nan")) / by_name[REFERENCE]["step_ms"]
+        if set(LANCZOS_VS_DEFLATION) <= set(by_name):
+            _lanczos_vs_deflation(*(by_name[m] for m in LANCZOS_VS_DEFLATION), seed)
+
+
+def _lanczos_vs_deflation(lz: dict, de: dict, seed: int) -> None:
+    common = sorted(set(lz["_paired"]) & set(de["_paired"]))
+    ratios = [lz["_paired"][c] / de["_paired"][c] for c in common]
+    lo, hi = median_ci(ratios, seed)
+
+    def amortised(regular: float) -> float:
+        # The paired regular-step ratio on Deflation's regular step, plus each method's own
+        # amortised curvature work.
+        return ((regular * de["regular_step_ms"] + lz["curvature_amortised_ms"])
+                / (de["regular_step_ms"] + de["curvature_amortised_ms"]))
+    lz["lanczos_vs_deflation"] = amortised(median(ratios))
+    lz["lanczos_vs_deflation_lo"], lz["lanczos_vs_deflation_hi"] = amortised(lo), amortised(hi)
+    lz["lanczos_vs_deflation_curvature"] = lz["curvature_amortised_ms"] / de["curvature_amortised_ms"]
+
+
+def _treatment_ratios(methods: list["BenchedMethod"], rows: list[dict]) -> None:
+    """Each row's costs over the same method's (and rank's) under ``spatial=independent``, measured in
+    the same interleaved rounds."""
+    def ident(m):
+        return m.name, m.rank
+    base = {ident(m): row for m, row in zip(methods, rows) if m.spatial == "independent" and m.failure is None}
+    for m, row in zip(methods, rows):
+        ref = base.get(ident(m))
+        if m.spatial is None or ref is None or m.failure is not None:
+            continue
+        row["stats_vs_independent"] = row["stats_ms"] / ref["stats_ms"]
+        row["stats_factors_vs_independent"] = ((row["stats_ms"] + row["factors_ms"])
+                                               / (ref["stats_ms"] + ref["factors_ms"]))
+        row["curvature_vs_independent"] = row["curvature_amortised_ms"] / ref["curvature_amortised_ms"]
+        row["step_vs_independent"] = row["step_ms"] / ref["step_ms"]
 
 
 def _paired_summary(m: "BenchedMethod", T1: int, T2: int, sgd_slot: dict, sgd_ms: float) -> dict:
@@ -312,14 +390,20 @@ def _evaluate_targets(df: pd.DataFrame, targets: dict) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------ output
-SUMMARY_COLUMNS = ["dataset", "method", "rank", "step_ms", "ratio_sgd", "ratio_kfac", "regular_step_ms", "stats_ms",
+SUMMARY_COLUMNS = ["dataset", "method", "rank", "spatial", "step_ms", "ratio_sgd", "ratio_kfac", "regular_step_ms",
+                   "stats_ms",
                    "factors_ms", "iters", "factors_cold_ms", "iters_cold", "inverse_ms",
                    "curvature_share", "precondition_ms", "bare_ms", "floor_ratio", "floor_ok",
-                   "curvature_ok", "lanczos_ok"]
+                   "curvature_ok", "lanczos_ok", "stats_vs_independent", "curvature_vs_independent"]
+
+
+def _label(row) -> str:
+    spatial = row.get("spatial")
+    return f"{row['dataset']}/{row['method']}" + (f"/{spatial}" if isinstance(spatial, str) else "")
 
 
 def _targets_text(df: pd.DataFrame, targets: dict) -> str:
-    lines = [f"- {row['dataset']}/{row['method']}: FAILED, not timed: {row['failure']}"
+    lines = [f"- {_label(row)}: FAILED, not timed: {row['failure']}"
              for _, row in df[df["failure"].notna()].iterrows()]
     kron = df[~df["method"].isin(first_order_method_names()) & df["failure"].isna()]
     for _, row in kron.iterrows():
@@ -337,7 +421,7 @@ def _targets_text(df: pd.DataFrame, targets: dict) -> str:
                           f"regular-step noise [{lo:.3f}, {hi:.3f}]{tie}; curvature work alone "
                           f"{row['lanczos_vs_deflation_curvature']:.3f}x)")
         if misses:
-            lines.append(f"- {row['dataset']}/{row['method']}: MISS " + "; ".join(misses))
+            lines.append(f"- {_label(row)}: MISS " + "; ".join(misses))
     return "\n".join(lines) if lines else "- every target met"
 
 
@@ -401,8 +485,8 @@ def run_bench(cfg: dict, out_dir: Path) -> pd.DataFrame:
         threads = torch.get_num_threads()
         warm_up_linalg(device)
         for ds in datasets:
-            log.info("bench %s: batch %d, layers %s, methods %s", ds["name"], ds["batch_size"], ds["layers"],
-                     bench["methods"])
+            log.info("bench %s: batch %d, model %s, methods %s, spatial %s", ds["name"], ds["batch_size"],
+                     ds.get("model") or ds.get("layers"), bench["methods"], bench["spatial"] or "config's")
             r, lr_ = _bench_dataset(ds, bench, cfg, device)
             rows += r
             layer_rows += lr_

@@ -18,8 +18,9 @@ from ..registry import get_method
 log = logging.getLogger("kfac_bench.studies.bench")
 
 
-def optimizer_config(method: str, bench: dict, rank: int | None = None) -> dict:
-    """conf/optimizer/<method>.yaml with the bench's lr, damping, T1, T2, rank and overrides."""
+def optimizer_config(method: str, bench: dict, rank: int | None = None, spatial: str | None = None) -> dict:
+    """conf/optimizer/<method>.yaml with the bench's lr, damping, T1, T2, rank, treatment of a
+    convolution's positions (``spatial``, a curvature method's option; None: the config's) and overrides."""
     path = config_dir() / "optimizer" / f"{method}.yaml"
     entry = get_method(method)
     node = load_optimizer_config(path) if path.is_file() else OmegaConf.create({"name": method})
@@ -31,15 +32,24 @@ def optimizer_config(method: str, bench: dict, rank: int | None = None) -> dict:
         node[k] = v
     if rank is not None:
         node[entry.rank_option] = rank
+    if spatial is not None and entry.is_curvature:
+        node.spatial = spatial
     if "tuned" in node:
         del node["tuned"]
     return OmegaConf.to_container(node, resolve=True)
 
 
+def input_size(ds: dict) -> int:
+    """The length of one flat input: the product of ``model.image_shape`` (a convolutional model
+    reshapes the flat vectors itself), else the first of ``layers`` (an MLP's)."""
+    shape = (ds.get("model") or {}).get("image_shape")
+    return math.prod(int(d) for d in shape) if shape else int(ds["layers"][0])
+
+
 def bench_batches(ds: dict, bench: dict, data_dir, device, seed: int) -> tuple[list[torch.Tensor], str]:
     """The ``bench.n_batches`` batches every method steps on (uniform random inputs, or the first
     batches of the training split with ``bench.data=dataset``) and their description."""
-    bs, d = int(ds["batch_size"]), int(ds["layers"][0])
+    bs, d = int(ds["batch_size"]), input_size(ds)
     n = int(bench["n_batches"])
     if bench["data"] == "dataset":
         from ..data import load_dataset
@@ -86,4 +96,4 @@ def markdown_table(df: pd.DataFrame, columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["optimizer_config", "bench_batches", "markdown_table"]
+__all__ = ["optimizer_config", "bench_batches", "input_size", "markdown_table"]

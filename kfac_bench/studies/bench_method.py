@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from ..curvature.capture import captures_for
 from ..curvature.stats import get_likelihood
 from ..models import build_autoencoder
 from ..optim.factory import build_training_optimizer
@@ -89,10 +90,12 @@ class BenchedMethod:
     for every method: a first-order one reports no curvature work and has no curvature layers, so
     its curvature measurements stay empty."""
 
-    def __init__(self, name: str, ds: dict, bench: dict, device, seed: int, rank: int | None = None):
+    def __init__(self, name: str, ds: dict, bench: dict, device, seed: int, rank: int | None = None,
+                 spatial: str | None = None):
         self.name = name
-        config = optimizer_config(name, bench, rank)
+        config = optimizer_config(name, bench, rank, spatial)
         self.rank = get_method(name).rank_of(config)
+        self.spatial = spatial                  # the treatment of a convolution's positions (None: config's)
         self.likelihood = get_likelihood(ds["likelihood"])
         self.model = build_autoencoder(ds, seed).to(device)
         self.opt = build_training_optimizer(config, self.model, self.likelihood.name, seed, record_timings=True)
@@ -104,9 +107,15 @@ class BenchedMethod:
         self.failure: str | None = None          # the error that took it out of the bench
 
     @property
-    def key(self) -> str:
+    def base_key(self) -> str:
+        """The method, with its rank where the rank is an option (``lanczos_k[3]``)."""
         return self.name if self.rank is None or get_method(self.name).rank_option is None \
             else f"{self.name}[{self.rank}]"
+
+    @property
+    def key(self) -> str:
+        """:attr:`base_key`, with the treatment of positions where the bench sets one (``kfac/exact``)."""
+        return self.base_key if self.spatial is None else f"{self.base_key}/{self.spatial}"
 
     def force_update(self) -> None:
         """Make the next step a statistics + inverse update, through the optimizer's public request."""
@@ -134,11 +143,20 @@ class BenchedMethod:
         self.steps.append(record)
 
     # -- preconditioning: tight-loop solves and their bare products ---------------------------
-    def _layer_inputs(self):
-        """(layer index, its curvature estimate, the layer's gradient [W | b]) of every layer with
-        an inverse (none for a first-order method)."""
+    def _blocks(self):
+        """(block index, its capture, its curvature estimate) of every curvature block, in the
+        optimizer's order: a module that appears twice (a ConvTranspose2d's weight, then its bias)
+        is its first capture, then its second (kfac_bench.curvature.capture)."""
+        seen: dict[int, int] = {}
         for i, (layer, block) in enumerate(self.opt.curvature_layers()):
-            x = layer_gradient(layer)
+            part = seen[id(layer)] = seen.get(id(layer), -1) + 1
+            yield i, captures_for(layer)[part], block
+
+    def _layer_inputs(self):
+        """(block index, its curvature estimate, the block's gradient ``[W | b]`` in its ``(d_g, d_a)``
+        coordinates) of every block with an inverse (none for a first-order method)."""
+        for i, capture, block in self._blocks():
+            x = layer_gradient(capture)
             if block.inverse is None or x is None:
                 continue
             yield i, block, x
@@ -238,12 +256,13 @@ class BenchedMethod:
         for u in self.updates:
             for i, t in u["inverse"].items():
                 inverse_times.setdefault(i, []).append(t)
-        return [self._layer_row(i, layer, block, first, later, inverse_times)
-                for i, (layer, block) in enumerate(self.opt.curvature_layers())]
+        return [self._layer_row(i, capture, block, first, later, inverse_times)
+                for i, capture, block in self._blocks()]
 
-    def _layer_row(self, i, layer, block, first, later, inverse_times) -> dict:
-        row = {"method": self.name, "layer": i, "d_out": layer.out_features,
-               "d_in_plus_1": layer.in_features + (layer.bias is not None), "rank": block.rank}
+    def _layer_row(self, i, capture, block, first, later, inverse_times) -> dict:
+        d_g, d_a = capture.block_shape
+        row = {"method": self.name, "spatial": self.spatial, "layer": i, "capture": capture.kind,
+               "d_g": d_g, "d_a": d_a, "rank": block.rank}
         if first is not None and i in first["fit"]:
             row["factors_first_ms"] = 1e3 * first["fit"][i]
             row["iters_first"] = iters_text(first["iterations"][i])

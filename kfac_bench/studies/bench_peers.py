@@ -23,6 +23,14 @@ Ratios are paired by round (a window's mean over the same round's window of the 
 the median over rounds is taken. One untimed window first pays the first (cold) update and the
 allocators' warm-up.
 
+Layers: both KFACs precondition the same layers, those both handle (:func:`common_layers`; column
+``layers``: ``all``, or our ``layers=`` paths). On the MNIST CNN auto-encoder (``dataset=mnist_conv``)
+that is its two ``nn.Conv2d`` layers (``encoder.0,encoder.2``): ASDL has no ``nn.ConvTranspose2d``
+and sends the decoder's two to the plain SGD step, and ours is restricted to match. There ASDL's KFAC
+diverges at the bench's lr (docs/bench.md, "On the CNN"): run it with ``bench.lr=0.00001``. Both treat a convolution's
+positions as independent (KFC: ``A`` over the unfolded patches of every position, ``G`` over the
+output gradients; ours ``spatial=independent``, the default).
+
 Where the two KFACs differ by design (they are not the same algorithm, only the same cost class):
 ours takes the true Fisher of the dataset's likelihood (Bernoulli for the binary images) from an
 extra forward/backward pass every T1 steps, preconditions ``[W | b]`` with the bias folded into the
@@ -50,6 +58,7 @@ import torch
 from torch import nn
 
 from .bench_common import bench_batches, markdown_table, optimizer_config
+from ..curvature.capture import captures_for
 from ..curvature.stats import get_likelihood
 from ..models import build_autoencoder
 from ..optim.factory import build_training_optimizer
@@ -59,7 +68,7 @@ log = logging.getLogger("kfac_bench.studies.bench")
 
 PEERS = {"asdl": "asdfghjkl"}     # peer name -> the distribution that provides it (import name: asdl)
 RUNNERS = ("ours_sgd", "ours_kfac", "asdl_sgd", "asdl_kfac")
-COLUMNS = ["dataset", "batch_size", "T1", "T2", "rounds",
+COLUMNS = ["dataset", "batch_size", "T1", "T2", "rounds", "layers",
            "ours_sgd_ms", "ours_kfac_ms", "asdl_sgd_ms", "asdl_kfac_ms",
            "ours_kfac_regular_ms", "asdl_kfac_regular_ms", "ours_kfac_update_ms", "asdl_kfac_update_ms",
            "ours_ratio", "asdl_ratio", "ours_over_asdl", "ours_over_asdl_lo", "ours_over_asdl_hi",
@@ -108,12 +117,32 @@ class _Runner:
         return k in self.update_slots
 
 
-def _ours(method: str, ds: dict, bench: dict, device, seed: int) -> _Runner:
-    """Our optimizer of ``method``, driven like every other through the harness's interface: the
-    step's report says whether it did curvature work."""
+def common_layers(model: nn.Module) -> list[str] | None:
+    """The module paths that both our optimizers and ASDL precondition, as our ``layers=`` option: None
+    when ASDL takes every layer ours does (the MLPs), else the paths of those it takes (the CNN:
+    ASDL 0.1a5 has no ``nn.ConvTranspose2d`` -- ``asdl.core._supported_module_classes`` lists Linear,
+    Conv2d, BatchNorm, LayerNorm, Embedding -- and leaves those layers to the plain SGD step, so ours
+    does too). Our layers come from the captures (:mod:`kfac_bench.curvature.capture`), ASDL's from
+    its ``named_supported_modules``."""
+    from asdl.core import named_supported_modules
+    theirs = {path for path, _ in named_supported_modules(model)}
+    ours = [path for path, module in model.named_modules() if captures_for(module)]
+    common = [path for path in ours if path in theirs]
+    if not common:
+        raise ValueError(f"ASDL preconditions none of the layers ours does ({ours}): nothing to compare")
+    return None if len(common) == len(ours) else common
+
+
+def _ours(method: str, ds: dict, bench: dict, device, seed: int, layers: list[str] | None = None) -> _Runner:
+    """Our optimizer of ``method`` (on the ``layers`` both libraries precondition, :func:`common_layers`),
+    driven like every other through the harness's interface: the step's report says whether it did
+    curvature work."""
     likelihood = get_likelihood(ds["likelihood"])
     model = build_autoencoder(ds, seed).to(device)
-    opt = build_training_optimizer(optimizer_config(method, bench), model, likelihood.name, seed)
+    config = optimizer_config(method, bench)
+    if layers is not None:
+        config["layers"] = list(layers)
+    opt = build_training_optimizer(config, model, likelihood.name, seed)
 
     def step(x):
         opt.zero_grad(set_to_none=True)
@@ -179,7 +208,8 @@ def _median(xs: list[float]) -> float:
 def _peer_dataset(ds: dict, bench: dict, cfg: dict, device) -> dict:
     seed = int(cfg.get("seed", 0))
     batches, _ = bench_batches(ds, bench, cfg.get("data_dir", "data"), device, seed)
-    runners = [_ours("sgd", ds, bench, device, seed), _ours("kfac", ds, bench, device, seed),
+    layers = common_layers(build_autoencoder(ds, seed))
+    runners = [_ours("sgd", ds, bench, device, seed), _ours("kfac", ds, bench, device, seed, layers),
                _asdl_sgd(ds, bench, device, seed), _asdl_kfac(ds, bench, device, seed)]
     window = math.lcm(int(bench["T1"]), int(bench["T2"]))
     order = random.Random(seed)
@@ -212,7 +242,7 @@ def _peer_dataset(ds: dict, bench: dict, cfg: dict, device) -> dict:
 
     ours_over = paired("ours_kfac", "asdl_kfac")
     row = {"dataset": ds["name"], "batch_size": int(ds["batch_size"]), "T1": int(bench["T1"]),
-           "T2": int(bench["T2"]), "rounds": rounds,
+           "T2": int(bench["T2"]), "rounds": rounds, "layers": "all" if layers is None else ",".join(layers),
            **{f"{name}_ms": 1e3 * _median(mean[name]) for name in RUNNERS},
            "ours_kfac_regular_ms": split("ours_kfac", False), "asdl_kfac_regular_ms": split("asdl_kfac", False),
            "ours_kfac_update_ms": split("ours_kfac", True), "asdl_kfac_update_ms": split("asdl_kfac", True),
@@ -242,7 +272,7 @@ def run_peers(datasets: list[dict], bench: dict, cfg: dict, device, out_dir: Pat
     finally:
         torch.set_num_threads(threads_before)
     df = pd.DataFrame(rows, columns=COLUMNS)
-    shown = ["dataset", "batch_size", "ours_sgd_ms", "ours_kfac_ms", "asdl_sgd_ms", "asdl_kfac_ms",
+    shown = ["dataset", "batch_size", "layers", "ours_sgd_ms", "ours_kfac_ms", "asdl_sgd_ms", "asdl_kfac_ms",
              "ours_ratio", "asdl_ratio", "ours_over_asdl", "ours_over_asdl_lo", "ours_over_asdl_hi", "sgd_control"]
     text = (f"Peers ({', '.join(peers)}), {device}, T1 = {bench['T1']}, T2 = {bench['T2']}: amortised step "
             f"= mean over a window of lcm(T1, T2) steps (ms, median over rounds); ours_ratio = our KFAC / "
@@ -259,4 +289,4 @@ def run_peers(datasets: list[dict], bench: dict, cfg: dict, device, out_dir: Pat
     return df
 
 
-__all__ = ["run_peers", "check_peers", "PeerUnavailable", "PEERS", "COLUMNS"]
+__all__ = ["run_peers", "check_peers", "common_layers", "PeerUnavailable", "PEERS", "COLUMNS"]
