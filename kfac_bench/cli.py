@@ -27,7 +27,7 @@ verbs:
   fisher   Figure 1: approximation errors of one layer    e.g. kfac-bench fisher dataset=mnist
   bench    what each method costs against its matrix products
   report   Figures 1-2 and the summary table from results/
-  data     data fetch|describe mnist|curves|faces         e.g. kfac-bench data describe curves
+  data     data fetch|describe mnist|curves|faces|...     e.g. kfac-bench data describe curves
 
 A sweep (run -m) exits 1 when any job failed or was refused (a diverged run is a result: 0).
 `kfac-bench --version` (-V) prints the version.
@@ -198,19 +198,26 @@ APPS = {"run": ("config", run_task), "fisher": ("fisher", fisher_task),
         "bench": ("bench", bench_task), "report": ("report", report_task)}
 
 
+# conf/dataset/ configs `data describe` takes: the auto-encoders' data and the classification problems
+DESCRIBABLE = ["mnist", "curves", "faces", "mnist_conv", "mnist_mlp", "mnist_toynet", "fashion_mnist_deeplinear",
+               "cifar10_convnet"]
+
+
 def data_main(argv: list[str]) -> int:
     from .data import DatasetError, fetch_dataset
     parser = argparse.ArgumentParser(prog="kfac-bench data", description="Download or build a dataset.")
     sub = parser.add_subparsers(dest="command", required=True)
     fetch = sub.add_parser("fetch", help="download (genuine) or build (generated) a dataset into the cache")
-    fetch.add_argument("name", choices=["mnist", "curves", "faces"])
+    fetch.add_argument("name", choices=["mnist", "curves", "faces", "fashion_mnist", "cifar10"])
     fetch.add_argument("--data-dir", default=None, help="cache folder (default: $KFAC_BENCH_DATA or ./data)")
     fetch.add_argument("--source", choices=["genuine", "generated"], default=None,
                        help="curves/faces: genuine .mat (needs internet) or our generated stand-in")
     fetch.add_argument("--olivetti", default=None,
                        help="faces generated: another olivettifaces.mat (default: $KFAC_BENCH_OLIVETTI, else the shipped copy)")
     describe = sub.add_parser("describe", help="print a dataset's scale (as training sees it) and its source")
-    describe.add_argument("name", choices=["mnist", "curves", "faces"])
+    describe.add_argument("name", choices=DESCRIBABLE,
+                          help="a dataset config of conf/dataset/ (the classification problems print their "
+                               "labels' class counts and checksums)")
     describe.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                           help="dataset config overrides, e.g. source=genuine n_train=8192 n_val=1024 "
                                "(keys of conf/dataset/<name>.yaml)")
@@ -244,6 +251,8 @@ def describe_dataset(name: str, overrides: list[str], data_dir, olivetti=None) -
     from .data import DatasetError, load_dataset
     from .data.statistics import describe_splits, format_description
     cfg = OmegaConf.load(config_dir() / "dataset" / f"{name}.yaml")
+    if "dataset" in cfg and "name" not in cfg:   # a problem config (`# @package _global_`): its dataset part
+        cfg = cfg.dataset
     for item in overrides:
         key, sep, _ = item.partition("=")
         if not sep or not key or OmegaConf.select(cfg, key.strip(), default="<missing>") == "<missing>":
@@ -257,6 +266,9 @@ def describe_dataset(name: str, overrides: list[str], data_dir, olivetti=None) -
     except Exception as err:  # an override of the wrong type, an unresolvable interpolation
         raise DatasetError(f"data describe: invalid dataset config ({err})") from None
     splits = load_dataset(container, data_dir, "cpu", log=lambda msg: print(msg, file=sys.stderr))
+    if splits.train_targets is not None:
+        from .data.labelled import describe_labelled
+        return describe_labelled(splits)
     return format_description(describe_splits(splits, container["likelihood"]))
 
 

@@ -17,6 +17,9 @@ faces    generated    OFFLINE STAND-IN, views of the Olivetti faces (:mod:`kfac_
 faces    genuine      ``newfaces_rot_single.mat`` (needs internet once, or the file put by hand)
 =======  ===========  =====================================================================
 
+The classification problems (``task: classification``: MNIST and Fashion-MNIST with their labels, the
+CIFAR-10 stand-in) are loaded by :mod:`kfac_bench.data.labelled`; their splits carry the class labels.
+
 The generated stand-ins carry a generator version (``GENERATOR_VERSION`` of their module, also in
 ``DatasetSplits.details["generator_version"]`` and in every run's ``summary.json`` as
 ``dataset_generator_version``); it changes whenever the data they deliver do.
@@ -35,8 +38,13 @@ import torch
 
 from .common import DatasetError, DatasetSplits, Log, cfg_get
 
+
+def is_classification(cfg) -> bool:
+    """Whether ``cfg`` is a classification problem (``task: classification``: :mod:`kfac_bench.data.labelled`)."""
+    return str(cfg_get(cfg, "task", "autoencoder")) == "classification"
+
 __all__ = ["DatasetError", "DatasetSplits", "load_dataset", "fetch_dataset", "generator_version",
-           "recorded_generator_version", "DATASETS", "SOURCES"]
+           "recorded_generator_version", "is_classification", "DATASETS", "SOURCES"]
 
 DATASETS = ("curves", "mnist", "faces")
 SOURCES = {"curves": ("generated", "genuine"), "mnist": ("genuine",), "faces": ("generated", "genuine")}
@@ -62,6 +70,9 @@ def _check_source(name: str, source) -> str:
 def generator_version(cfg) -> int | None:
     """The generator version this code builds for the dataset config ``cfg`` (None: genuine data),
     known without building or loading anything."""
+    if is_classification(cfg):
+        from .labelled import generator_version as labelled_version
+        return labelled_version(cfg)
     name = _check_name(cfg_get(cfg, "name", None))
     if _check_source(name, cfg_get(cfg, "source", None)) != "generated":
         return None
@@ -87,6 +98,8 @@ def load_dataset(cfg, data_dir: str | os.PathLike, device="cpu", log: Log = prin
     as contiguous float32 tensors on ``device``."""
     if cfg is None:
         raise DatasetError(f"no dataset config given; valid names: {', '.join(DATASETS)}")
+    if is_classification(cfg):
+        return _on_device(_load_labelled(cfg, data_dir, log), data_dir, device, log)
     name = _check_name(cfg_get(cfg, "name", None))
     _check_source(name, cfg_get(cfg, "source", None))
     data_dir = pathlib.Path(data_dir)
@@ -96,9 +109,20 @@ def load_dataset(cfg, data_dir: str | os.PathLike, device="cpu", log: Log = prin
         from .mnist import load_mnist as loader
     else:
         from .faces import load_faces as loader
-    splits = loader(cfg, data_dir, log=log)
+    return _on_device(loader(cfg, data_dir, log=log), data_dir, device, log)
+
+
+def _load_labelled(cfg, data_dir, log: Log) -> DatasetSplits:
+    from .labelled import load_labelled
+    return load_labelled(cfg, data_dir, log=log)
+
+
+def _on_device(splits: DatasetSplits, data_dir, device, log: Log) -> DatasetSplits:
     splits.train = splits.train.to(device=device, dtype=torch.float32).contiguous()
     splits.val = splits.val.to(device=device, dtype=torch.float32).contiguous()
+    if splits.train_targets is not None:
+        splits.train_targets = splits.train_targets.to(device=device, dtype=torch.int64).contiguous()
+        splits.val_targets = splits.val_targets.to(device=device, dtype=torch.int64).contiguous()
     splits.details = {**splits.details, "data_dir": str(data_dir), "device": str(device)}
     log(f"dataset: {splits.description}; train {tuple(splits.train.shape)}, "
         f"val {tuple(splits.val.shape)} on {device}")
@@ -114,6 +138,8 @@ def fetch_dataset(name: str, data_dir, source: str | None = None, olivetti_path=
     generated for curves and faces, genuine for mnist). ``cfg`` (optional, the dataset config
     mapping) supplies the generator parameters; without it the defaults of conf/dataset/ apply.
     """
+    if str(name) in ("fashion_mnist", "cifar10"):
+        return _fetch_labelled(str(name), data_dir, source, log)
     name = _check_name(name)
     if cfg is not None and source is None:
         source = cfg_get(cfg, "source", None)
@@ -130,3 +156,13 @@ def fetch_dataset(name: str, data_dir, source: str | None = None, olivetti_path=
     from .mnist import fetch_mnist, raw_dir_for
 
     return fetch_mnist(raw_dir_for(cfg, data_dir), log=log)
+
+
+def _fetch_labelled(name: str, data_dir, source: str | None, log: Log) -> list[pathlib.Path]:
+    """``kfac-bench data fetch fashion_mnist|cifar10``: the genuine Fashion-MNIST files (verified), or
+    the CIFAR-10 stand-in built into its cache (``--source genuine``: the hand-placed pickles verified)."""
+    from .labelled import load_labelled
+    cfg = {"name": name, "data": name, "task": "classification", "source": source}
+    splits = load_labelled(cfg, data_dir, log=log)
+    keys = ("raw_dir", "folder", "cache_file")
+    return [pathlib.Path(splits.details[k]) for k in keys if k in splits.details]

@@ -56,6 +56,10 @@ class DatasetSplits:
     val: torch.Tensor  # (n_val, d) float32, on the requested device
     description: str  # one line, says GENERATED STAND-IN where it is one
     details: dict = field(default_factory=dict)  # provenance for run summaries
+    # class labels (int64, (n,)) of a classification problem (kfac_bench.data.labelled); None for the
+    # auto-encoders, whose targets are their inputs
+    train_targets: torch.Tensor | None = None
+    val_targets: torch.Tensor | None = None
 
     @property
     def dim(self) -> int:

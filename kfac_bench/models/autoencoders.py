@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .classifiers import CLASSIFIER_KINDS, build_classifier
 from .conv_autoencoder import build_conv_autoencoder
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
@@ -52,18 +53,21 @@ def build_mlp(layers: list[int], hidden_activation: str = "relu", generator: tor
     return nn.Sequential(*modules)
 
 
-MODEL_KINDS = ("mlp", "conv_autoencoder")
+MODEL_KINDS = ("mlp", "conv_autoencoder") + CLASSIFIER_KINDS
 
 
 def build_autoencoder(dataset_cfg, seed: int = 0, init: str = "xavier_uniform") -> nn.Module:
     """The dataset's auto-encoder: its ``model.kind`` (default ``mlp``: the paper's deep MLP of
     ``layers``; ``conv_autoencoder``: the authors' MNIST CNN,
     :func:`kfac_bench.models.conv_autoencoder.build_conv_autoencoder`, with the other keys of
-    ``model`` as its arguments)."""
+    ``model`` as its arguments; a classifier kind: :func:`kfac_bench.models.classifiers.build_classifier`,
+    the same way). The one model dispatch of the harness, whatever the problem's task."""
     model = dict(dataset_cfg.get("model") or {})
     kind = model.pop("kind", "mlp")
     if kind == "conv_autoencoder":
         return build_conv_autoencoder(**model, seed=seed, init=init)
+    if kind in CLASSIFIER_KINDS:
+        return build_classifier(kind, **model, seed=seed, init=init)
     if kind != "mlp" or model:
         raise ValueError(f"dataset.model: kind {kind!r} with {sorted(model)}; choose kind one of {MODEL_KINDS} "
                          f"(mlp takes no other key: its sizes are dataset.layers)")

@@ -10,8 +10,9 @@ asked, and resumes an interrupted one; on CPU with the same seed the resumed run
 metrics as an uninterrupted one (only the times differ). Other settings are refused before anything
 is trained (:class:`~kfac_bench.runs.folder.RunFolderMismatch`).
 
-Loss convention: per-element means (mean over pixels and examples), the paper's. ``time_s`` is the
-cumulative training wall time, evaluation excluded.
+Loss convention: per-element means (mean over pixels and examples), the paper's; a classification
+problem (``dataset.task: classification``) trains on its labels, and its rows add the accuracies.
+``time_s`` is the cumulative training wall time, evaluation excluded.
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ log = logging.getLogger("kfac_bench.runs.train")
 
 METRIC_COLUMNS = ["epoch", "iteration", "time_s", "train_loss", "val_loss", "train_loss_running",
                   "eval_time_s"]
+ACCURACY_COLUMNS = ["train_accuracy", "val_accuracy"]   # classification problems only (after the others)
 FINAL_STATUSES = ("ok", "diverged")
 
 
@@ -115,6 +117,10 @@ def validate_config(cfg: Mapping) -> None:
         get_likelihood(dataset.get("likelihood"))
     except ValueError as err:
         raise ConfigError(f"dataset.likelihood: {err}") from None
+    if (dataset.get("task") == "classification") != (dataset.get("likelihood") == "categorical"):
+        raise ConfigError(f"dataset.likelihood={dataset.get('likelihood')!r} with dataset.task="
+                          f"{dataset.get('task', 'autoencoder')!r}: a classification problem (labels as targets) "
+                          f"takes likelihood=categorical, and only it does")
     try:
         authors_code.behaviour_names(cfg.get("authors_code"))
     except ValueError as err:
@@ -134,25 +140,50 @@ def read_summary(run_dir: Path) -> dict | None:
 
 def _write_metrics(run_dir: Path, rows: list[dict]) -> None:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+    columns = METRIC_COLUMNS + [c for c in ACCURACY_COLUMNS if rows and c in rows[0]]
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     for row in rows:
         writer.writerow(row)
     atomic_write_text(run_dir / "metrics.csv", buf.getvalue())
 
 
-@torch.no_grad()
 def evaluate(model, data: torch.Tensor, likelihood, batch_size: int = 4096) -> float:
-    """Per-element mean loss over a whole split."""
+    """Per-element mean loss over a whole split (an auto-encoder: the inputs are the targets)."""
+    return evaluate_split(model, data, likelihood, batch_size)[0]
+
+
+@torch.no_grad()
+def evaluate_split(model, data: torch.Tensor, likelihood, batch_size: int = 4096,
+                   targets: torch.Tensor | None = None) -> tuple[float, float | None]:
+    """``(loss, accuracy)`` over a whole split in eval mode: the per-element mean loss against ``targets``
+    (a classifier's labels: the mean cross-entropy per example, and the fraction of arg-max predictions
+    that are right) or, ``targets=None``, against the inputs (accuracy None)."""
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
+    total, count, hits = 0.0, 0, 0
     for start in range(0, data.shape[0], batch_size):
         x = data[start:start + batch_size]
-        total += float(likelihood.elementwise_nll(model(x), x).sum(dtype=torch.float64))
-        count += x.numel()
+        y = x if targets is None else targets[start:start + batch_size]
+        z = model(x)
+        nll = likelihood.elementwise_nll(z, y)
+        total += float(nll.sum(dtype=torch.float64))
+        count += nll.numel()
+        if targets is not None:
+            hits += int((z.argmax(dim=1) == y).sum())
     model.train(was_training)
-    return total / max(count, 1)
+    return total / max(count, 1), (None if targets is None else hits / max(data.shape[0], 1))
+
+
+def _evaluation(run) -> dict:
+    """The epoch row's losses (and a classifier's accuracies) on both splits."""
+    data = run.data
+    train_loss, train_acc = evaluate_split(run.model, data.train, run.likelihood, targets=data.train_targets)
+    val_loss, val_acc = evaluate_split(run.model, data.val, run.likelihood, targets=data.val_targets)
+    row = dict(train_loss=train_loss, val_loss=val_loss)
+    if data.train_targets is not None:
+        row.update(train_accuracy=train_acc, val_accuracy=val_acc)
+    return row
 
 
 
@@ -387,10 +418,8 @@ def _restore(run: _Run, ckpt: dict) -> None:
 def _record_initial_network(run: _Run) -> None:
     """Row 0 of metrics.csv: the initial network's losses."""
     t0 = time.perf_counter()
-    run.rows.append(dict(epoch=0, iteration=0, time_s=0.0,
-                         train_loss=evaluate(run.model, run.data.train, run.likelihood),
-                         val_loss=evaluate(run.model, run.data.val, run.likelihood), train_loss_running=float("nan"),
-                         eval_time_s=time.perf_counter() - t0))
+    row = dict(epoch=0, iteration=0, time_s=0.0, **_evaluation(run), train_loss_running=float("nan"))
+    run.rows.append({**row, "eval_time_s": time.perf_counter() - t0})
     _write_metrics(run.run_dir, run.rows)
 
 
@@ -403,7 +432,7 @@ def _train_epoch(run: _Run, epoch: int) -> float:
     """One epoch of steps (``run.status`` becomes ``diverged`` at a non-finite loss); returns the
     running mean of its training losses."""
     optimizer, device, bs = run.optimizer, run.device, run.batch_size
-    n_train = run.data.train.shape[0]
+    n_train, labels = run.data.train.shape[0], run.data.train_targets
     perm = torch.randperm(n_train, generator=run.shuffle).to(device)
     losses = _LossTracker()
     check_every = loss_check_interval(device)
@@ -413,8 +442,10 @@ def _train_epoch(run: _Run, epoch: int) -> float:
                disable=not run.cfg["trainer"].get("progress", True), dynamic_ncols=True, file=sys.stderr)
     for b in bar:
         x = run.data.train.index_select(0, perm[b * bs:(b + 1) * bs])
+        # the targets: an auto-encoder's inputs, a classifier's labels
+        y = x if labels is None else labels.index_select(0, perm[b * bs:(b + 1) * bs])
         optimizer.zero_grad(set_to_none=True)
-        loss = run.likelihood.batch_loss(run.model(x), x)
+        loss = run.likelihood.batch_loss(run.model(x), y)
         losses.add(run.iteration + 1, loss, x.shape[0])
         # a curvature update never sees a diverged model: the losses are read before it
         if len(losses) >= check_every or optimizer.curvature_due():
@@ -425,7 +456,7 @@ def _train_epoch(run: _Run, epoch: int) -> float:
             if check_every > 1 or b % 10 == 0:
                 bar.set_postfix(loss=f"{losses.last:.5f}", refresh=False)
         loss.backward()
-        report = optimizer.train_step(targets=x)
+        report = optimizer.train_step(targets=y)
         for fit in report.fits:
             for key, value in fit.iterations.items():
                 run.solver_counts.setdefault(key, []).append(int(value))
@@ -444,9 +475,7 @@ def _end_epoch(run: _Run, epoch: int, running: float) -> bool:
     """Evaluate the epoch's network, record it and checkpoint the run; False (``run.status``
     ``diverged``) when an evaluation loss is not finite."""
     t0 = time.perf_counter()
-    row = dict(epoch=epoch, iteration=run.iteration, time_s=run.train_time,
-               train_loss=evaluate(run.model, run.data.train, run.likelihood),
-               val_loss=evaluate(run.model, run.data.val, run.likelihood),
+    row = dict(epoch=epoch, iteration=run.iteration, time_s=run.train_time, **_evaluation(run),
                train_loss_running=running, eval_time_s=0.0)
     row["eval_time_s"] = time.perf_counter() - t0
     if not (math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])):
@@ -522,7 +551,19 @@ def _summary(run: _Run) -> dict:
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(sys.argv),
         **({"cluster": cluster} if cluster else {}),
+        **_classification_summary(run),
     }
+
+
+def _classification_summary(run: _Run) -> dict:
+    """A classifier's summary entries (none for an auto-encoder: its summary is as it was)."""
+    if run.data.train_targets is None:
+        return {}
+    last = run.rows[-1]
+    return {"task": "classification", "data": run.data.details.get("data"),
+            "dataset_stand_in": run.data.source == "generated",
+            "final_train_accuracy": last["train_accuracy"], "final_val_accuracy": last["val_accuracy"],
+            "best_val_accuracy": max(r["val_accuracy"] for r in run.rows)}
 
 
 def write_failure(run_dir: Path, cfg: Mapping, err: BaseException) -> dict:
@@ -548,4 +589,5 @@ def write_failure(run_dir: Path, cfg: Mapping, err: BaseException) -> dict:
 
 
 __all__ = ["run_training", "write_failure", "validate_config", "load_checkpoint", "ConfigError", "CheckpointError",
-           "DatasetError", "RunFolderError", "RunFolderMismatch", "evaluate", "read_summary", "METRIC_COLUMNS"]
+           "DatasetError", "RunFolderError", "RunFolderMismatch", "evaluate", "evaluate_split", "read_summary",
+           "METRIC_COLUMNS", "ACCURACY_COLUMNS"]
