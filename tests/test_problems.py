@@ -211,3 +211,20 @@ def test_data_describe_covers_the_new_problems(small_data, capsys):
     assert "GENERATED STAND-IN, generator version 1" in out and "class counts" in out
     assert "genuine files in" in out and "md5          train-images-idx3-ubyte" in out
     assert labelled.TITLES["cifar10"] in out
+
+
+def test_fisher_study_on_a_classifier_trains_adam_on_the_labels(small_data, tmp_path):
+    """`kfac-bench fisher dataset=mnist_mlp`: Adam's loss is the cross-entropy against the labels (it used to
+    be handed the inputs as targets and failed), the Fisher's targets are sampled; BatchNorm stays out."""
+    from hydra import compose, initialize_config_dir
+    from kfac_bench.studies.fisher import run_fisher_study
+    overrides = ["dataset=mnist_mlp", *SMALL_MODELS["mnist_mlp"], f"data_dir={tmp_path / 'data'}",
+                 "dataset.n_train=64", "dataset.n_val=32", "dataset.batch_size=16", "trainer.epochs=1",
+                 "trainer.progress=false", "fisher.max_points=2", "fisher.ranks=0", "fisher.layer=all",
+                 "fisher.methods=[kfac,kpsvd]", "threads=1"]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = OmegaConf.to_container(compose("fisher", overrides=overrides), resolve=True)
+    df = run_fisher_study(cfg, tmp_path / "study")
+    assert sorted(df.layer.unique()) == [1, 2, 3] and set(df.method) == {"kfac", "kpsvd"}
+    assert np.isfinite(df.error_frobenius).all() and (df.train_loss > 0).all()
+    assert df.train_loss.iloc[0] == pytest.approx(np.log(10), abs=1.5)   # a cross-entropy, not a pixel loss

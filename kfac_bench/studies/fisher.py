@@ -431,9 +431,12 @@ def _train_and_measure(study: _Study, schedule: list[int]) -> None:
         perm = torch.randperm(n_train, generator=shuffle).to(device)
         for b in range(n_batches):
             study.iteration += 1
-            x = data.train[perm[b * batch_size:(b + 1) * batch_size]]
+            batch = perm[b * batch_size:(b + 1) * batch_size]
+            x = data.train[batch]
+            # Adam's targets: an auto-encoder's inputs, a classifier's labels (the Fisher's are sampled)
+            y = x if data.train_targets is None else data.train_targets[batch]
             adam.zero_grad(set_to_none=True)
-            loss = study.likelihood.batch_loss(model(x), x)
+            loss = study.likelihood.batch_loss(model(x), y)
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
                 raise ValueError(f"non-finite training loss at iteration {study.iteration}; lower adam.lr")
