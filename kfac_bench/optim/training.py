@@ -32,6 +32,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from ..curvature.capture import Capture, captures_for
+
 
 @dataclass
 class StepReport:
@@ -141,7 +143,6 @@ def layer_gradient(layer, part: int = 0) -> Tensor | None:
     weight has no gradient. ``layer``: a :class:`~kfac_bench.curvature.capture.Capture`, or a module,
     taken as its ``part``-th capture (a ConvTranspose2d with a bias has two blocks: 0 its weight's,
     1 its bias's), through the capture's ``gradient()`` -- no branch on the module's type here."""
-    from ..curvature.capture import Capture, captures_for
     capture = layer if isinstance(layer, Capture) else captures_for(layer)[part]
     grad, bias_grad = capture.gradient()
     if grad is None or bias_grad is None:
