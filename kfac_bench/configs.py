@@ -22,4 +22,17 @@ def config_dir() -> Path:
         f"(pip install kfac-bench / pip install .)")
 
 
-__all__ = ["config_dir"]
+def dataset_config(option: str) -> dict | None:
+    """The dataset part of ``conf/dataset/<option>.yaml`` as a plain dict (a problem config, ``# @package
+    _global_``, holds it under ``dataset:``); None when no such file exists."""
+    from omegaconf import OmegaConf
+    path = config_dir() / "dataset" / f"{option}.yaml"
+    if not path.is_file():
+        return None
+    cfg = OmegaConf.load(path)
+    if "dataset" in cfg and "name" not in cfg:
+        cfg = cfg.dataset
+    return OmegaConf.to_container(cfg, resolve=False)
+
+
+__all__ = ["config_dir", "dataset_config"]

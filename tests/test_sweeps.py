@@ -398,3 +398,71 @@ def test_fair_profile_tunes_the_comparison_on_the_library_grid_and_confirms_long
     assert rp.grid_for(profile, "curves", "ekfac")["optimizer.damping"] == ["0.0001", "0.001", "0.01"]
     assert rp.confirm_overrides(profile, "curves", "kfac") == ["trainer.epochs=30"]
     assert rp.confirm_overrides(profile, "faces", "kfac") is None
+
+
+# ------------------------------------------------------------------------------ variants (conclusion profile)
+def test_variants_put_their_overrides_on_the_winner_where_they_apply():
+    """A profile's `variants` run each grid winner again under other settings: the authors' code on every
+    problem (their CNN KL clip on the curvature methods of the CNNs), spatial=exact on the CNNs' rank-2
+    methods only; a variant's value of a key replaces the winner's and the grid's."""
+    rp = _reproduce_module()
+    from kfac_bench.reproduce.plan import _merged, variant_overrides
+    profile = rp.load_profile("conclusion")
+    assert variant_overrides(profile, "authors", "mnist_conv", "kfac") == ["authors_code=all", "optimizer.kl_clip=0.001"]
+    assert variant_overrides(profile, "authors", "mnist_conv", "sgd") == ["authors_code=all"]
+    assert variant_overrides(profile, "authors", "mnist_mlp", "kfac") == ["authors_code=all"]
+    assert variant_overrides(profile, "exact", "cifar10_convnet", "deflation") == ["+optimizer.spatial=exact"]
+    assert variant_overrides(profile, "exact", "cifar10_convnet", "kfac") is None       # KFC's factors either way
+    assert variant_overrides(profile, "exact", "mnist_mlp", "deflation") is None        # no convolution
+    winner = ["optimizer.lr=0.1", "optimizer.kl_clip=0.01"]
+    grid = rp.dataset_overrides(profile, "mnist_conv", "kpsvd")
+    assert "authors_code=[]" in grid and "+optimizer.spatial=independent" in grid
+    merged = _merged(winner, grid, ["authors_code=all", "+optimizer.spatial=exact", "optimizer.kl_clip=0.001"])
+    assert merged.count("optimizer.kl_clip=0.001") == 1 and "optimizer.kl_clip=0.01" not in merged
+    assert "authors_code=all" in merged and "authors_code=[]" not in merged
+    assert "+optimizer.spatial=exact" in merged and "+optimizer.spatial=independent" not in merged
+    assert "optimizer.lr=0.1" in merged and "dataset.batch_size=64" in merged
+    bad = {**profile, "variants": {"x": {"overides": []}}}
+    with pytest.raises(SystemExit, match="unknown keys"):
+        variant_overrides(bad, "x", "mnist_conv", "kfac")
+
+
+def test_conclusion_profile_plans_the_grid_seeds_variants_and_studies(tmp_path):
+    proc = reproduce("--profile", "conclusion", "--dry-run", "--stages", "grid,seeds,fisher", "--results-dir",
+                     str(tmp_path / "r"), tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "grid: 120 runs in 40 commands" in out            # 5 problems x 8 methods x 3 learning rates
+    assert "variant authors: each winner again with seeds [0, 1, 2]" in out and "up to 120 runs" in out
+    assert "variant exact: each winner again with seeds [0, 1, 2]" in out and "up to 24 runs" in out
+    assert "optimizer=deflation dataset=mnist_conv optimizer.lr=0.001,0.01,0.1 optimizer.damping=0.001" in out
+    assert "fisher (Figure 1): mnist_conv, mnist" in out      # mnist: a study only, not a training problem
+    commands = [line for line in out.splitlines() if "$ kfac-bench" in line]
+    problems = ["mnist_toynet", "fashion_mnist_deeplinear", "mnist_mlp", "mnist_conv", "cifar10_convnet"]
+    # one problem at a time (a plan spanning sessions leaves whole problems behind it); the studies first
+    first = [next(i for i, c in enumerate(commands) if f"dataset={p} " in c and " run " in c) for p in problems]
+    assert first == sorted(first)
+    assert " fisher " in commands[0]
+
+
+def test_a_variant_runs_the_winner_again_and_a_rerun_skips_it(tmp_path):
+    smoke = (ROOT / "conf" / "profile" / "smoke.yaml").read_text()
+    mine = tmp_path / "varying.yaml"
+    mine.write_text(smoke.replace("name: smoke", "name: varying").replace("methods: [sgd, kfac]", "methods: [sgd]")
+                    .replace("extra_seeds: [1]", "extra_seeds: []").replace("  all: [trainer.epochs=2,", "  all: ['authors_code=[]', trainer.epochs=2,")
+                    + "variants:\n  authors:\n    overrides: [authors_code=all]\n    seeds: [0, 1]\n")
+    results = tmp_path / "r"
+    proc = reproduce("--profile", str(mine), "--results-dir", str(results), "--stages", "data,grid,seeds",
+                     tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    names = sorted(p.name for p in (results / "runs" / "curves" / "sgd").iterdir())
+    grid = [n for n in names if "authors_code=[]" in n]
+    varied = [n for n in names if "authors_code=all" in n]
+    assert len(grid) == 2 and len(varied) == 2 and sum("seed=1" in n for n in varied) == 1
+    winner_lr = {n.split("optimizer.lr=")[1].split(",")[0] for n in varied}
+    assert len(winner_lr) == 1
+    assert sum(f"optimizer.lr={next(iter(winner_lr))}," in n for n in grid) == 1   # a learning rate of the grid
+    again = reproduce("--profile", str(mine), "--results-dir", str(results), "--stages", "grid,seeds",
+                      tmp_path=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "$ kfac-bench run" not in again.stdout and "authors curves sgd: finished already, skipped" in again.stdout

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .common import fmt_duration, say
-from .plan import Context, Plan
+from .plan import Context, Plan, variant_overrides, variant_spec
 from .profiles import confirm_overrides
 
 
@@ -53,6 +53,12 @@ def print_plan(ctx: Context, plan: Plan, est: Estimate) -> None:
         seeds = (ctx.profile.get("confirm") or {}).get("seeds", [0])
         say(f"confirm: each winner again at the profile's confirm settings with seeds {seeds} "
             f"({', '.join(confirmed)}): up to {len(confirmed) * len(ctx.methods) * len(seeds)} runs")
+    for name in ctx.profile.get("variants") or {}:
+        runs = [(d, m) for d in ctx.datasets for m in ctx.methods
+                if variant_overrides(ctx.profile, name, d, m) is not None]
+        seeds = variant_spec(ctx.profile, name).get("seeds", [0])
+        say(f"variant {name}: each winner again with seeds {seeds} ({variant_spec(ctx.profile, name).get('label', name)}"
+            f"): up to {len(runs) * len(seeds)} runs")
     say(f"fisher (Figure 1): {', '.join(ctx.fisher_sets) or 'none'}")
     say("ESTIMATED running time: " + fmt_duration(est.total) + " ("
         + ", ".join(f"{k} {fmt_duration(v)}" for k, v in est.stages.items() if v) + ")"

@@ -18,7 +18,7 @@ def execute(ctx: Context, plan: Plan, est: Estimate) -> None:
     say(f"== grid search, seeds of the winners, Figure 1: {len(plan.tasks)} commands"
         + (f", {ctx.slots} at a time" if ctx.slots > 1 else ""))
     if ctx.args.dry_run:
-        for task in plan.tasks:
+        for task in sorted(plan.tasks, key=lambda t: t.rank):   # in the order of their ranks, as they would start
             command = task.make_args()
             if command is not None:
                 say("$ kfac-bench " + " ".join(shlex.quote(a) for a in command))

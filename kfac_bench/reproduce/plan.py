@@ -210,7 +210,9 @@ def make_context(args, parser, argv: list[str], started: str, commit: str, t_sta
     bad = set(stages) - set(STAGES)
     if bad:
         parser.error(f"--stages: unknown {sorted(bad)}")
-    fisher_sets = {d: list(v or []) for d, v in (profile.get("fisher") or {}).items() if d in datasets}
+    # a Figure 1 study on a dataset the profile trains on follows --datasets; one on another dataset always runs
+    fisher_sets = {d: list(v or []) for d, v in (profile.get("fisher") or {}).items()
+                   if d in datasets or d not in (profile.get("datasets") or [])}
 
     results_root = Path(os.environ.get("KFAC_BENCH_RESULTS", "results"))
     # `results: <folder>` lets profiles share runs (the ablation extends the authors profile's runs)
@@ -270,8 +272,19 @@ def make_plan(ctx: Context) -> Plan:
                 task = _seeds_task(ctx, plan, d, m)
                 if task is not None:
                     plan.tasks.append(task)
+    if "seeds" in ctx.stages:
+        for d in ctx.datasets:
+            for m in ctx.methods:
+                plan.tasks += [t for name in ctx.profile.get("variants") or {}
+                               if (t := _variant_task(ctx, plan, d, m, name)) is not None]
     if "fisher" in ctx.stages:
         _plan_fisher(ctx, plan)
+    if ctx.profile.get("one_problem_at_a_time"):
+        # a plan that spans sessions leaves whole problems behind it: each problem's tasks before the next's
+        # (its Figure 1 studies first: nothing waits for them)
+        for task in plan.tasks:
+            d = task.what.split()[1]
+            task.rank = -1 if task.stage == "fisher" else (ctx.datasets.index(d) if d in ctx.datasets else 0)
     return plan
 
 
@@ -387,6 +400,80 @@ def _seeds_task(ctx: Context, plan: Plan, d: str, m: str) -> Task | None:
         return inv.args() + ctx.runner.common(run=True) + ctx.runner.launcher()
     after = plan.grid_task_of.get((d, m), []) if (d, m) in plan.grid_left else []
     return Task(what, "seeds", ctx.estimator.batch([cost] * left), make_args, after)
+
+
+def variant_spec(profile: dict, name: str) -> dict:
+    """A profile's ``variants.<name>``: the grid's winners run again under other settings."""
+    spec = (profile.get("variants") or {})[name]
+    unknown = set(spec) - {"label", "overrides", "curvature_overrides", "datasets", "methods", "seeds"}
+    if unknown:
+        raise SystemExit(f"reproduce_paper: profile {profile['name']}: variants.{name}: unknown keys {sorted(unknown)}")
+    return spec
+
+
+def variant_overrides(profile: dict, name: str, dataset: str, method: str) -> list[str] | None:
+    """The overrides variant ``name`` puts on top of the grid's winner of (dataset, method): its
+    ``overrides`` and ``curvature_overrides`` (each a list, or {dataset: list} with an ``all`` entry),
+    or None where the variant does not run (its ``datasets`` / ``methods``)."""
+    spec = variant_spec(profile, name)
+    if dataset not in (spec.get("datasets") or [dataset]) or method not in (spec.get("methods") or [method]):
+        return None
+
+    def entries(value) -> list[str]:
+        if isinstance(value, dict):
+            return list(value.get("all") or []) + list(value.get(dataset) or [])
+        return list(value or [])
+    return entries(spec.get("overrides")) + (entries(spec.get("curvature_overrides")) if method in CURVATURE else [])
+
+
+def _merged(*lists: list[str]) -> list[str]:
+    """key=value lists merged, a later value of a key replacing an earlier one (``+key`` is ``key``)."""
+    out: dict[str, str] = {}
+    for kv in itertools.chain(*lists):
+        key, value = kv.split("=", 1)
+        out.pop(key.lstrip("+"), None)
+        out.pop("+" + key.lstrip("+"), None)
+        out[key] = value
+    return [f"{k}={v}" for k, v in out.items()]
+
+
+def _variant_task(ctx: Context, plan: Plan, d: str, m: str, name: str) -> Task | None:
+    """The grid's winner of (d, m) again under variant ``name`` (e.g. the authors' code, another
+    spatial treatment), with the variant's seeds; its command is made once the grid has ended."""
+    extra = variant_overrides(ctx.profile, name, d, m)
+    if extra is None:
+        return None
+    seeds = [int(x) for x in variant_spec(ctx.profile, name).get("seeds", [0])]
+    sweep = SWEEPS[_kind(m)]
+    fixed = dataset_overrides(ctx.profile, d, m)
+    keys = list(load_sweep(sweep))
+    what = f"{name} {d} {m}"
+    over = dict(kv.split("=", 1) for kv in _merged(fixed, extra))
+    cost = ctx.estimator.run_cost(d, m, over)
+
+    def todo(best) -> Invocation:
+        hp = [f"{k}={fmt_value(best[k])}" for k in keys]
+        return Invocation("seeds", [d], [m], {"seed": [str(x) for x in seeds]}, _merged(hp, fixed, extra), sweep)
+    if (d, m) not in plan.grid_left:
+        best = select_best_hyperparameters(ctx.results_dir, d, m, fixed, keys)
+        if best is not None and all(ctx.index.finished(*j) for j in todo(best).jobs()):
+            plan.notes.append(f"{what}: finished already, skipped")
+            return None
+
+    def make_args():
+        ctx.index.refresh(d, m)
+        best = select_best_hyperparameters(ctx.results_dir, d, m, fixed, keys)
+        if best is None:
+            say(f"{what}: seeds {seeds} of the grid's winner under {' '.join(extra)}, known after the grid"
+                if ctx.args.dry_run else f"{what}: no finished run of the grid, nothing to run")
+            return None
+        inv = todo(best)
+        if all(ctx.index.finished(*j) for j in inv.jobs()):
+            say(f"{what}: finished already, skipped")
+            return None
+        return inv.args() + ctx.runner.common(run=True) + ctx.runner.launcher()
+    after = plan.grid_task_of.get((d, m), []) if (d, m) in plan.grid_left else []
+    return Task(what, "seeds", ctx.estimator.batch([cost] * len(seeds)), make_args, after)
 
 
 def _plan_fisher(ctx: Context, plan: Plan) -> None:

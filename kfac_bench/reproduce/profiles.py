@@ -108,11 +108,14 @@ def dataset_overrides(profile: dict, dataset: str, method: str) -> list[str]:
     return out
 
 
+GRID_KEYS = ("lr", "damping", "kl_clip", "lr_steps", "damping_steps", "first_order_lr", "also_from")
+
+
 def own_grid_spec(spec: dict, dataset: str) -> dict:
     """A profile's ``grid`` entry for one dataset: the shared keys, then that dataset's changes
-    (``grid: {lr_steps: [...], faces: {lr_steps: [...]}}``)."""
-    datasets = ("curves", "mnist", "faces")
-    return {**{k: v for k, v in spec.items() if k not in datasets}, **(spec.get(dataset) or {})}
+    (``grid: {lr_steps: [...], faces: {lr_steps: [...]}}``: any key that is not a grid key names a
+    dataset)."""
+    return {**{k: v for k, v in spec.items() if k in GRID_KEYS}, **(spec.get(dataset) or {})}
 
 
 def grid_for(profile: dict, dataset: str, method: str) -> dict[str, list[str]]:
@@ -124,20 +127,19 @@ def grid_for(profile: dict, dataset: str, method: str) -> dict[str, list[str]]:
         return paper
     spec = own_grid_spec(spec, dataset)
     lr_grid = [float(v) for v in paper["optimizer.lr"]]
-    best = tuned(method, dataset)
     # absolute values (the same for every method: a fair comparison) or steps along the paper grid
     # from the authors' selected value of each method
     if kind == "first_order" and (spec.get("first_order_lr") or {}).get(method):
         lrs = [float(v) for v in spec["first_order_lr"][method]]
     elif kind == "curvature" and spec.get("lr"):
         lrs = [float(v) for v in spec["lr"]]
-    else:
-        lrs = around(best["lr"], spec.get("lr_steps", [0]), lr_grid)
+    else:   # the problems outside the paper have no authors' selection: their profiles give values
+        lrs = around(tuned(method, dataset)["lr"], spec.get("lr_steps", [0]), lr_grid)
     out = {"optimizer.lr": [fmt_value(v) for v in lrs]}
     if kind == "curvature":
         damping_grid = [float(v) for v in paper["optimizer.damping"]]
         dampings = ([float(v) for v in spec["damping"]] if spec.get("damping")
-                    else around(best["damping"], spec.get("damping_steps", [0]), damping_grid))
+                    else around(tuned(method, dataset)["damping"], spec.get("damping_steps", [0]), damping_grid))
         out["optimizer.damping"] = [fmt_value(v) for v in dampings]
         out["optimizer.kl_clip"] = [fmt_value(parse_value(str(v))) for v in spec.get("kl_clip", [0.01])]
     return out

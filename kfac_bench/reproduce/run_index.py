@@ -85,9 +85,15 @@ def folder_override_keys(folder_name: str) -> set[str]:
 
 def stand_in_version(dataset: str, overrides: dict) -> int | None:
     """The generator version this code builds for ``dataset`` with ``overrides`` (None: genuine)."""
+    from kfac_bench.configs import dataset_config
     from kfac_bench.data import generator_version
+    cfg = dataset_config(dataset) or {"name": dataset}   # a problem's config names its data (mnist_mlp: mnist)
     source = overrides.get("dataset.source")
-    return generator_version({"name": dataset, "source": parse_value(source) if source is not None else None})
+    if source is not None:
+        cfg["source"] = parse_value(source)
+    elif "source" not in cfg:
+        cfg["source"] = None
+    return generator_version(cfg)
 
 
 def select_best_hyperparameters(results_dir: Path, dataset: str, method: str, overrides: list[str],
