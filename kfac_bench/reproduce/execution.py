@@ -30,15 +30,27 @@ def execute(ctx: Context, plan: Plan, est: Estimate) -> None:
                          *(ctx.profile.get("report_args") or [])], "report")
 
 
+def data_name(dataset: str) -> str:
+    """What ``kfac-bench data fetch`` calls a dataset option's data: a problem's ``data`` (mnist_mlp: mnist),
+    else its ``name`` (mnist_conv: mnist), else the option itself."""
+    from kfac_bench.configs import dataset_config
+    cfg = dataset_config(dataset) or {}
+    return str(cfg.get("data") or cfg.get("name") or dataset)
+
+
 def _fetch_data(ctx: Context) -> None:
     say("== data")
+    fetched: set[str] = set()
     for d in ctx.datasets:
         touched = [kv for m in ctx.methods for kv in dataset_overrides(ctx.profile, d, m)
                    if kv.split("=", 1)[0].startswith(("dataset.generator", "dataset.source", "dataset.path"))]
         if touched:
             say(f"{d}: the profile changes {sorted(set(touched))}; the first run builds that data")
             continue
-        ctx.runner.call(["data", "fetch", d, "--data-dir", str(ctx.data_dir)], f"data {d}")
+        name = data_name(d)
+        if name not in fetched:   # the MNIST problems share one download
+            fetched.add(name)
+            ctx.runner.call(["data", "fetch", name, "--data-dir", str(ctx.data_dir)], f"data {name}")
 
 
 def _progress(slots: int, work: float):

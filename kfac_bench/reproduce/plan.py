@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .common import say
-from .profiles import (CURVATURE, FIRST_ORDER, SWEEPS, confirm_overrides, dataset_overrides, fmt_value, grid_for,
-                       load_profile, load_sweep, parse_value, seeded_overrides, settings_runs, settings_seeds,
-                       shared_points)
+from .profiles import (CURVATURE, FIRST_ORDER, SWEEPS, authors_code_value, confirm_overrides, dataset_overrides,
+                       fmt_value, grid_for, load_profile, load_sweep, parse_value, seeded_overrides, settings_runs,
+                       settings_seeds, shared_points)
 from .run_index import RunIndex, fisher_done, select_best_hyperparameters
 from .runner import Runner, Task
 
@@ -405,7 +405,7 @@ def _seeds_task(ctx: Context, plan: Plan, d: str, m: str) -> Task | None:
 def variant_spec(profile: dict, name: str) -> dict:
     """A profile's ``variants.<name>``: the grid's winners run again under other settings."""
     spec = (profile.get("variants") or {})[name]
-    unknown = set(spec) - {"label", "overrides", "curvature_overrides", "datasets", "methods", "seeds"}
+    unknown = set(spec) - {"label", "authors_code", "overrides", "curvature_overrides", "datasets", "methods", "seeds"}
     if unknown:
         raise SystemExit(f"reproduce_paper: profile {profile['name']}: variants.{name}: unknown keys {sorted(unknown)}")
     return spec
@@ -413,6 +413,7 @@ def variant_spec(profile: dict, name: str) -> dict:
 
 def variant_overrides(profile: dict, name: str, dataset: str, method: str) -> list[str] | None:
     """The overrides variant ``name`` puts on top of the grid's winner of (dataset, method): its
+    ``authors_code`` (``authors``: the authors' code as the verdict defines it, :func:`authors_code_value`),
     ``overrides`` and ``curvature_overrides`` (each a list, or {dataset: list} with an ``all`` entry),
     or None where the variant does not run (its ``datasets`` / ``methods``)."""
     spec = variant_spec(profile, name)
@@ -423,7 +424,9 @@ def variant_overrides(profile: dict, name: str, dataset: str, method: str) -> li
         if isinstance(value, dict):
             return list(value.get("all") or []) + list(value.get(dataset) or [])
         return list(value or [])
-    return entries(spec.get("overrides")) + (entries(spec.get("curvature_overrides")) if method in CURVATURE else [])
+    code = spec.get("authors_code")
+    out = [f"authors_code={authors_code_value(method) if code == 'authors' else code}"] if code else []
+    return out + entries(spec.get("overrides")) + (entries(spec.get("curvature_overrides")) if method in CURVATURE else [])
 
 
 def _merged(*lists: list[str]) -> list[str]:

@@ -162,7 +162,7 @@ def settings_runs(profile: dict, method: str) -> list[tuple[str, str]]:
     start = spec.get("start", "all")
     if start == "authors":   # the authors' code as their published curves were made (authors_setting)
         current = authors_setting(method)
-        out = [("authors' code", "all" if current == acting else value(current))]
+        out = [("authors' code", authors_code_value(method))]
     else:
         current = [n for n in behaviour_names(start) if n in acting]
         out = [("authors' code (all)" if start == "all" else value(current),
@@ -179,6 +179,15 @@ def settings_runs(profile: dict, method: str) -> list[tuple[str, str]]:
         if names and value(kept) not in {v for _, v in out}:
             out.append(("authors' code - " + "+".join(names), value(kept)))
     return out
+
+
+def authors_code_value(method: str) -> str:
+    """The ``authors_code`` value of "the authors' code" for ``method`` (:func:`authors_setting`): ``all``
+    where that is every behaviour acting on it (the curvature methods), else the list (SGD and Adam:
+    without first_order_weight_decay)."""
+    from kfac_bench.optim.authors_code import applicable, authors_setting
+    names = authors_setting(method)
+    return "all" if names == applicable(method) else "[" + ",".join(names) + "]"
 
 
 def settings_seeds(profile: dict, dataset: str) -> list[tuple[int | None, int | None]]:
