@@ -7,6 +7,7 @@ import pandas as pd
 
 from kfac_bench.report import claim_engine as CE
 from kfac_bench.report import claims as C
+from kfac_bench.reproduce.common import README_LINE_LIMIT
 from kfac_bench.reproduce.verdict import (README_CLAIMS, RUNS_ROOT, VERDICT_DIR, readme_block, replace_block,
                                       standing_row)
 
@@ -37,6 +38,23 @@ def test_the_readme_block_is_the_published_summary():
     assert max(len(c) for c in cells) <= 202
 
 
+def test_every_line_of_the_readme_block_is_short():
+    """The published block (the verdict table, the row that is not a claim, the line counting the runs):
+    no line over README_LINE_LIMIT characters -- the long key numbers are in docs/verdict/claims.md."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index(README_CLAIMS[0]):readme.index(README_CLAIMS[1])]
+    assert len(block.splitlines()) > 10
+    longest = max(block.splitlines(), key=len)
+    assert len(longest) <= README_LINE_LIMIT, longest
+
+
+def test_the_line_counting_the_runs_stays_short_with_more_profiles():
+    counts = {"ablation": 1234, "conclusion": 1234, "fair": 1234, "verdict": 1234}
+    lines = readme_block("| x |", counts, dict(counts), failed={name: 123 for name in counts})
+    assert "(ablation: 1234 of 1234 planned (and 123 failed), conclusion: 1234" in "\n".join(lines)
+    assert max(len(line) for line in lines) <= README_LINE_LIMIT
+
+
 def test_readme_block_replacement():
     text = f"a\n{README_CLAIMS[0]}\nold\n{README_CLAIMS[1]}\nb\n"
     lines = readme_block("| x |\n| y |\n\nfootnote", {"verdict": 3}, {"verdict": 126}, extra_row="| z |")
@@ -45,7 +63,7 @@ def test_readme_block_replacement():
     assert new.endswith("\nb\n")
     assert replace_block("no markers", README_CLAIMS, lines) is None
     lines = readme_block("| x |", {"fair": 170, "verdict": 3}, {"verdict": 126}, failed={"fair": 7})
-    assert "(fair: 170 (and 7 failed), verdict: 3 of 126 planned)" in lines[0]
+    assert "(fair: 170 (and 7 failed), verdict: 3 of 126 planned)" in lines[1]
 
 
 def test_publishing_leaves_no_file_of_an_older_run_set(tmp_path, monkeypatch):

@@ -19,12 +19,27 @@ import pandas as pd
 
 from ..registry import paper_method_names
 from .ablation import AUTHORS_CODE, SPECIFICATION, setting_items, with_base
-from .results import load_results, profile_folders, runs_table
+from .results import flat_config, load_results, profile_folders, runs_table
 from .tables import mean_curve, select_best
 
 # the paper's problems: training examples, batch size and epochs (appendix D; the authors' outputs_<batch>)
 PAPER_SIZE = {"curves": (16000, 256), "mnist": (50000, 512), "faces": (82800, 1024)}
 PAPER_EPOCHS = 200
+PAPER_MODEL = "mlp"          # the paper's deep auto-encoders: ``dataset.model.kind``'s default (kfac_bench.models)
+NO_SPATIAL = "none"          # a fisher row of a layer without positions (studies.fisher_layers.NO_SPATIAL; copied
+                             # so that reading results does not import torch -- a test checks that they agree)
+
+
+def is_paper_problem(items: dict) -> bool:
+    """Whether a setting's flattened dataset entries are a problem of the paper: one of its datasets
+    (:data:`PAPER_SIZE`) auto-encoded by its deep MLP, in the dataset's own folder. The authors' other
+    networks (profile ``conclusion``) are not: a problem may reuse a dataset's name for its data
+    (``mnist_conv``: ``dataset.name: mnist``, ``dataset.folder: mnist_conv``, ``dataset.model.kind:
+    conv_autoencoder``) or be a classification (``dataset.task: classification``)."""
+    name = items.get("dataset.name")
+    return (name in PAPER_SIZE and (items.get("dataset.folder") or name) == name
+            and (items.get("dataset.task") or "autoencoder") != "classification"
+            and (items.get("dataset.model.kind") or PAPER_MODEL) == PAPER_MODEL)
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -132,10 +147,23 @@ def _curve(long: pd.DataFrame, run_dirs: list[str], horizon: int) -> pd.DataFram
                          "time": curve["time_median"].astype(float)})
 
 
+def _paper_runs(runs: pd.DataFrame, folder: Path) -> pd.DataFrame:
+    """The runs of ``folder`` on a problem of the paper (:func:`is_paper_problem`); the others are reported."""
+    if runs.empty:
+        return runs
+    keep = runs["base_setting"].map(lambda s: is_paper_problem(setting_items(s)))
+    others = sorted(runs.loc[~keep, "run_dir"].map(lambda d: Path(d).parent.parent.name).unique())
+    if others:
+        _say(f"{folder}: {int((~keep).sum())} run(s) of {', '.join(others)}, not problems of the paper: "
+             f"not judged")
+    return runs[keep]
+
+
 def collect_problems(folders: Iterable[str | Path], exclude: Iterable[Path] = ()) -> list[Problem]:
     """Every (folder, problem, setting, horizon) with its best curves per method (specification and
-    authors' code only); a root of several profiles' folders (``docs/runs/``) is read profile by profile
-    (:func:`.results.profile_folders`). A folder that cannot be read is reported and skipped."""
+    authors' code only) of the paper's problems (:func:`is_paper_problem`); a root of several profiles'
+    folders (``docs/runs/``) is read profile by profile (:func:`.results.profile_folders`). A folder that
+    cannot be read is reported and skipped."""
     out: list[Problem] = []
     paper_methods = set(paper_method_names())
     for folder in (sub for f in folders for sub in profile_folders(f)):
@@ -144,7 +172,7 @@ def collect_problems(folders: Iterable[str | Path], exclude: Iterable[Path] = ()
             continue
         try:
             long = load_results(folder, exclude=[folder / "report", *exclude])
-            runs = with_base(runs_table(long))
+            runs = _paper_runs(with_base(runs_table(long)), folder)
         except Exception as err:  # noqa: BLE001 - one bad folder must not stop the report
             _say(f"{folder} cannot be read ({type(err).__name__}: {err}): skipped")
             continue
@@ -230,30 +258,60 @@ def published_problem(problem: Problem, full: bool) -> Problem:
     return out
 
 
+def _study_items(folder: Path, meta: dict, dataset_folder: str) -> dict:
+    """A study's flattened dataset entries: its config.yaml's, else what its summary.json and the folder
+    under ``fisher/`` say."""
+    items = {k: v for k, v in (flat_config(folder) or {}).items() if k.startswith("dataset.")}
+    items.setdefault("dataset.name", meta.get("dataset") or dataset_folder)
+    items.setdefault("dataset.folder", dataset_folder)
+    return items
+
+
+def is_figure1_study(table: pd.DataFrame, items: dict) -> bool:
+    """Whether a fisher study is one of Figure 1's: a problem of the paper (:func:`is_paper_problem`), whose
+    layers have no positions (a conv study's rows name a ``spatial`` treatment)."""
+    spatial = table["spatial"].fillna(NO_SPATIAL).astype(str) if "spatial" in table else pd.Series([], dtype=str)
+    return is_paper_problem(items) and bool((spatial == NO_SPATIAL).all())
+
+
+def _read_study(root: Path, path: Path, folder: Path) -> FisherStudy | None:
+    """The study of ``path`` (its fisher_errors.csv), None where it is unreadable or not one of Figure 1's."""
+    try:
+        table = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.EmptyDataError) as err:
+        _say(f"cannot read {path} ({err}): skipped")
+        return None
+    if not {"iteration", "layer", "method", "error_frobenius", "error_spectrum"} <= set(table.columns):
+        _say(f"{path} lacks the Figure 1 columns: skipped")
+        return None
+    meta = _read_json(path.parent / "summary.json")
+    rel = path.parent.relative_to(root)
+    dataset_folder = rel.parts[0] if rel.parts else "unknown"
+    items = _study_items(path.parent, meta, dataset_folder)
+    if not is_figure1_study(table, items):
+        _say(f"{path}: not a study of the paper's MLP auto-encoders ({dataset_folder}): not used for Figure 1")
+        return None
+    dataset = str(items["dataset.name"])
+    epochs = meta.get("epochs")
+    if epochs is None and "epoch" in table:
+        epochs = float(pd.to_numeric(table["epoch"], errors="coerce").max())
+    stand_in = " (generated stand-in)" if meta.get("dataset_source") == "generated" else ""
+    where = root.parent.relative_to(folder).as_posix()
+    place = f"{folder.name}/{where}" if where != "." else folder.name
+    return FisherStudy(f"{dataset}{stand_in} [{place}/fisher/{rel}]", dataset, str(path), table,
+                       float(epochs) if epochs is not None else math.nan)
+
+
 def collect_fisher_studies(folders: Iterable[str | Path]) -> list[FisherStudy]:
-    studies = []
+    """The Figure 1 studies under ``folders`` (every profile's ``fisher/`` under a root such as
+    ``docs/runs/``); a study of another problem (the conclusion's conv auto-encoder) is reported and left out."""
     from .results import fisher_study_files
+    studies = []
     for folder in (Path(f) for f in folders):
         for root, path in fisher_study_files(folder):
-            try:
-                table = pd.read_csv(path)
-            except (OSError, ValueError, pd.errors.EmptyDataError) as err:
-                _say(f"cannot read {path} ({err}): skipped")
-                continue
-            if not {"iteration", "layer", "method", "error_frobenius", "error_spectrum"} <= set(table.columns):
-                _say(f"{path} lacks the Figure 1 columns: skipped")
-                continue
-            meta = _read_json(path.parent / "summary.json")
-            rel = path.parent.relative_to(root)
-            dataset = str(meta.get("dataset") or (rel.parts[0] if rel.parts else "unknown"))
-            epochs = meta.get("epochs")
-            if epochs is None and "epoch" in table:
-                epochs = float(pd.to_numeric(table["epoch"], errors="coerce").max())
-            stand_in = " (generated stand-in)" if meta.get("dataset_source") == "generated" else ""
-            where = root.parent.relative_to(folder).as_posix()
-            place = f"{folder.name}/{where}" if where != "." else folder.name
-            studies.append(FisherStudy(f"{dataset}{stand_in} [{place}/fisher/{rel}]", dataset, str(path),
-                                       table, float(epochs) if epochs is not None else math.nan))
+            study = _read_study(root, path, folder)
+            if study is not None:
+                studies.append(study)
     return studies
 
 

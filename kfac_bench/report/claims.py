@@ -51,10 +51,16 @@ curves`` where they fail the rule even at 200 epochs; ``not measured`` where our
 claim's verdict under a setting (specification, the authors' code) comes from its problems' by
 :func:`.claim_engine.overall_verdict`: ``holds`` if every decided problem holds, ``does not hold`` if
 any decided problem fails; with no decided problem, ``not testable at this budget`` if any problem says
-so, else ``not shown by the paper's own curves`` if any says so, else ``not measured``. Figure 1 rows
-read the fisher studies (``<folder>/fisher/<dataset>/...``): ``holds`` / ``does not hold`` / ``not
-testable here`` (F1c, when the study is shorter than the paper's) / ``not measured``; the paper
-publishes Figure 1 as a picture only, so their ``published_*`` columns say ``not published``.
+so, else ``not shown by the paper's own curves`` if any says so, else ``not measured``; beside it, on how
+many problems it holds (:func:`.claim_engine.holds_count`; one problem = one dataset whatever its budgets
+and profiles, the unit the summary's column of the paper's own curves counts). Figure 1 rows
+read the fisher studies (``<folder>/fisher/<dataset>/...``) of the paper's MLP auto-encoders only
+(:func:`.claim_inputs.is_figure1_study`; not the conclusion's conv auto-encoder), each dataset's study
+covering the most epochs of Adam deciding (:func:`decisive_studies`; the budget column names it):
+``holds`` / ``does not hold`` / ``not testable here`` (F1c, when the study is shorter than the paper's)
+/ ``not measured``; the paper publishes Figure 1 as a picture only, so their ``published_*`` columns say
+``not published``. Problems that are not the paper's (:func:`.claim_inputs.is_paper_problem`: the
+``conclusion`` profile's classifiers and conv auto-encoder) are left out of every claim.
 
 Use::
 
@@ -343,9 +349,8 @@ def rule_kfac_peak(study: FisherStudy) -> tuple[str, str]:
     peak1 = float(wide["error_frobenius"][REFERENCE].max())
     peak2 = float(wide["error_spectrum"][REFERENCE].max()) if REFERENCE in wide["error_spectrum"] else math.nan
     paper_epochs = PAPER_FISHER_EPOCHS.get(study.dataset)
-    points = int(study.table["iteration"].nunique())
-    numbers = (f"{study.label}: {name} peak Error 1 {peak1:.3g} (Error 2 {peak2:.3g}) over {points} points in "
-               f"{study.epochs:g} epochs of Adam (paper: {paper_epochs} epochs, every iteration)")
+    numbers = (f"{study.label}: {name} peak Error 1 {peak1:.3g} (Error 2 {peak2:.3g}) over {_study_points(study)} "
+               f"points in {study.epochs:g} epochs of Adam (paper: {paper_epochs} epochs, every iteration)")
     if abs(peak1 / PEAK_VALUE - 1) <= PEAK_TOLERANCE:
         return HOLDS, numbers
     if paper_epochs is not None and not (study.epochs >= paper_epochs):
@@ -353,30 +358,66 @@ def rule_kfac_peak(study: FisherStudy) -> tuple[str, str]:
     return DOES_NOT_HOLD, numbers
 
 
-def _peak_on_mnist(studies: list[FisherStudy]) -> tuple[str, str]:
+def _study_points(study: FisherStudy) -> int:
+    return int(study.table["iteration"].nunique())
+
+
+def _coverage(study: FisherStudy) -> tuple[float, int]:
+    """How much of Adam's run a study covers: its epochs (unknown: least), then its points."""
+    return (study.epochs if study.epochs == study.epochs else -1.0), _study_points(study)
+
+
+def decisive_studies(studies: list[FisherStudy]) -> tuple[list[FisherStudy], list[FisherStudy]]:
+    """(decisive, set aside): per dataset, the study covering the most epochs of Adam (then the most
+    points) decides -- Figure 1 is the paper's whole run of Adam, a shorter study sees part of it; the
+    shorter studies are reported beside it, not judged."""
+    longest: dict[str, FisherStudy] = {}
+    for study in studies:
+        if study.dataset not in longest or _coverage(study) > _coverage(longest[study.dataset]):
+            longest[study.dataset] = study
+    decisive = list(longest.values())
+    return decisive, [s for s in studies if all(s is not d for d in decisive)]
+
+
+def studies_budget(studies: list[FisherStudy]) -> str:
+    """The budget column of a Figure 1 row: each decisive study, its epochs of Adam and its points."""
+    return "; ".join(f"{s.label}: {s.epochs:g} epochs of Adam, {_study_points(s)} points" for s in studies)
+
+
+def _set_aside(numbers: list[str]) -> str:
+    return " || shorter studies, not judged: " + "; ".join(numbers) if numbers else ""
+
+
+def _peak_on_mnist(studies: list[FisherStudy]) -> tuple[str, str, str]:
     """F1c over the studies: the MNIST study covering the most epochs decides, the others reported."""
     mnist = [s for s in studies if s.dataset == "mnist"]
     if not mnist:
         return (NOT_MEASURED, f"no MNIST fisher study: produced by {PRODUCED_BY['fisher'].replace('<d>', 'mnist')} "
-                              f"(the paper's: trainer.epochs=26 fisher.every=1)")
-    longest = max(mnist, key=lambda s: (s.epochs if s.epochs == s.epochs else -1, s.table["iteration"].nunique()))
-    verdict, numbers = rule_kfac_peak(longest)
-    others = [rule_kfac_peak(s)[1] for s in mnist if s is not longest]
-    return verdict, numbers + (" || other MNIST studies: " + "; ".join(others) if others else "")
+                              f"(the paper's: trainer.epochs=26 fisher.every=1)", "")
+    decisive, aside = decisive_studies(mnist)
+    verdict, numbers = rule_kfac_peak(decisive[0])
+    return verdict, numbers + _set_aside([rule_kfac_peak(s)[1] for s in aside]), studies_budget(decisive)
 
 
-def _fisher_verdict(outcomes: list[Outcome]) -> tuple[str, str]:
+def _on_decisive_studies(rule: Callable[[FisherStudy], Outcome], studies: list[FisherStudy]) -> tuple[str, str, str]:
+    """F1a/F1b: (verdict, numbers, budget) of ``rule`` on each dataset's decisive study (:func:`decisive_studies`);
+    holds iff it holds on every one."""
+    decisive, aside = decisive_studies(studies)
+    outcomes = [rule(s) for s in decisive]
     measured = [o for o in outcomes if o.holds is not None]
-    numbers = "; ".join(o.numbers for o in outcomes)
+    numbers = "; ".join(o.numbers for o in outcomes) + _set_aside([rule(s).numbers for s in aside])
     if not measured:
-        return NOT_MEASURED, (numbers + " || " if numbers else "") + f"no fisher study: produced by {PRODUCED_BY['fisher']}"
-    return (HOLDS if all(o.holds for o in measured) else DOES_NOT_HOLD), numbers
+        return (NOT_MEASURED, (numbers + " || " if numbers else "") + f"no fisher study: produced by "
+                              f"{PRODUCED_BY['fisher']}", studies_budget(decisive))
+    return (HOLDS if all(o.holds for o in measured) else DOES_NOT_HOLD), numbers, studies_budget(decisive)
 
 
 TIME_NOTE = ("; the seconds are the runs' cumulative training time (evaluation excluded) on a machine the "
              "reproduction shares between two runs at a time, not an isolated measurement")
 MATCHED = ("E = last epoch common to the compared runs, matched epochs {ceil(E/2), E}; matched times {T/2, T}, "
            "T = the smaller total training time of the compared runs, loss interpolated linearly in time")
+DECISIVE_STUDY = ("each dataset's study covering the most epochs of Adam (the shorter studies of a dataset are "
+                  "reported, not judged)")
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine"}
 
 
@@ -386,7 +427,7 @@ class Claim:
 
     ``on="runs"``: ``rule(problem) -> Outcome``, judged per problem and setting on our runs and on the
     authors' published curves (:func:`.claim_engine.judge`); ``on="fisher"``: ``rule(studies) ->
-    (verdict, numbers)`` once over the Figure 1 studies."""
+    (verdict, numbers, budget)`` once over the Figure 1 studies, the budget naming the studies that decided."""
     id: str
     text: str
     rule: Callable
@@ -410,16 +451,16 @@ def paper_claims() -> tuple[Claim, ...]:
     return (
         Claim("F1a", f"Figure 1: all {_count(APPROXIMATIONS)} approximations below {ref} on Error 1 and Error 2 "
                      f"throughout",
-              lambda studies: _fisher_verdict([rule_below_kfac(s) for s in studies]),
+              partial(_on_decisive_studies, rule_below_kfac),
               f"per fisher study, for {_names(APPROXIMATIONS)} and each error: the fraction of evaluation points "
               f"(iteration, layer) where its error < {ref}'s; holds iff every fraction >= THROUGHOUT_FRACTION = "
-              f"{THROUGHOUT_FRACTION:g} on every study", on="fisher"),
+              f"{THROUGHOUT_FRACTION:g} on {DECISIVE_STUDY}", on="fisher"),
         Claim("F1b", f"Figure 1: {best} the best approximation",
-              lambda studies: _fisher_verdict([rule_deflation_best(s) for s in studies]),
+              partial(_on_decisive_studies, rule_deflation_best),
               f"per fisher study and error: the fraction of points where {best}'s error is the lowest of the "
               f"{_count(CURVATURE_METHODS)} (within BEST_TIE_RTOL = {BEST_TIE_RTOL:g} relative: "
               f"{_names(same_optimum, ' and ')} reaches the same optimum); holds iff >= BEST_FRACTION = "
-              f"{BEST_FRACTION:g} for both errors on every study", on="fisher"),
+              f"{BEST_FRACTION:g} for both errors on {DECISIVE_STUDY}", on="fisher"),
         Claim("F1c", f"Figure 1: {ref}'s Error 1 peaks near {PEAK_VALUE:g} on MNIST", _peak_on_mnist,
               f"the peak of {ref}'s Error 1 over the points of the MNIST study covering the most epochs; holds iff "
               f"|peak / PEAK_VALUE - 1| <= PEAK_TOLERANCE = {PEAK_TOLERANCE:g} (PEAK_VALUE = {PEAK_VALUE:g}); "

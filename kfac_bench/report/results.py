@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -146,7 +145,8 @@ def read_run(folder: Path) -> tuple[dict, pd.DataFrame | None]:
     status = summary.get("status") or "incomplete"
     if status not in STATUSES:
         status = "incomplete"
-    dataset = summary.get("dataset") or flat.get("dataset.name")
+    # a problem config's folder names it (mnist_conv: MNIST data, not the paper's MNIST auto-encoder)
+    dataset = flat.get("dataset.folder") or summary.get("dataset") or flat.get("dataset.name")
     method = summary.get("optimizer") or flat.get("optimizer.name")
     source = summary.get("dataset_source") or flat.get("dataset.source")
     config_items = {k: v for k, v in flat.items() if not _ignored(k)}

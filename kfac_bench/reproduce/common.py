@@ -20,6 +20,7 @@ ROOT = _root()
 
 README_TABLE = ("<!-- reproduce:table:start -->", "<!-- reproduce:table:end -->")
 README_CLAIMS = ("<!-- claims:start -->", "<!-- claims:end -->")
+README_LINE_LIMIT = 300      # the longest line a generated README block may have: longer ones do not read in a diff
 
 
 def readme_markers(readme_text: str, profile: str) -> tuple[str, str]:

@@ -57,9 +57,9 @@ def publish_docs(runner: Runner, docs: Path, note: str, started: str, elapsed: f
     claims = docs / "claims_summary.md" if (docs / "claims_summary.md").exists() else docs / "claims.md"
     if readme.exists() and claims.exists():   # the verdict: the claims table as the report computed it
         text = readme.read_text()
-        lines = [f"_Computed by `kfac-bench report` in `{shown}` on {started[:10]} from the runs listed in "
-                 f"each row's source; rules and thresholds: `kfac_bench/report/claims.py`._", "",
-                 claims.read_text().strip()]
+        lines = [f"_Computed by `kfac-bench report` in `{shown}`",     # one paragraph, short lines
+                 f"on {started[:10]} from the runs listed in each row's source; rules and thresholds: "
+                 f"`kfac_bench/report/claims.py`._", "", claims.read_text().strip()]
         updated = replace_block(text, README_CLAIMS, lines)
         if updated is not None:
             readme.write_text(updated)
