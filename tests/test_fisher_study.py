@@ -120,9 +120,10 @@ def test_command_line(tmp_path):
             "dataset.generator.n_images=600", "dataset.n_train=500", "dataset.n_val=100", "dataset.batch_size=100",
             "fisher.points=2", "trainer.epochs=1", "trainer.progress=false",
             f"data_dir={tmp_path / 'data'}", f"results_dir={tmp_path / 'results'}"]
-    proc = warm_process.run("kfac-bench", *args, cwd=tmp_path, env=env, timeout=300)
+    # a problem config's folder names its studies' folder, as its runs' (mnist_conv: MNIST data, another network)
+    proc = warm_process.run("kfac-bench", *args, "+dataset.folder=curves_tiny", cwd=tmp_path, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    found = list((tmp_path / "results" / "fisher" / "curves").rglob("fisher_errors.csv"))
+    found = list((tmp_path / "results" / "fisher" / "curves_tiny").rglob("fisher_errors.csv"))
     assert len(found) == 1 and (found[0].parent / "figure1.png").exists()
     assert "trainer.progress" not in found[0].parent.name and "dataset.batch_size=100" in found[0].parent.name
     assert "median" in proc.stdout + proc.stderr
