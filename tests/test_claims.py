@@ -282,6 +282,15 @@ def test_figure1_is_decided_on_the_longest_mlp_study(tmp_path):
     for cid in ("F1a", "F1b", "F1c"):
         assert table.loc[cid, "budget"] == f"{longest}: 26 epochs of Adam, {n} points"
         assert "mnist_conv" not in table.loc[cid, "numbers"] + table.loc[cid, "source"]
+    # a KFAC-only study of every iteration over the same 26 epochs (more points): it decides KFAC's peak
+    # (F1c), not F1a/F1b, which need the approximations it did not measure
+    every = {"kfac": [1.0] * (3 * n) + [3.0]}
+    write_study(root / "conclusion", "mnist", "fisher.every=1,fisher.methods=[kfac],trainer.epochs=26",
+                fisher_table(every), 26, MNIST_MLP)
+    table = CE.claims_table([root], problems=[]).set_index("id")
+    assert table.loc["F1c", "verdict"] == C.DOES_NOT_HOLD and "fisher.every=1" in table.loc["F1c", "budget"]
+    assert table.loc["F1a", "budget"] == f"{longest}: 26 epochs of Adam, {n} points"
+    assert table.loc["F1a", "verdict"] == C.DOES_NOT_HOLD and table.loc["F1b", "verdict"] == C.HOLDS
     # the verdict profile alone: its 3 epochs decide -- F1a holds, F1c is shorter than the paper's 26 epochs
     alone = CE.claims_table([root / "verdict"], problems=[]).set_index("id")
     assert alone.loc["F1a", "verdict"] == C.HOLDS and alone.loc["F1c", "verdict"] == C.NOT_TESTABLE

@@ -70,13 +70,14 @@ def _fisher_figures(results_dir: Path, out_dir: Path, note: str | None, formats,
     except ImportError as err:
         _say(f"Figure 1 skipped: kfac_bench.report.figure1 cannot be imported ({err})")
         return []
-    by_dataset: dict[str, list[Path]] = {}
+    by_dataset: dict[str, list[tuple[Path, Path]]] = {}
     for root, path in studies:
         rel = path.parent.relative_to(root)
-        by_dataset.setdefault(rel.parts[0] if rel.parts else "unknown", []).append(path)
+        by_dataset.setdefault(rel.parts[0] if rel.parts else "unknown", []).append((root, path))
     paths: list[Path] = []
     for dataset in sorted(by_dataset, key=dataset_rank):
-        for path in by_dataset[dataset]:
+        several_profiles = len({root for root, _ in by_dataset[dataset]}) > 1
+        for root, path in by_dataset[dataset]:
             folder = path.parent
             meta = {}
             try:
@@ -96,8 +97,9 @@ def _fisher_figures(results_dir: Path, out_dir: Path, note: str | None, formats,
                 _say(f"Figure 1: cannot read {path} ({err}); skipped")
                 continue
             stem = f"figure1_{dataset}"
-            if len(by_dataset[dataset]) > 1:
-                stem += "_" + _slug(str(folder.relative_to(root / dataset)))
+            if len(by_dataset[dataset]) > 1:   # a study of each profile (docs/runs/<profile>/fisher/) named by it
+                where = folder.relative_to(root / dataset)
+                stem += "_" + _slug(f"{root.parent.name}_{where}" if several_profiles else str(where))
             title = meta.get("figure_title") or f"Figure 1: {str(dataset).upper()} ({source_note(source)})"
             if source == "generated" and "GENERATED" not in title.upper():
                 title += f" ({source_note(source)})"

@@ -367,12 +367,15 @@ def _coverage(study: FisherStudy) -> tuple[float, int]:
     return (study.epochs if study.epochs == study.epochs else -1.0), _study_points(study)
 
 
-def decisive_studies(studies: list[FisherStudy]) -> tuple[list[FisherStudy], list[FisherStudy]]:
-    """(decisive, set aside): per dataset, the study covering the most epochs of Adam (then the most
-    points) decides -- Figure 1 is the paper's whole run of Adam, a shorter study sees part of it; the
-    shorter studies are reported beside it, not judged."""
+def decisive_studies(studies: list[FisherStudy], needs: Iterable[str] = ()) -> tuple[list[FisherStudy], list[FisherStudy]]:
+    """(decisive, set aside): per dataset, among the studies that measured every method of ``needs``, the one
+    covering the most epochs of Adam (then the most points) decides -- Figure 1 is the paper's whole run of
+    Adam, a shorter study sees part of it (F1c's KFAC-only study of every iteration decides the peak, not
+    F1a's); the others are reported beside it, not judged."""
     longest: dict[str, FisherStudy] = {}
     for study in studies:
+        if not set(needs) <= set(study.table["method"].astype(str)):
+            continue
         if study.dataset not in longest or _coverage(study) > _coverage(longest[study.dataset]):
             longest[study.dataset] = study
     decisive = list(longest.values())
@@ -394,15 +397,18 @@ def _peak_on_mnist(studies: list[FisherStudy]) -> tuple[str, str, str]:
     if not mnist:
         return (NOT_MEASURED, f"no MNIST fisher study: produced by {PRODUCED_BY['fisher'].replace('<d>', 'mnist')} "
                               f"(the paper's: trainer.epochs=26 fisher.every=1)", "")
-    decisive, aside = decisive_studies(mnist)
+    decisive, aside = decisive_studies(mnist, needs=(REFERENCE,))
+    if not decisive:
+        return NOT_MEASURED, f"no MNIST study measured {method_label(REFERENCE)}", ""
     verdict, numbers = rule_kfac_peak(decisive[0])
     return verdict, numbers + _set_aside([rule_kfac_peak(s)[1] for s in aside]), studies_budget(decisive)
 
 
-def _on_decisive_studies(rule: Callable[[FisherStudy], Outcome], studies: list[FisherStudy]) -> tuple[str, str, str]:
-    """F1a/F1b: (verdict, numbers, budget) of ``rule`` on each dataset's decisive study (:func:`decisive_studies`);
-    holds iff it holds on every one."""
-    decisive, aside = decisive_studies(studies)
+def _on_decisive_studies(rule: Callable[[FisherStudy], Outcome], studies: list[FisherStudy],
+                         needs: Iterable[str] = ()) -> tuple[str, str, str]:
+    """F1a/F1b: (verdict, numbers, budget) of ``rule`` on each dataset's decisive study among those that
+    measured ``needs`` (:func:`decisive_studies`); holds iff it holds on every one."""
+    decisive, aside = decisive_studies(studies, needs)
     outcomes = [rule(s) for s in decisive]
     measured = [o for o in outcomes if o.holds is not None]
     numbers = "; ".join(o.numbers for o in outcomes) + _set_aside([rule(s).numbers for s in aside])
@@ -451,12 +457,12 @@ def paper_claims() -> tuple[Claim, ...]:
     return (
         Claim("F1a", f"Figure 1: all {_count(APPROXIMATIONS)} approximations below {ref} on Error 1 and Error 2 "
                      f"throughout",
-              partial(_on_decisive_studies, rule_below_kfac),
+              partial(_on_decisive_studies, rule_below_kfac, needs=(REFERENCE, *APPROXIMATIONS)),
               f"per fisher study, for {_names(APPROXIMATIONS)} and each error: the fraction of evaluation points "
               f"(iteration, layer) where its error < {ref}'s; holds iff every fraction >= THROUGHOUT_FRACTION = "
               f"{THROUGHOUT_FRACTION:g} on {DECISIVE_STUDY}", on="fisher"),
         Claim("F1b", f"Figure 1: {best} the best approximation",
-              partial(_on_decisive_studies, rule_deflation_best),
+              partial(_on_decisive_studies, rule_deflation_best, needs=CURVATURE_METHODS),
               f"per fisher study and error: the fraction of points where {best}'s error is the lowest of the "
               f"{_count(CURVATURE_METHODS)} (within BEST_TIE_RTOL = {BEST_TIE_RTOL:g} relative: "
               f"{_names(same_optimum, ' and ')} reaches the same optimum); holds iff >= BEST_FRACTION = "

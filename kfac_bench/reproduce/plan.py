@@ -211,7 +211,7 @@ def make_context(args, parser, argv: list[str], started: str, commit: str, t_sta
     if bad:
         parser.error(f"--stages: unknown {sorted(bad)}")
     # a Figure 1 study on a dataset the profile trains on follows --datasets; one on another dataset always runs
-    fisher_sets = {d: list(v or []) for d, v in (profile.get("fisher") or {}).items()
+    fisher_sets = {d: _studies(v) for d, v in (profile.get("fisher") or {}).items()
                    if d in datasets or d not in (profile.get("datasets") or [])}
 
     results_root = Path(os.environ.get("KFAC_BENCH_RESULTS", "results"))
@@ -264,6 +264,9 @@ def make_plan(ctx: Context) -> Plan:
     plan.grid_left = {(j[0], j[1]) for _, todo in todo_grid for j in todo}
     if "grid" in ctx.stages:
         _plan_grid(ctx, plan, todo_grid)
+    if ctx.profile.get("tuning") and "grid" in ctx.stages:   # trials drawn from each method's search space
+        from .tuning import plan_tuning   # Optuna and the search spaces: only for a tuning profile
+        plan_tuning(ctx, plan, Task)
     if ctx.settings_mode and "grid" in ctx.stages:
         _plan_settings(ctx, plan)
     if "seeds" in ctx.stages and (plan.extra_seeds or ctx.profile.get("confirm")):
@@ -295,7 +298,7 @@ def _kind(method: str) -> str:
 def _grid_invocations(ctx: Context) -> list[Invocation]:
     """The grid's commands: per (dataset, method), the sweep and the points shared from other methods."""
     invocations = []
-    for d in ctx.datasets if not ctx.settings_mode else []:
+    for d in ctx.datasets if not (ctx.settings_mode or ctx.profile.get("tuning")) else []:
         for m in ctx.methods:
             sweep = SWEEPS[_kind(m)]
             fixed = dataset_overrides(ctx.profile, d, m)
@@ -363,15 +366,24 @@ def _winner_seeds(ctx: Context, plan: Plan, d: str, m: str) -> tuple[list[str], 
     return confirm, seeds, ctx.confirm_estimator.run_cost(d, m, over)
 
 
+def _selection(ctx: Context, m: str) -> tuple[str | None, list[str]]:
+    """(the sweep config a winner's seeds run with, the keys that make a configuration): a grid's, or a
+    tuning's search space (no sweep config: its keys are on the command line)."""
+    if ctx.profile.get("tuning"):
+        from .tuning import tuning_keys
+        return None, tuning_keys(m)
+    sweep = SWEEPS[_kind(m)]
+    return sweep, list(load_sweep(sweep))
+
+
 def _seeds_task(ctx: Context, plan: Plan, d: str, m: str) -> Task | None:
     """The extra seeds of the grid's winner of (d, m), or its confirmation at the profile's ``confirm``
     settings: its command is made once the grid has ended."""
-    sweep = SWEEPS[_kind(m)]
+    sweep, keys = _selection(ctx, m)
     fixed = dataset_overrides(ctx.profile, d, m)
     target, seeds, cost = _winner_seeds(ctx, plan, d, m)
     if not seeds:
         return None
-    keys = list(load_sweep(sweep))
     over = dict(kv.split("=", 1) for kv in target)
     what = f"{'confirm' if target is not fixed else 'seeds'} {d} {m}"
     left = len(seeds)
@@ -447,9 +459,8 @@ def _variant_task(ctx: Context, plan: Plan, d: str, m: str, name: str) -> Task |
     if extra is None:
         return None
     seeds = [int(x) for x in variant_spec(ctx.profile, name).get("seeds", [0])]
-    sweep = SWEEPS[_kind(m)]
+    sweep, keys = _selection(ctx, m)
     fixed = dataset_overrides(ctx.profile, d, m)
-    keys = list(load_sweep(sweep))
     what = f"{name} {d} {m}"
     over = dict(kv.split("=", 1) for kv in _merged(fixed, extra))
     cost = ctx.estimator.run_cost(d, m, over)
@@ -479,11 +490,20 @@ def _variant_task(ctx: Context, plan: Plan, d: str, m: str, name: str) -> Task |
     return Task(what, "seeds", ctx.estimator.batch([cost] * len(seeds)), make_args, after)
 
 
+def _studies(entry) -> list[list[str]]:
+    """A profile's ``fisher.<dataset>``: the overrides of one study (a list of strings), or of several (a
+    list of such lists)."""
+    entry = list(entry or [])
+    return [list(e) for e in entry] if entry and all(isinstance(e, list) for e in entry) else [entry]
+
+
 def _plan_fisher(ctx: Context, plan: Plan) -> None:
-    for d, over in ctx.fisher_sets.items():
-        if fisher_done(ctx.results_dir, d, over):
-            plan.notes.append(f"fisher {d}: finished already, skipped")
-            continue
-        command = ["fisher", f"dataset={d}", *over, "trainer.progress=false"] + ctx.runner.common()
-        plan.tasks.append(Task(f"fisher {d}", "fisher", ctx.estimator.fisher(d) + ctx.estimator.invocation(),
-                               lambda command=command: command))
+    for d, studies in ctx.fisher_sets.items():
+        for i, over in enumerate(studies):
+            what = f"fisher {d}" + (f" {i + 1}" if len(studies) > 1 else "")
+            if fisher_done(ctx.results_dir, d, over):
+                plan.notes.append(f"{what}: finished already, skipped")
+                continue
+            command = ["fisher", f"dataset={d}", *over, "trainer.progress=false"] + ctx.runner.common()
+            plan.tasks.append(Task(what, "fisher", ctx.estimator.fisher(d) + ctx.estimator.invocation(),
+                                   lambda command=command: command))
