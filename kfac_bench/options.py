@@ -115,6 +115,10 @@ class CurvatureOptions:
     cg_tol: float | None = option(None, "CG stopping rule |b - M x| <= cg_tol |b| (lanczos_k); null = 100 eps "
                                         "of the dtype (float32 1.2e-5)", "_lanczos_k", own=True)
     cg_max_iter: int = option(50, "CG iteration cap (lanczos_k)", "_lanczos_k", own=True)
+    T_scale: int | str = option(1, "EKFAC's scaling re-estimated every T_scale steps from that minibatch's per-example "
+                                   "gradients in the current eigenbasis, averaged with alpha (George et al. 2018, "
+                                   "Algorithm 1); T1 = with the statistics every T1 steps, the schedule before "
+                                   "issue 33 (ekfac; docs/mathematics.md)", "_ekfac", own=True)
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,29 @@ class ShampooOptions:
 
 
 @dataclass(frozen=True)
+class ScalableShampooOptions:
+    """pytorch-optimizer's ``ScalableShampoo`` (Anil et al. 2020, "Scalable second order optimization for
+    deep learning") at the library's defaults (pytorch_optimizer/optimizer/shampoo.py, 4.1.0): Shampoo on
+    blocks of at most ``block_size``, its step taking the norm of a grafted first-order step."""
+
+    lr: float = option(1e-3, _LIBRARY_LR, _OWN_CONFIG)
+    betas: list = option([0.9, 0.999], "momentum and preconditioner-statistics decay rates (the library's default)",
+                         "_scalable_shampoo")
+    weight_decay: float = option(0.0, "weight decay (the library's default)", "_scalable_shampoo")
+    start_preconditioning_step: int = option(25, "steps taking the grafted step alone before Shampoo's (the "
+                                                 "library's default)", "_scalable_shampoo")
+    preconditioning_compute_steps: int = option(1000, "steps between inverse roots of the preconditioners; before the "
+                                                      "first the preconditioner is the identity (the library's "
+                                                      "default)", "_scalable_shampoo")
+    block_size: int = option(512, "a dimension above it is split into blocks preconditioned apart (the library's "
+                                  "default)", "_scalable_shampoo")
+    graft_type: int = option(1, "whose step's norm the update takes: 0 none, 1 SGD, 2 AdaGrad, 3 RMSProp, 4 sqrt-n "
+                                "(pytorch-optimizer's LayerWiseGrafting; the library's default)", "_scalable_shampoo")
+    matrix_eps: float = option(1e-6, "added to each preconditioner's diagonal (the library's default)",
+                               "_scalable_shampoo")
+
+
+@dataclass(frozen=True)
 class MuonOptions:
     """pytorch-optimizer's ``Muon`` (Jordan et al. 2024) at the library's defaults: on weight matrices,
     AdamW (``adamw_lr``) on biases."""
@@ -184,12 +211,17 @@ class KronOptions:
     lr: float = option(1e-3, _LIBRARY_LR, _OWN_CONFIG)
     momentum: float = option(0.9, "momentum (the library's default)", "_kron")
     weight_decay: float = option(0.0, "weight decay (the library's default)", "_kron")
+    pre_conditioner_update_probability: float | None = option(
+        None, "probability that a step updates the preconditioners; null = the library's schedule (1 for 500 "
+              "steps, then decaying to 0.03: psgd.py precondition_update_prob_schedule)", "_kron")
 
 
 FAMILIES = {"curvature": CurvatureOptions, "sgd": SGDOptions, "adam": AdamOptions, "soap": SOAPOptions,
-            "shampoo": ShampooOptions, "muon": MuonOptions, "kron": KronOptions}
+            "shampoo": ShampooOptions, "scalable_shampoo": ScalableShampooOptions, "muon": MuonOptions,
+            "kron": KronOptions}
 FAMILY_TITLES = {CurvatureOptions: "Kronecker-factored methods", SGDOptions: "SGD", AdamOptions: "Adam",
                  SOAPOptions: "SOAP (pytorch-optimizer)", ShampooOptions: "Shampoo (pytorch-optimizer)",
+                 ScalableShampooOptions: "Scalable Shampoo (pytorch-optimizer)",
                  MuonOptions: "Muon (pytorch-optimizer)", KronOptions: "PSGD-Kron (pytorch-optimizer)"}
 
 

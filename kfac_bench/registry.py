@@ -22,8 +22,10 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from .options import (STRUCTURAL_KEYS, AdamOptions, CurvatureOptions, KronOptions, MuonOptions, SGDOptions,
-                      ShampooOptions, SOAPOptions, option_names, unknown_option_message)
+from .options import (STRUCTURAL_KEYS, AdamOptions, CurvatureOptions, KronOptions, MuonOptions,
+                      ScalableShampooOptions, SGDOptions, ShampooOptions, SOAPOptions, option_names,
+                      unknown_option_message)
+from .search_space import Choice, LogUniform, SearchSpace, markdown
 
 # Options every Kronecker-factored optimizer accepts besides lr (kfac_bench.options.CurvatureOptions,
 # where each is documented); a method adds those of its own its approximation class lists
@@ -57,6 +59,8 @@ class Method:
     marker: str = "."
     summary: str = ""
     paper: str = ""                  # where the paper defines it
+    # the ranges its hyperparameters are tuned over, each a config key of its own (kfac_bench/search_space.py)
+    search_space: SearchSpace | None = None
 
     @property
     def is_curvature(self) -> bool:
@@ -142,38 +146,113 @@ def _resolve(path: str):
 _OPT = "kfac_bench.optim.kronecker_optimizer"
 _APPROX = "kfac_bench.curvature.approximations"
 
+# The search spaces. The paper's grid (section 4.2, conf/sweep/paper_grid.yaml) is {1, 3} x 10^{-1..-4} for lr
+# and damping and {1e-2, 1e-3} for the KL clip; the paper's methods damp the first Kronecker term as KFAC does
+# (about sqrt(lam) added to each factor, kfac_bench/curvature/inverse.py), so they share its ranges.
+_PAPER_GRID = "paper 4.2's grid, {1, 3} x 10^-1..-4 (conf/sweep/paper_grid.yaml)"
+_PAPER_SPACE = {
+    "lr": LogUniform(1e-4, 0.3, _PAPER_GRID),
+    "damping": LogUniform(1e-4, 0.3, _PAPER_GRID + "; factored: about sqrt(lam) added to each factor "
+                                                   "(kfac_bench/curvature/inverse.py)"),
+    "kl_clip": Choice((1e-3, 1e-2), "paper 4.2's grid (the clip of appendix E)"),
+}
+_LIBRARY = "pytorch_optimizer/optimizer/{}, 4.1.0"     # the pytorch-optimizer defaults the spaces are built around
+
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("sgd", "SGD", None, "torch.optim:SGD", options_class=SGDOptions, summary="SGD with heavy-ball momentum"),
-    Method("adam", "Adam", None, "torch.optim:Adam", options_class=AdamOptions, summary="Adam"),
+    Method("sgd", "SGD", None, "torch.optim:SGD", options_class=SGDOptions, summary="SGD with heavy-ball momentum",
+           search_space=SearchSpace({
+               "lr": LogUniform(1e-3, 1.0, "paper 4.2's grid tops at 0.3, the authors' selection "
+                                           "(conf/optimizer/sgd.yaml): three decades reaching past it"),
+               "momentum": Choice((0.0, 0.9, 0.99), "paper 4.2's 0.9; 0 plain SGD; 0.99 of Sutskever et al. "
+                                                    "2013's largest values")})),
+    Method("adam", "Adam", None, "torch.optim:Adam", options_class=AdamOptions, summary="Adam",
+           search_space=SearchSpace({
+               "lr": LogUniform(3e-5, 3e-2, "three decades centred on the authors' 1e-3 (conf/optimizer/adam.yaml; "
+                                            "Kingma & Ba 2015's default)"),
+               "betas": Choice(([0.9, 0.999], [0.9, 0.99], [0.9, 0.95]),
+                               "beta2: Kingma & Ba 2015's 0.999 (paper 4.2); 0.99, and 0.95 as in Brown et al. "
+                               "2020: shorter second-moment averages")})),
     # today's Kronecker-factored preconditioners (pytorch-optimizer), compared with, never claims' subjects
     Method("soap", "SOAP", None, "kfac_bench.optim.baselines:soap", options_class=SOAPOptions, in_paper=False,
-           summary="Adam in the eigenbasis of Shampoo's preconditioner (Vyas et al. 2024; pytorch-optimizer)"),
+           summary="Adam in the eigenbasis of Shampoo's preconditioner (Vyas et al. 2024; pytorch-optimizer)",
+           search_space=SearchSpace({
+               "lr": LogUniform(1e-4, 1e-1, "three decades around the library's 3e-3 ("
+                                            + _LIBRARY.format("soap.py") + ")"),
+               "precondition_frequency": Choice((1, 10, 100), "the library's 10 (" + _LIBRARY.format("soap.py") + "), "
+                                                "a decade either side: Vyas et al. 2024 show SOAP robust to "
+                                                "infrequent eigenbasis updates")})),
     Method("shampoo", "Shampoo", None, "kfac_bench.optim.baselines:shampoo", options_class=ShampooOptions,
-           in_paper=False, summary="Kronecker-factored preconditioner per tensor (Gupta et al. 2018; pytorch-optimizer)"),
+           in_paper=False, summary="Kronecker-factored preconditioner per tensor (Gupta et al. 2018; pytorch-optimizer)",
+           search_space=SearchSpace({
+               "lr": LogUniform(3e-5, 3e-2, "three decades centred on the library's 1e-3 ("
+                                            + _LIBRARY.format("shampoo.py") + ")"),
+               "matrix_eps": LogUniform(1e-6, 1e-1, "from the library's 1e-6 (" + _LIBRARY.format("shampoo.py") + ") "
+                                                    "up: a larger one is the fix when a preconditioner's float32 SVD "
+                                                    "fails, as on CURVES (issue 21); Gupta et al. 2018 start them at "
+                                                    "eps I"),
+               "preconditioning_compute_steps": Choice((1, 10, 100), "the library's 1 (" + _LIBRARY.format("shampoo.py")
+                                                       + "), 10 and 100 amortising the roots' SVDs")})),
+    Method("scalable_shampoo", "Scalable Shampoo", None, "kfac_bench.optim.baselines:scalable_shampoo",
+           options_class=ScalableShampooOptions, in_paper=False,
+           summary="Shampoo on blocks, grafted to SGD's step norm (Anil et al. 2020; pytorch-optimizer)",
+           search_space=SearchSpace({
+               "lr": LogUniform(1e-4, 1.0, "a decade below the library's 1e-3 (" + _LIBRARY.format("shampoo.py")
+                                           + ") to SGD's range's top: SGD grafting gives the step SGD's norm"),
+               "preconditioning_compute_steps": Choice((10, 100, 1000), "the library's 1000 ("
+                                                       + _LIBRARY.format("shampoo.py") + ") down to 10: a fair-profile "
+                                                       "tuning run (160 steps) ends before the first root at 1000"),
+               "graft_type": Choice((1, 2, 3), "SGD (the library's 1), AdaGrad, RMSProp grafting (LayerWiseGrafting, "
+                                               + _LIBRARY.format("utils/graft.py") + "; Agarwal et al. 2020)")})),
     Method("muon", "Muon", None, "kfac_bench.optim.baselines:muon", options_class=MuonOptions, in_paper=False,
-           summary="orthogonalised momentum on weight matrices, AdamW on biases (Jordan et al. 2024; pytorch-optimizer)"),
+           summary="orthogonalised momentum on weight matrices, AdamW on biases (Jordan et al. 2024; pytorch-optimizer)",
+           search_space=SearchSpace({
+               "lr": LogUniform(1e-3, 1.0, "three decades around the library's 2e-2 ("
+                                           + _LIBRARY.format("muon/muon.py") + ")"),
+               "momentum": Choice((0.85, 0.9, 0.95, 0.98), "the library's 0.95 (" + _LIBRARY.format("muon/muon.py")
+                                  + "); Jordan et al. 2024's speedrun warms it up from 0.85")})),
     Method("kron", "PSGD-Kron", None, "kfac_bench.optim.baselines:kron", options_class=KronOptions, in_paper=False,
-           summary="preconditioned SGD, Kronecker-factored preconditioners (Li; pytorch-optimizer)"),
+           summary="preconditioned SGD, Kronecker-factored preconditioners (Li; pytorch-optimizer)",
+           search_space=SearchSpace({
+               "lr": LogUniform(3e-5, 3e-2, "three decades centred on the library's 1e-3 ("
+                                            + _LIBRARY.format("psgd.py") + ")"),
+               "pre_conditioner_update_probability": LogUniform(
+                   0.03, 1.0, "the library schedule's floor 0.03 to its start 1 (precondition_update_prob_schedule, "
+                              + _LIBRARY.format("psgd.py") + "); a probability: at most 1", ceiling=1.0)})),
     Method("kfac", "KFAC", 1, f"{_OPT}:KFAC", f"{_APPROX}:KFAC",
-           summary="E[a a^T] (x) E[g g^T]", paper="eq. (1), section 2.2"),
+           summary="E[a a^T] (x) E[g g^T]", paper="eq. (1), section 2.2", search_space=SearchSpace(_PAPER_SPACE)),
     Method("kpsvd", "KPSVD", 1, f"{_OPT}:KPSVD", f"{_APPROX}:KPSVD", best_of_rank=True,
-           summary="best Kronecker product, power SVD of Z(F)", paper="section 3.1"),
+           summary="best Kronecker product, power SVD of Z(F)", paper="section 3.1",
+           search_space=SearchSpace(_PAPER_SPACE)),
     Method("deflation", "Deflation", 2, f"{_OPT}:Deflation", f"{_APPROX}:Deflation", best_of_rank=True,
-           summary="KPSVD, then the best Kronecker product of the remainder", paper="section 3.2.1"),
+           summary="KPSVD, then the best Kronecker product of the remainder", paper="section 3.2.1",
+           search_space=SearchSpace(_PAPER_SPACE)),
     Method("lanczos", "Lanczos", 2, f"{_OPT}:Lanczos", f"{_APPROX}:Lanczos", best_of_rank=True,
-           summary="best Kronecker rank 2 by restarted Lanczos bidiagonalisation", paper="section 3.2.2"),
+           summary="best Kronecker rank 2 by restarted Lanczos bidiagonalisation", paper="section 3.2.2",
+           search_space=SearchSpace(_PAPER_SPACE)),
     Method("kfac_corrected", "KFAC-corrected", 2, f"{_OPT}:KFACCorrected", f"{_APPROX}:KFACCorrected",
-           summary="KFAC plus the best Kronecker correction", paper="section 3.3"),
+           summary="KFAC plus the best Kronecker correction", paper="section 3.3",
+           search_space=SearchSpace(_PAPER_SPACE)),
     Method("lanczos_k", "Lanczos rank k", 3, f"{_OPT}:LanczosK", f"{_APPROX}:LanczosK",
            rank_option="k", best_of_rank=True, in_paper=False,
            summary="best Kronecker rank k by restarted Lanczos bidiagonalisation; damped solve by "
                    "conjugate gradients preconditioned by the rank-2 eigen-trick solve",
-           paper="section 5 (\"one can go further in this direction\")"),
+           paper="section 5 (\"one can go further in this direction\")", search_space=SearchSpace(_PAPER_SPACE)),
     # not a Kronecker sum (a diagonal in KFAC's eigenbasis): rank 1 counts its one pair of factors
     Method("ekfac", "EKFAC", 1, f"{_OPT}:EKFAC", "kfac_bench.curvature.ekfac:EKFAC", in_paper=False,
            colour="tab:brown", marker="P",
            summary="diag(Q^T F Q) in the eigenbasis Q of KFAC's factors, damping on the diagonal",
-           paper="George et al. 2018, not in the paper"),
+           paper="George et al. 2018, not in the paper",
+           search_space=SearchSpace({
+               **_PAPER_SPACE,
+               # lam is added to each entry of the scaling S (kfac_bench/curvature/ekfac.py), not sqrt(lam) to
+               # each factor. Measured on CURVES (KFAC's factors after 20 steps, batch 256): S per layer has its
+               # mean at 2e-10..1e-6 and its top at 5e-6..1e-3, so the paper's smallest damping, 1e-4, exceeds
+               # the top of 8 of the 12 layers: there EKFAC steps as lr/lam whatever S says
+               "damping": LogUniform(1e-6, 0.3, "lam added to every eigenvalue of the scaling (George et al. 2018; "
+                                                "kfac_bench/curvature/ekfac.py): two decades below the paper's grid, "
+                                                "where CURVES' scaling (top 5e-6..1e-3 per layer) sets the step"),
+               "T_scale": Choice((1, 10, 100), "George et al. 2018, Algorithm 1: the scaling every step (1, the "
+                                               "default), 10 and 100 amortising it as T1 does the factors")})),
 )}
 
 
@@ -229,6 +308,19 @@ def methods_in_role(role: str) -> tuple[str, ...]:
     return tuple(m.name for m in members[role])
 
 
+def search_space(name: str) -> SearchSpace:
+    """The ranges method ``name``'s hyperparameters are tuned over (:mod:`kfac_bench.search_space`)."""
+    entry = get_method(name)
+    if entry.search_space is None:
+        raise ValueError(f"{name} declares no search space (its registry entry's search_space)")
+    return entry.search_space
+
+
+def search_space_table() -> str:
+    """Every method's search space as the table of docs/usage.md, "Search spaces"."""
+    return markdown({name: search_space(name) for name in METHODS})
+
+
 def get_method(name: str) -> Method:
     try:
         return METHODS[name]
@@ -277,4 +369,5 @@ def __getattr__(name: str):
 
 __all__ = ["CURVATURE_OPTIONS", "METHODS", "APPROXIMATIONS", "OPTIMIZERS", "approximation_classes",
            "optimizer_classes", "make_approximation", "Method", "method_names", "curvature_method_names",
-           "first_order_method_names", "paper_method_names", "get_method", "method_label"]
+           "first_order_method_names", "paper_method_names", "get_method", "method_label", "search_space",
+           "search_space_table"]

@@ -16,7 +16,8 @@ def _problem():
     return model, x
 
 
-@pytest.mark.parametrize("name, lr", [("soap", 3e-3), ("shampoo", 1e-3), ("muon", 2e-2), ("kron", 1e-3)])
+@pytest.mark.parametrize("name, lr", [("soap", 3e-3), ("shampoo", 1e-3), ("scalable_shampoo", 1e-3), ("muon", 2e-2),
+                                     ("kron", 1e-3)])
 def test_each_builder_trains_a_tiny_autoencoder(name, lr):
     model, x = _problem()
     opt = getattr(baselines, name)(model.parameters(), lr=lr)
@@ -47,7 +48,43 @@ def test_library_defaults_are_kept():
     assert soap.param_groups[0]["weight_decay"] == 1e-2 and soap.param_groups[0]["precondition_frequency"] == 10
 
 
-@pytest.mark.parametrize("name", ["soap", "shampoo", "muon", "kron"])
+# each pytorch-optimizer family of kfac_bench/options.py and the library class its builder makes
+LIBRARY_CLASSES = {"soap": "SOAP", "shampoo": "Shampoo", "scalable_shampoo": "ScalableShampoo", "muon": "Muon",
+                   "kron": "Kron"}
+
+
+@pytest.mark.parametrize("name", sorted(LIBRARY_CLASSES))
+def test_the_documented_defaults_are_the_library_s(name):
+    """Every option of a pytorch-optimizer method (kfac_bench/options.py) defaults to the library's own
+    default (the comparison's rule), read from the class's signature (pytorch-optimizer 4.1)."""
+    import inspect
+
+    import pytorch_optimizer
+
+    from kfac_bench import registry
+    from kfac_bench.options import defaults
+    signature = inspect.signature(getattr(pytorch_optimizer, LIBRARY_CLASSES[name]).__init__).parameters
+    documented = defaults(registry.get_method(name).family)
+    library = {k: list(v) if isinstance(v, tuple) else v
+               for k, v in ((k, signature[k].default) for k in documented)}
+    assert documented == library
+
+
+def test_scalable_shampoo_keeps_the_library_s_intervals_and_grafting():
+    from pytorch_optimizer.optimizer.utils.graft import LayerWiseGrafting
+
+    from kfac_bench.optim.factory import build_optimizer
+    model, _ = _problem()
+    opt = build_optimizer({"name": "scalable_shampoo", "lr": 1e-3}, model, "gaussian")
+    assert type(opt).__name__ == "ScalableShampoo" and opt.param_groups[0]["betas"] == (0.9, 0.999)
+    assert (opt.preconditioning_compute_steps, opt.start_preconditioning_step, opt.block_size) == (1000, 25, 512)
+    assert opt.graft_type == LayerWiseGrafting.SGD
+    opt = build_optimizer({"name": "scalable_shampoo", "lr": 1e-3, "graft_type": 2,
+                           "preconditioning_compute_steps": 10}, model, "gaussian")
+    assert (opt.graft_type, opt.preconditioning_compute_steps) == (LayerWiseGrafting.ADAGRAD, 10)
+
+
+@pytest.mark.parametrize("name", ["soap", "shampoo", "scalable_shampoo", "muon", "kron"])
 def test_each_is_one_registry_entry_and_one_config_and_trains_through_the_harness(name, tmp_path):
     """`kfac-bench run optimizer=<name>` on tiny CURVES: the registry entry names the builder, the config
     the library's learning rate; never a claims subject (not a method of the paper)."""

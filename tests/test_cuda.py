@@ -21,6 +21,7 @@ import torch
 from kfac_bench.curvature.stats import get_likelihood
 from kfac_bench.optim import as_training_optimizer
 from kfac_bench.optim.factory import build_optimizer, optimizer_names
+from kfac_bench.registry import curvature_method_names
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 
@@ -38,7 +39,7 @@ def _model(device):
 
 def _optimizer(method, model):
     cfg = {"name": method, "lr": 0.05}
-    if method not in ("sgd", "adam"):
+    if method in curvature_method_names():   # the first-order methods (SOAP, Shampoo, ...) take no damping
         cfg.update(damping=1e-2, T1=2, T2=2, fisher="empirical")
     return build_optimizer(cfg, model, "bernoulli", seed=0)
 

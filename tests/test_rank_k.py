@@ -27,13 +27,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # ------------------------------------------------------------------------------------ registry
 def test_registry_lists_every_method_once_in_order():
-    assert registry.method_names() == ["sgd", "adam", "soap", "shampoo", "muon", "kron", "kfac", "kpsvd", "deflation",
-                                       "lanczos", "kfac_corrected", "lanczos_k", "ekfac"]
-    assert registry.first_order_method_names() == ["sgd", "adam", "soap", "shampoo", "muon", "kron"]
-    assert registry.curvature_method_names() == registry.method_names()[6:]
+    assert registry.method_names() == ["sgd", "adam", "soap", "shampoo", "scalable_shampoo", "muon", "kron", "kfac",
+                                       "kpsvd", "deflation", "lanczos", "kfac_corrected", "lanczos_k", "ekfac"]
+    assert registry.first_order_method_names() == ["sgd", "adam", "soap", "shampoo", "scalable_shampoo", "muon", "kron"]
+    assert registry.curvature_method_names() == registry.method_names()[7:]
     assert registry.paper_method_names(curvature_only=True) == ["kfac", "kpsvd", "deflation", "lanczos",
                                                                 "kfac_corrected"]
-    assert [registry.METHODS[n].rank for n in registry.method_names()] == [None] * 6 + [1, 1, 2, 2, 2, 3, 1]
+    assert [registry.METHODS[n].rank for n in registry.method_names()] == [None] * 7 + [1, 1, 2, 2, 2, 3, 1]
     assert registry.get_method("lanczos_k").rank_of({"k": 5}) == 5
     assert registry.method_label("lanczos_k", 4) == "Lanczos rank 4"
     assert registry.method_label("kfac_corrected") == "KFAC-corrected"

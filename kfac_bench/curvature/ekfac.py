@@ -26,13 +26,25 @@ vec(Q_G ((Q_G^T X Q_A) / (S + lam)) Q_A^T)`` -- the form of the rank-2 methods' 
 costs 4 matrix products per layer and reuses that class.
 
 The method in training (:class:`EKFAC`, its per-layer :class:`EigenbasisBlock`), on the optimizer's
-schedule like every other curvature method (decisions; docs/design.md section 11):
+schedule like every other curvature method (decisions; docs/design.md section 11), plus the scaling's
+own schedule, ``T_scale`` (issue 33):
 
 * every ``T1`` steps (statistics): KFAC's factors averaged as KFAC averages them,
-  ``A <- rho A + (1 - rho) A_batch`` (same for ``G``), and the scaling re-estimated from the batch's
-  per-example statistics *in the current eigenbasis* and averaged with the same ``rho``,
-  ``S <- rho S + (1 - rho) S_batch`` -- George et al.'s cheap, frequent update. The basis is left
-  alone: it is marked stale (its factors moved).
+  ``A <- rho A + (1 - rho) A_batch`` (same for ``G``), ``rho = min(1 - 1/k, alpha)`` with ``k`` the
+  number of statistics updates. The basis is left alone: it is marked stale (its factors moved).
+* every ``T_scale`` steps (default 1: every step), the scaling: re-estimated from that step's
+  minibatch, its per-example statistics projected on the *current* eigenbasis, and averaged with
+  KFAC's rule and ``alpha``, ``S <- rho_s S + (1 - rho_s) S_batch``, ``rho_s = min(1 - 1/k_s, alpha)``
+  with ``k_s`` the number of scaling estimates (:meth:`EigenbasisBlock.update_scaling`). This is George
+  et al.'s Algorithm 1: the scaling from every minibatch, the eigenbasis every ``n_eigen`` (our
+  ``T2``) steps, the scaling a running average. Its damped inverse is rebuilt at once in the same
+  basis, ``1 / (S + lam)`` -- no eigendecomposition. Per step it costs one statistics pass (forward
+  and backward with sampled targets) and the projection, ``O(m (d_a^2 + d_g^2 + d_a d_g))`` for a
+  Linear layer's ``m`` rows; each treatment of a convolution's positions projects as its block does
+  (``eigenbasis_second_moment``; the exact block through ``Q_G^T DW_n Q_A``).
+  ``T_scale="T1"`` (:data:`SCALING_WITH_STATISTICS`) is the schedule before issue 33: the scaling
+  re-estimated in the same update as the factors, every ``T1`` steps, with their ``rho``
+  (:meth:`EigenbasisDiagonal.averaged`).
 * every ``T2`` steps (inverses): the eigenbasis recomputed from the averaged ``A``, ``G`` (the
   eigendecompositions KFAC's inverse pays too), then the damped inverse ``Q (S + lam)^{-1} Q^T``.
   The averaged ``S`` belongs to the old basis. George et al. re-estimate it from fresh statistics in
@@ -40,21 +52,23 @@ schedule like every other curvature method (decisions; docs/design.md section 11
   estimate in the new basis, ``diag(Q_new^T F_hat_old Q_new) = (P_G o P_G) S (P_A o P_A)^T`` with
   ``P = Q_new^T Q_old`` (``O(d^3)``, the cost of the eigendecompositions). This is the Fisher-space
   moving average the SVD methods use (:mod:`.approximations`): the estimate is averaged as a matrix,
-  and the history is kept -- restarting the average at every basis change would, with the default
-  ``T1 = T2``, leave ``S`` unaveraged (one batch) for the whole run. It keeps ``S >= 0`` and the trace.
+  and the history is kept -- restarting the average at every basis change would, with
+  ``T_scale = T1 = T2``, leave ``S`` unaveraged (one batch) for the whole run. It keeps ``S >= 0`` and the trace.
   What it loses is the off-diagonal part of the old estimate in the new basis, which no diagonal in
   that basis can hold. A constant stream of statistics is a fixed point (the basis does not move).
-  With ``T1 = T2`` the batch of that step is measured in the old basis and then carried over.
+  A step due for both measures its batch in the old basis, which is then carried over.
 * ``averaging="factors"`` (the authors' code, for the Kronecker sums) is the same update here: EKFAC
   averages its factors one by one either way. ``damping_convention`` and ``psd_floor`` concern the
   Kronecker sums' damped inverses and do not apply (``S >= 0``: nothing to floor); EKFAC is not in the
   authors' code, and its damping is George et al.'s, added to every entry of ``S``.
 
-The first statistics update fits the batch alone (basis from its own factors), as the Figure 1 study
-does at every evaluation point (:func:`fit_ekfac`): there EKFAC and KFAC come from the same batch.
+The first statistics update fits the batch alone (basis from its own factors, the scaling measured
+in it: the first scaling estimate), as the Figure 1 study does at every evaluation point
+(:func:`fit_ekfac`): there EKFAC and KFAC come from the same batch.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -65,6 +79,21 @@ from .block import AVERAGINGS, CurvatureBlock
 from .inverse import CurvatureError, TwoTermKroneckerInverse, symmetric_eigh
 from .kronecker import SampledFisherBlock, all_finite
 from .spectrum import DT, SpectrumResult
+
+
+# ``T_scale`` of the schedule before issue 33: the scaling re-estimated with the statistics, every T1 steps
+SCALING_WITH_STATISTICS = "T1"
+
+
+def scaling_period(T_scale: int | str) -> int | None:
+    """The steps between two scaling estimates that ``T_scale`` asks for: an integer >= 1, or None for
+    :data:`SCALING_WITH_STATISTICS` (the scaling updated with the factors, on the ``T1`` schedule)."""
+    if T_scale == SCALING_WITH_STATISTICS:
+        return None
+    if isinstance(T_scale, bool) or not isinstance(T_scale, int) or T_scale < 1:
+        raise ValueError(f"T_scale must be an integer >= 1 or {SCALING_WITH_STATISTICS!r} (the scaling re-estimated "
+                         f"with the statistics every T1 steps, the schedule before issue 33), got {T_scale!r}")
+    return T_scale
 
 
 def kronecker_eigenbasis(a: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
@@ -100,15 +129,27 @@ class EigenbasisDiagonal:
 
     # ------------------------------------------------------------------------- training
     def averaged(self, batch: SampledFisherBlock, rho: float) -> "EigenbasisDiagonal":
-        """``rho * self + (1 - rho) * batch`` on the optimizer's statistics schedule: the factors
-        averaged, the batch's scaling measured in this basis and averaged; the basis kept (stale)."""
+        """``rho * self + (1 - rho) * batch`` in one statistics update (``T_scale="T1"``, the schedule
+        before issue 33): the factors averaged and the batch's scaling measured in this basis and
+        averaged, with one ``rho``; the basis kept (stale)."""
+        return self.rescaled(batch, rho).factors_averaged(batch, rho)
+
+    def factors_averaged(self, batch: SampledFisherBlock, rho: float) -> "EigenbasisDiagonal":
+        """KFAC's factors averaged, ``rho * old + (1 - rho) * batch``; the basis and the scaling kept,
+        the basis marked stale (its factors moved)."""
         if self.a is None or self.g is None:
             raise ValueError("an EKFAC estimate without KFAC factors cannot be averaged")
         a_new, g_new = batch.kfac_factors()
-        scaling = eigenbasis_scaling(batch, self.q_a, self.q_g)
         # rho * old + (1 - rho) * new in one pass, like KFAC.averaged_factors
-        return EigenbasisDiagonal(self.q_a, self.q_g, torch.lerp(scaling, self.scaling, rho),
-                                  torch.lerp(a_new, self.a, rho), torch.lerp(g_new, self.g, rho), stale=True)
+        return EigenbasisDiagonal(self.q_a, self.q_g, self.scaling, torch.lerp(a_new, self.a, rho),
+                                  torch.lerp(g_new, self.g, rho), stale=True)
+
+    def rescaled(self, batch: SampledFisherBlock, rho: float) -> "EigenbasisDiagonal":
+        """The scaling re-estimated from ``batch`` in this (current) eigenbasis and averaged,
+        ``rho * S + (1 - rho) * S_batch``; the basis and the factors kept."""
+        scaling = eigenbasis_scaling(batch, self.q_a, self.q_g)
+        return EigenbasisDiagonal(self.q_a, self.q_g, torch.lerp(scaling, self.scaling, rho), self.a, self.g,
+                                  self.stale)
 
     def refreshed(self) -> "EigenbasisDiagonal":
         """The eigenbasis of the current factors, with the scaling carried into it as the diagonal of
@@ -185,15 +226,43 @@ def ekfac_frobenius_error_sq(fisher_frobenius_sq: float, estimate: EigenbasisDia
     return max(fisher_frobenius_sq - estimate.frobenius_sq(), 0.0)
 
 
+@dataclass
 class EigenbasisBlock(CurvatureBlock):
     """EKFAC's per-layer estimate: :class:`CurvatureBlock`'s lifecycle, with the eigenbasis refreshed
-    when the inverse is (every ``T2``) and a checkpoint of its own format."""
+    when the inverse is (every ``T2``), the scaling re-estimated on its own schedule
+    (:meth:`update_scaling`) and a checkpoint of its own format."""
+
+    scaling_updates: int = 0   # scaling estimates averaged so far: k_s of rho_s = min(1 - 1/k_s, alpha)
 
     def update(self, batch: SampledFisherBlock, rho: float, averaging: str = "fisher") -> tuple[FitResult, bool]:
         if averaging not in AVERAGINGS:
             raise ValueError(f"unknown averaging {averaging!r}; choose one of {AVERAGINGS}")
+        first = self.approximation is None
         # "factors" and "fisher" are one update for EKFAC (module docstring)
-        return super().update(batch, rho, "fisher")
+        fit, accepted = super().update(batch, rho, "fisher")
+        if accepted and (first or self.method.scaling_period is None):
+            self.scaling_updates += 1   # this fit measured the scaling too
+        return fit, accepted
+
+    def update_scaling(self, batch: SampledFisherBlock, averaging_weight: Callable[[int], float],
+                       damping: float) -> bool:
+        """The scaling re-estimated from ``batch`` in the current eigenbasis and averaged in with
+        ``rho = averaging_weight(k)`` for its ``k``-th estimate (the optimizer's, KFAC's running average
+        ``min(1 - 1/k, alpha)``; :meth:`EigenbasisDiagonal.rescaled`), then the damped inverse rebuilt
+        with it in the same basis, ``1 / (S + damping)``: no eigendecomposition. George et al. 2018,
+        Algorithm 1, do it for every minibatch. False when the new scaling is not finite (estimate and
+        inverse kept). Nothing to do before the first fit, which measures the scaling itself."""
+        if self.approximation is None:
+            return True
+        estimate = self.approximation.rescaled(batch, averaging_weight(self.scaling_updates + 1))
+        if not all_finite(estimate.scaling):
+            return False
+        self.approximation = estimate
+        self.scaling_updates += 1
+        if self.inverse is not None:
+            # the inverse is in the estimate's basis: both change only at a refresh (invert)
+            self.inverse = self.method.damped_inverse(estimate, damping)
+        return True
 
     def invert(self, damping: float, psd_floor: float = 0.1, convention: str = "paper") -> None:
         """The eigenbasis of the averaged factors, then the damped inverse; when either fails
@@ -207,7 +276,7 @@ class EigenbasisBlock(CurvatureBlock):
     def state(self) -> dict:
         return {"estimate": None if self.approximation is None else self.approximation.state(),
                 "inverse": None if self.inverse is None else self.inverse.state(),
-                "warm": dict(self.warm), "updates": self.updates}
+                "warm": dict(self.warm), "updates": self.updates, "scaling_updates": self.scaling_updates}
 
     def load_state(self, saved: dict, **to) -> None:
         def move(t):
@@ -219,21 +288,36 @@ class EigenbasisBlock(CurvatureBlock):
             {k: move(v) for k, v in saved["inverse"].items()})
         self.warm = {k: move(v) for k, v in saved["warm"].items()}
         self.updates = int(saved["updates"])
+        # a checkpoint from before issue 33 measured the scaling at every statistics update
+        self.scaling_updates = int(saved.get("scaling_updates", self.updates))
 
 
 class EKFAC(Approximation):
     """EKFAC (George et al. 2018): a diagonal in KFAC's Kronecker eigenbasis (module docstring).
+    ``T_scale``: the scaling re-estimated every ``T_scale`` steps (default 1), or ``"T1"`` with the
+    statistics (:data:`SCALING_WITH_STATISTICS`); the optimizer schedules it (``scaling_period``).
     Solver settings (tol, route, ...) are accepted and unused: there is no iterative solver."""
 
     name = "ekfac"
     rank = 1
     inverse_class = TwoTermKroneckerInverse
+    extra_options = ("T_scale",)
+
+    def __init__(self, T_scale: int | str = 1, **options):
+        super().__init__(**options)
+        self.T_scale = T_scale
+        self.scaling_period = scaling_period(T_scale)   # None: with the statistics, every T1 steps
 
     def fit(self, batch: SampledFisherBlock, previous: EigenbasisDiagonal | None = None, rho: float = 0.0,
             warm: dict | None = None) -> FitResult:
-        """The batch alone (its own eigenbasis) without a previous estimate; else the statistics
-        update of :meth:`EigenbasisDiagonal.averaged` (basis kept until the next inverse)."""
-        return FitResult(fit_ekfac(batch) if previous is None else previous.averaged(batch, rho))
+        """The batch alone (its own eigenbasis, the scaling measured in it) without a previous estimate;
+        else the statistics update: the factors averaged, and with ``T_scale="T1"`` the scaling too
+        (:meth:`EigenbasisDiagonal.averaged`); the basis kept until the next inverse."""
+        if previous is None:
+            return FitResult(fit_ekfac(batch))
+        if self.scaling_period is None:
+            return FitResult(previous.averaged(batch, rho))
+        return FitResult(previous.factors_averaged(batch, rho))   # the scaling on its own schedule
 
     def damped_inverse(self, approx: EigenbasisDiagonal, damping: float, psd_floor: float = 0.1,
                        convention: str = "paper") -> TwoTermKroneckerInverse:
@@ -244,5 +328,5 @@ class EKFAC(Approximation):
         return EigenbasisBlock(self)
 
 
-__all__ = ["EKFAC", "EigenbasisBlock", "EigenbasisDiagonal", "eigenbasis_scaling", "ekfac_frobenius_error_sq",
-           "fit_ekfac", "kronecker_eigenbasis"]
+__all__ = ["EKFAC", "SCALING_WITH_STATISTICS", "EigenbasisBlock", "EigenbasisDiagonal", "eigenbasis_scaling",
+           "ekfac_frobenius_error_sq", "fit_ekfac", "kronecker_eigenbasis", "scaling_period"]

@@ -1,5 +1,5 @@
 """The Kronecker-factored preconditioners people train with today, from ``pytorch-optimizer`` (4.x):
-SOAP, Shampoo, Muon and PSGD-Kron, as first-order registry entries (:mod:`kfac_bench.registry`).
+SOAP, Shampoo, Scalable Shampoo, Muon and PSGD-Kron, as first-order registry entries (:mod:`kfac_bench.registry`).
 
 Each builder takes what the factory gives every first-order optimizer -- the model's parameters, the
 learning rate and the options its registry entry lists -- and leaves every other setting at the
@@ -42,6 +42,13 @@ def shampoo(params: Iterable[torch.Tensor], lr: float, **options) -> torch.optim
     return ShampooNamingItsFailures(params, lr=lr, **options)
 
 
+def scalable_shampoo(params: Iterable[torch.Tensor], lr: float, **options) -> torch.optim.Optimizer:
+    """Scalable Shampoo (Anil et al. 2020): Shampoo on blocks of each weight tensor, its step taking the
+    norm of a grafted first-order step (SGD's by default)."""
+    from pytorch_optimizer import ScalableShampoo
+    return ScalableShampoo(params, lr=lr, **options)
+
+
 def kron(params: Iterable[torch.Tensor], lr: float, **options) -> torch.optim.Optimizer:
     """PSGD-Kron (Li 2015-2024): preconditioned SGD with Kronecker-factored preconditioners."""
     from pytorch_optimizer import Kron
@@ -58,4 +65,4 @@ def muon(params: Iterable[torch.Tensor], lr: float, **options) -> torch.optim.Op
     return Muon([g for g in groups if g["params"]], lr=lr, **options)
 
 
-__all__ = ["kron", "muon", "shampoo", "soap"]
+__all__ = ["kron", "muon", "scalable_shampoo", "shampoo", "soap"]

@@ -25,7 +25,7 @@ The step (decisions where the paper is silent, following the authors' code where
 * every ``T1`` steps: statistics, then the approximation of ``rho F_old_hat + (1 - rho) F_batch``
   with ``rho = min(1 - 1/k, alpha)``, ``k`` the number of statistics updates so far (so the first
   update uses the batch alone and early estimates are running means);
-* every ``T2`` steps: the damped inverses (cached in between);
+* every ``T2`` steps: the damped inverses (cached in between; EKFAC's scaling: every ``T_scale`` steps);
 * preconditioned gradient ``Delta_i`` per block (weight and bias together), then KL clipping
   (appendix E): ``nu = min(1, sqrt(c / sum_i |<Delta_i, grad_i>|)``, *without* the ``lr^2`` factor
   of Ba et al. -- the paper's formula, followed as written;
@@ -111,10 +111,10 @@ class TimingCallback(Protocol):
 
 
 class PhaseTimer:
-    """Wall time per phase when enabled (synchronising CUDA so times are real): totals and counts of
-    the optimizer-wide phases ``statistics``, ``factors``, ``inverse``, ``precondition``, the last
-    seconds of the per-layer phases ``fit`` and ``layer_inverse`` (``layers[phase][layer]``, cleared
-    by the caller), and every measurement passed to the registered callbacks as
+    """Wall time per phase when enabled (synchronising CUDA so times are real): totals and counts of the
+    optimizer-wide phases ``statistics``, ``factors``, ``inverse``, ``precondition``, ``scaling`` (EKFAC),
+    the last seconds of the per-layer phases ``fit`` and ``layer_inverse`` (``layers[phase][layer]``,
+    cleared by the caller), and every measurement passed to the registered callbacks as
     ``callback(phase, layer, seconds)`` (``layer`` None for optimizer-wide phases)."""
 
     def __init__(self, enabled: bool, device: torch.device):
@@ -285,9 +285,9 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
         return describe_layers(self.layer_report)
 
     def request_curvature_update(self) -> None:
-        """Make the next ``step()`` collect statistics, refit every approximation and recompute the
-        inverses, whatever the schedule (the step counter, hence the schedule after it, is
-        unchanged)."""
+        """Make the next ``step()`` collect statistics, refit every approximation (EKFAC: its scaling
+        too) and recompute the inverses, whatever the schedule (the step counter, hence the schedule
+        after it, is unchanged)."""
         self._update_requested = True
 
     # ----------------------------------------------------------------------------------- hooks
@@ -296,8 +296,37 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
             self._last_input = args[0].detach()
 
     # ------------------------------------------------------------------------------ curvature
-    def update_curvature(self, inputs: Tensor | None = None, targets: Tensor | None = None) -> None:
-        """Collect statistics and refit every layer's approximation (what ``step`` does every T1)."""
+    def update_curvature(self, inputs: Tensor | None = None, targets: Tensor | None = None,
+                         scaling: bool = False) -> None:
+        """Collect statistics and refit every layer's approximation (what ``step`` does every T1); with
+        ``scaling``, EKFAC's scaling from the same statistics first (:meth:`update_scaling`)."""
+        with self.timer("statistics"):
+            blocks = self._statistics(inputs, targets)
+        if scaling:
+            self.update_scaling(blocks)
+        fits = []
+        with self.timer("factors"):
+            for i, (curvature, batch) in enumerate(zip(self.blocks, blocks)):
+                with self.timer("fit", layer=i):
+                    fit, accepted = curvature.update(batch, self.averaging_weight(curvature.updates + 1),
+                                                     self.averaging)
+                if not accepted:
+                    self.skipped_updates += 1
+                    warnings.warn(f"non-finite {self.method.name} factors for a layer of shape "
+                                  f"{batch.shape_g}x{batch.shape_a}: update skipped, previous kept")
+                fits.append(fit)
+        self.last_fit = fits
+
+    def update_scaling(self, batches: list | None = None, targets: Tensor | None = None) -> None:
+        """EKFAC's scaling (every ``T_scale`` steps) from ``batches`` or a pass of its own; timed as ``scaling``."""
+        with self.timer("scaling"):
+            batches = self._statistics(None, targets) if batches is None else batches
+            for curvature, batch in zip(self.blocks, batches):
+                if not curvature.update_scaling(batch, self.averaging_weight, self.param_groups[0]["damping"]):
+                    self.skipped_updates += 1
+                    warnings.warn(f"non-finite {self.method.name} scaling, layer {batch.shape_g}x{batch.shape_a}: kept")
+
+    def _statistics(self, inputs: Tensor | None, targets: Tensor | None) -> list:
         inputs = self._last_input if inputs is None else inputs
         if inputs is None:
             raise RuntimeError("no input seen yet: run a forward pass of the model before step()")
@@ -315,22 +344,9 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
                 rows = slice(0, n)
             inputs = inputs[rows]
             targets = None if targets is None else targets[rows]
-        with self.timer("statistics"):
-            blocks = collect_statistics(self.model, self.captures, inputs, self.likelihood,
-                                        self._generator, targets if self.fisher == "empirical" else None,
-                                        self.reduction, self.gaussian_target_std)
-        fits = []
-        with self.timer("factors"):
-            for i, (curvature, batch) in enumerate(zip(self.blocks, blocks)):
-                with self.timer("fit", layer=i):
-                    fit, accepted = curvature.update(batch, self.averaging_weight(curvature.updates + 1),
-                                                     self.averaging)
-                if not accepted:
-                    self.skipped_updates += 1
-                    warnings.warn(f"non-finite {self.method.name} factors for a layer of shape "
-                                  f"{batch.shape_g}x{batch.shape_a}: update skipped, previous kept")
-                fits.append(fit)
-        self.last_fit = fits
+        return collect_statistics(self.model, self.captures, inputs, self.likelihood, self._generator,
+                                  targets if self.fisher == "empirical" else None, self.reduction,
+                                  self.gaussian_target_std)
 
     def averaging_weight(self, k: int) -> float:
         """``rho`` of the k-th statistics update (k >= 1): ``min(1 - 1/k, alpha)``; the first uses
@@ -349,6 +365,12 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
         if self.curvature_schedule == "frozen_after_first" and any(b.updates for b in self.blocks):
             return False
         return self.steps % self.T1 == 0
+
+    def scaling_due(self) -> bool:
+        """Whether the next ``step()`` re-estimates EKFAC's scaling (every ``T_scale`` steps; George et al. 2018)."""
+        period = getattr(self.method, "scaling_period", None)
+        frozen = self.curvature_schedule == "frozen_after_first" and any(b.updates for b in self.blocks)
+        return period is not None and (self._update_requested or not frozen and self.steps % period == 0)
 
     def inverse_due(self) -> bool:
         """Whether the next ``step()`` recomputes the damped inverses (a layer with an
@@ -383,9 +405,11 @@ class KroneckerFactoredOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        refit = self.curvature_due()
+        refit, rescale = self.curvature_due(), self.scaling_due()
         if refit:
-            self.update_curvature(targets=targets)
+            self.update_curvature(targets=targets, scaling=rescale)
+        elif rescale:
+            self.update_scaling(targets=targets)
         invert = self.inverse_due()
         if invert:
             self.update_inverses()
@@ -570,7 +594,7 @@ class LanczosK(KroneckerFactoredOptimizer):
 
 
 class EKFAC(KroneckerFactoredOptimizer):
-    """EKFAC (George et al. 2018): a diagonal in KFAC's Kronecker eigenbasis, the eigenbasis refreshed
-    every ``T2`` steps, the scaling re-estimated every ``T1`` (:mod:`kfac_bench.curvature.ekfac`)."""
+    """EKFAC (George et al. 2018): a diagonal in KFAC's Kronecker eigenbasis, refreshed every ``T2``; the scaling
+    every ``T_scale`` steps (``"T1"``: the schedule before issue 33; :mod:`kfac_bench.curvature.ekfac`)."""
 
     approximation_class = curvature.EKFAC

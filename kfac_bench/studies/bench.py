@@ -67,6 +67,12 @@ method once per treatment, in the same interleaved rounds (column ``spatial``); 
 ``stats_factors_vs_independent``, ``curvature_vs_independent`` and ``step_vs_independent`` are a row's
 costs over the same method's under ``independent``. Ignored on a model without convolutions.
 
+EKFAC's scaling schedule (issue 33): ``bench.T_scale`` (a list of ``optimizer.T_scale`` values, e.g.
+``[1, T1]``) times EKFAC once per value, in the same interleaved rounds (column ``T_scale``; null: its
+config's). The per-step scaling (its own statistics pass and the projection on the eigenbasis) is part
+of EKFAC's regular step, shown alone as ``scaling_ms`` (median of the regular steps' ``scaling`` phase);
+``T_scale=T1`` (the schedule before issue 33) has none and re-estimates the scaling in its update.
+
 Outputs in ``out_dir``: ``bench.csv`` and ``bench.md`` (one row per dataset, method and rank),
 ``bench_layers.csv`` (per-layer profile of every Kronecker method), ``bench.json`` (the settings
 and the environment). All times are milliseconds.
@@ -110,6 +116,7 @@ DEFAULTS: dict = {
     "ranks": None,            # ranks of a variable-rank method (lanczos_k); None: its config's
     "spatial": None,          # treatments of a convolution's positions, one row each per curvature method
                               # (on a model with a weight-sharing layer); None: the configs' (independent)
+    "T_scale": None,          # EKFAC's scaling schedules (optimizer.T_scale), one row each; None: its config's
     "steps": 4,               # slots per round: every method takes one step per slot
     "rounds": 3,              # rounds (order rotated every round; medians over all of them)
     "T1": 100,
@@ -128,9 +135,9 @@ DEFAULTS: dict = {
 }
 
 COLUMNS = [
-    "dataset", "method", "rank", "spatial", "batch_size", "data", "device",
+    "dataset", "method", "rank", "spatial", "T_scale", "batch_size", "data", "device",
     "step_ms", "ratio_sgd", "ratio_kfac", "regular_step_ms", "update_step_ms",
-    "stats_ms", "factors_ms", "factors_source", "iters", "factors_first_ms", "iters_first",
+    "stats_ms", "scaling_ms", "factors_ms", "factors_source", "iters", "factors_first_ms", "iters_first",
     "factors_warm_refit_ms", "iters_warm_refit", "factors_cold_ms", "iters_cold", "inverse_ms",
     "curvature_amortised_ms", "curvature_share",
     "precondition_ms", "solve_ms", "bare_ms", "floor_ratio",
@@ -145,7 +152,7 @@ COLUMNS = [
 ]
 
 LAYER_COLUMNS = [
-    "dataset", "method", "spatial", "layer", "capture", "d_g", "d_a", "rank",
+    "dataset", "method", "spatial", "T_scale", "layer", "capture", "d_g", "d_a", "rank",
     "factors_first_ms", "iters_first", "factors_ms", "iters", "factors_warm_refit_ms", "iters_warm_refit",
     "factors_cold_ms", "iters_cold", "inverse_ms", "solve_ms", "bare_ms", "solve_over_bare",
 ]
@@ -184,6 +191,7 @@ def _bench_settings(cfg: dict) -> dict:
     if bench["update_rounds"] > bench["rounds"]:
         raise ValueError(f"bench.update_rounds ({bench['update_rounds']}) exceeds bench.rounds ({bench['rounds']})")
     bench["spatial"] = _spatial_setting(bench["spatial"])
+    bench["T_scale"] = _scaling_setting(bench["T_scale"])
     th = bench["threads"]
     if th is not None and (not isinstance(th, int) or th < 1):
         raise ValueError(f"bench.threads must be null or an integer >= 1, got {th!r}")
@@ -205,6 +213,18 @@ def _spatial_setting(spatial) -> list[str] | None:
     return spatial
 
 
+def _scaling_setting(schedules) -> list | None:
+    """``bench.T_scale``: null, or distinct ``optimizer.T_scale`` values (integers >= 1 or ``T1``)."""
+    if schedules is None:
+        return None
+    schedules = list(schedules) if isinstance(schedules, (list, tuple)) else [schedules]
+    valid = [s for s in schedules if s == "T1" or isinstance(s, int) and not isinstance(s, bool) and s >= 1]
+    if not schedules or len(valid) != len(schedules) or len(set(schedules)) != len(schedules):
+        raise ValueError(f"bench.T_scale must be null or a list of distinct EKFAC scaling schedules (integers >= 1 "
+                         f"or T1), got {schedules!r}")
+    return schedules
+
+
 def _dataset_config(entry) -> dict:
     """A dataset name (``conf/dataset/<name>.yaml``) or an inline mapping with at least ``name``,
     ``layers``, ``batch_size`` and ``likelihood``."""
@@ -224,10 +244,11 @@ def _dataset_config(entry) -> dict:
     return ds
 
 
-def _bench_entries(bench: dict, ds: dict | None = None, seed: int = 0) -> list[tuple[str, int | None, str | None]]:
-    """(method, rank, spatial) to time: one per method, one per ``bench.ranks`` entry for a method
+def _bench_entries(bench: dict, ds: dict | None = None, seed: int = 0) -> list[tuple]:
+    """(method, rank, spatial, T_scale) to time: one per method, one per ``bench.ranks`` entry for a method
     whose rank is an option (rank None: the config's), each curvature method once per ``bench.spatial``
-    treatment where the dataset's model has a weight-sharing layer (spatial None: the config's)."""
+    treatment where the dataset's model has a weight-sharing layer (spatial None: the config's), EKFAC once
+    per ``bench.T_scale`` schedule (None: its config's)."""
     treatments = bench.get("spatial")
     if treatments and ds is not None and not _has_spatial_layers(ds, seed):
         log.info("bench %s: no weight-sharing layer, bench.spatial ignored", ds["name"])
@@ -237,7 +258,8 @@ def _bench_entries(bench: dict, ds: dict | None = None, seed: int = 0) -> list[t
         entry = get_method(m)
         ranks = bench["ranks"] if entry.rank_option is not None and bench["ranks"] else [None]
         spatial = treatments if entry.is_curvature and treatments else [None]
-        entries += [(m, r, t) for t in spatial for r in ranks]
+        schedules = bench["T_scale"] if bench.get("T_scale") and entry.takes("T_scale") else [None]
+        entries += [(m, r, t, s) for t in spatial for r in ranks for s in schedules]
     return entries
 
 
@@ -252,8 +274,8 @@ def _bench_dataset(ds: dict, bench: dict, cfg: dict, device) -> tuple[list[dict]
     seed = int(cfg.get("seed", 0))
     sync = syncer(device)
     batches, data_label = bench_batches(ds, bench, cfg.get("data_dir", "data"), device, seed)
-    methods = [BenchedMethod(m, ds, bench, device, seed, rank, spatial)
-               for m, rank, spatial in _bench_entries(bench, ds, seed)]
+    methods = [BenchedMethod(m, ds, bench, device, seed, rank, spatial, T_scale)
+               for m, rank, spatial, T_scale in _bench_entries(bench, ds, seed)]
     target_s = float(bench["product_target_ms"]) / 1e3
     # Warm-up, untimed: one forward/backward of every model (allocator, autograd), no update.
     for m in methods:
@@ -286,7 +308,7 @@ def _bench_dataset(ds: dict, bench: dict, cfg: dict, device) -> tuple[list[dict]
     sgd_slot = {st["slot"]: st["total"] for st in sgd.steps}
     sgd_ms = 1e3 * median(list(sgd_slot.values()))
     for m in methods:
-        row = {"dataset": ds["name"], "method": m.name, "rank": m.rank, "spatial": m.spatial,
+        row = {"dataset": ds["name"], "method": m.name, "rank": m.rank, "spatial": m.spatial, "T_scale": m.T_scale,
                "batch_size": int(ds["batch_size"]),
                "data": data_label, "device": str(device)}
         if m.failure is not None:
@@ -336,7 +358,7 @@ def _treatment_ratios(methods: list["BenchedMethod"], rows: list[dict]) -> None:
     """Each row's costs over the same method's (and rank's) under ``spatial=independent``, measured in
     the same interleaved rounds."""
     def ident(m):
-        return m.name, m.rank
+        return m.name, m.rank, m.T_scale
     base = {ident(m): row for m, row in zip(methods, rows) if m.spatial == "independent" and m.failure is None}
     for m, row in zip(methods, rows):
         ref = base.get(ident(m))
@@ -390,16 +412,17 @@ def _evaluate_targets(df: pd.DataFrame, targets: dict) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------ output
-SUMMARY_COLUMNS = ["dataset", "method", "rank", "spatial", "step_ms", "ratio_sgd", "ratio_kfac", "regular_step_ms",
-                   "stats_ms",
+SUMMARY_COLUMNS = ["dataset", "method", "rank", "spatial", "T_scale", "step_ms", "ratio_sgd", "ratio_kfac",
+                   "regular_step_ms", "stats_ms", "scaling_ms",
                    "factors_ms", "iters", "factors_cold_ms", "iters_cold", "inverse_ms",
                    "curvature_share", "precondition_ms", "bare_ms", "floor_ratio", "floor_ok",
                    "curvature_ok", "lanczos_ok", "stats_vs_independent", "curvature_vs_independent"]
 
 
 def _label(row) -> str:
-    spatial = row.get("spatial")
-    return f"{row['dataset']}/{row['method']}" + (f"/{spatial}" if isinstance(spatial, str) else "")
+    spatial, schedule = row.get("spatial"), row.get("T_scale")
+    return (f"{row['dataset']}/{row['method']}" + (f"/{spatial}" if isinstance(spatial, str) else "")
+            + (f"/T_scale={schedule}" if schedule is not None and not pd.isna(schedule) else ""))
 
 
 def _targets_text(df: pd.DataFrame, targets: dict) -> str:

@@ -18,9 +18,11 @@ from ..registry import get_method
 log = logging.getLogger("kfac_bench.studies.bench")
 
 
-def optimizer_config(method: str, bench: dict, rank: int | None = None, spatial: str | None = None) -> dict:
+def optimizer_config(method: str, bench: dict, rank: int | None = None, spatial: str | None = None,
+                     T_scale: int | str | None = None) -> dict:
     """conf/optimizer/<method>.yaml with the bench's lr, damping, T1, T2, rank, treatment of a
-    convolution's positions (``spatial``, a curvature method's option; None: the config's) and overrides."""
+    convolution's positions (``spatial``, a curvature method's option; None: the config's), EKFAC's
+    scaling schedule (``T_scale``; None: the config's) and overrides."""
     path = config_dir() / "optimizer" / f"{method}.yaml"
     entry = get_method(method)
     node = load_optimizer_config(path) if path.is_file() else OmegaConf.create({"name": method})
@@ -34,6 +36,8 @@ def optimizer_config(method: str, bench: dict, rank: int | None = None, spatial:
         node[entry.rank_option] = rank
     if spatial is not None and entry.is_curvature:
         node.spatial = spatial
+    if T_scale is not None:
+        node.T_scale = T_scale
     if "tuned" in node:
         del node["tuned"]
     return OmegaConf.to_container(node, resolve=True)

@@ -91,11 +91,12 @@ class BenchedMethod:
     its curvature measurements stay empty."""
 
     def __init__(self, name: str, ds: dict, bench: dict, device, seed: int, rank: int | None = None,
-                 spatial: str | None = None):
+                 spatial: str | None = None, T_scale: int | str | None = None):
         self.name = name
-        config = optimizer_config(name, bench, rank, spatial)
+        config = optimizer_config(name, bench, rank, spatial, T_scale)
         self.rank = get_method(name).rank_of(config)
         self.spatial = spatial                  # the treatment of a convolution's positions (None: config's)
+        self.T_scale = T_scale                  # EKFAC's scaling schedule (None: config's)
         self.likelihood = get_likelihood(ds["likelihood"])
         self.model = build_autoencoder(ds, seed).to(device)
         self.opt = build_training_optimizer(config, self.model, self.likelihood.name, seed, record_timings=True)
@@ -114,8 +115,10 @@ class BenchedMethod:
 
     @property
     def key(self) -> str:
-        """:attr:`base_key`, with the treatment of positions where the bench sets one (``kfac/exact``)."""
-        return self.base_key if self.spatial is None else f"{self.base_key}/{self.spatial}"
+        """:attr:`base_key`, with the treatment of positions and EKFAC's scaling schedule where the bench
+        sets them (``kfac/exact``, ``ekfac/T_scale=T1``)."""
+        key = self.base_key if self.spatial is None else f"{self.base_key}/{self.spatial}"
+        return key if self.T_scale is None else f"{key}/T_scale={self.T_scale}"
 
     def force_update(self) -> None:
         """Make the next step a statistics + inverse update, through the optimizer's public request."""
@@ -207,6 +210,10 @@ class BenchedMethod:
         ms = lambda xs: 1e3 * median(xs)  # noqa: E731
         out["update_step_ms"] = ms([s["total"] for s in updates])
         out["stats_ms"] = ms([s["statistics"] for s in updates if "statistics" in s])
+        # EKFAC's scaling on its own schedule: inside the regular steps (their totals include it)
+        scaling = [s["scaling"] for s in self.steps if "scaling" in s and not is_update(s)]
+        if scaling:
+            out["scaling_ms"] = ms(scaling)
         out["inverse_ms"] = ms([s["inverse"] for s in updates if "inverse" in s])
         out["precondition_ms"] = ms([s.get("precondition") for s in self.steps])
         curvature = out["stats_ms"] / T1 + out["factors_ms"] / T1 + out["inverse_ms"] / T2
@@ -261,7 +268,8 @@ class BenchedMethod:
 
     def _layer_row(self, i, capture, block, first, later, inverse_times) -> dict:
         d_g, d_a = capture.block_shape
-        row = {"method": self.name, "spatial": self.spatial, "layer": i, "capture": capture.kind,
+        row = {"method": self.name, "spatial": self.spatial, "T_scale": self.T_scale, "layer": i,
+               "capture": capture.kind,
                "d_g": d_g, "d_a": d_a, "rank": block.rank}
         if first is not None and i in first["fit"]:
             row["factors_first_ms"] = 1e3 * first["fit"][i]
