@@ -105,8 +105,11 @@ def test_a_cnn_is_judged_per_spatial_arm_and_the_paper_problems_are_left_out(tmp
     assert arms["independent"].curves["lanczos"]["loss"].iloc[-1] == 0.5   # the best lr of the grid
     rows = pd.DataFrame(CC.conclusion_rows([root]))
     verdicts = {(r["id"], r["setting"]): r["verdict"] for _, r in rows.iterrows()}
-    # KFC's assumption: no gain; the exact block: Deflation, Lanczos, KFAC-corrected 20 % below KFAC
-    assert verdicts == {("C3", "specification"): "holds", ("C3x", "specification"): "does not hold"}
+    # KFC's assumption: no gain; the exact block: Deflation, Lanczos, KFAC-corrected 20 % below KFAC; no MLP: C2
+    # says it has no runs
+    assert verdicts == {("C3", "specification"): "holds", ("C3x", "specification"): "does not hold",
+                        ("C2", "specification"): "not measured"}
+    assert rows[rows["id"] == "C2"]["problem"].tolist() == [CC.NO_RUNS]
     assert rows[rows["id"] == "C3x"]["key_number"].iloc[0].startswith("gain: Deflation")
     table = claims_table([root])                 # the engine: the paper's claims, then these with their totals
     totals = table[(table["id"] == "C3x") & (table["problem"] == "all problems")]

@@ -146,7 +146,7 @@ def test_reproduce_dry_run_plans_the_paper_protocol(tmp_path):
                     "optimizer.kl_clip=0.01" in proc.stdout), (method, dataset)
     assert "optimizer=sgd dataset=mnist optimizer.lr=0.03,0.1,0.3 " in proc.stdout
     assert "optimizer=adam dataset=faces optimizer.lr=0.0003,0.001,0.003 " in proc.stdout
-    assert "grid: 162 runs" in proc.stdout       # 6 curvature x 6 points x 3 problems + 6 first-order x 3 x 3
+    assert "grid: 171 runs" in proc.stdout       # 6 curvature x 6 points x 3 problems + 7 first-order x 3 x 3
 
 
 def test_authors_and_ablation_profiles_plan_one_run_per_setting(tmp_path):

@@ -37,6 +37,8 @@ from .tables import method_label, select_best
 PAPER_PROBLEMS = ("curves", "mnist", "faces")          # the paper's auto-encoders: the other claims' problems
 CONV_MODEL_KINDS = ("conv_autoencoder", "cuda_convnet")  # kfac_bench/models: the networks with convolutions
 INDEPENDENT, EXACT, BANDED, NO_TREATMENT = "independent", "exact", "banded", ""
+NO_RUNS = "no runs"
+PRODUCED_BY = "produced by python scripts/reproduce_paper.py --profile conclusion (conf/profile/conclusion.yaml)"
 EXACT_GAIN_RATIO = 0.5      # C3e: fitted to the exact block, a rank-2 method's Error 1 <= this x KFAC's
 SETTING_NAMES = {SPECIFICATION: "specification", AUTHORS_CODE: "authors' code"}
 
@@ -242,6 +244,10 @@ def conclusion_rows(folders: Iterable[str | Path]) -> list[dict]:
         cid, text, rule, rule_text = _claim_of(conv, arm)
         rows.append(_row(cid, text, problem.label, SETTING_NAMES[problem.setting_class], rule(problem),
                          problem.budget(), rule_text, source))
+    for cid, text, rule_text in (("C2", C2_TEXT, C2_RULE), ("C3", C3_TEXT, C3_RULE), ("C3x", C3X_TEXT, C3X_RULE)):
+        if not any(r["id"] == cid for r in rows):   # a claim without runs says so rather than vanish from the table
+            rows.append(_row(cid, text, NO_RUNS, SETTING_NAMES[SPECIFICATION], Outcome(None, f"no runs: {PRODUCED_BY}"),
+                             "", rule_text, source))
     order = {"C2": 0, "C3": 1, "C3x": 2}
     return sorted(rows, key=lambda r: order[r["id"]]) + _explanation_rows(folders, source)
 

@@ -385,7 +385,7 @@ def _seeds_task(ctx: Context, plan: Plan, d: str, m: str) -> Task | None:
     if not seeds:
         return None
     over = dict(kv.split("=", 1) for kv in target)
-    what = f"{'confirm' if target is not fixed else 'seeds'} {d} {m}"
+    what = f"{'seeds' if confirm_overrides(ctx.profile, d, m) is None else 'confirm'} {d} {m}"
     left = len(seeds)
     if (d, m) not in plan.grid_left:   # the winner may be known already: count its missing seeds only
         best = select_best_hyperparameters(ctx.results_dir, d, m, fixed, keys)
