@@ -165,7 +165,6 @@ def collect_problems(folders: Iterable[str | Path], exclude: Iterable[Path] = ()
     folders (``docs/runs/``) is read profile by profile (:func:`.results.profile_folders`). A folder that
     cannot be read is reported and skipped."""
     out: list[Problem] = []
-    paper_methods = set(paper_method_names())
     for folder in (sub for f in folders for sub in profile_folders(f)):
         if not folder.is_dir():
             _say(f"{folder} does not exist: skipped")
@@ -188,20 +187,26 @@ def collect_problems(folders: Iterable[str | Path], exclude: Iterable[Path] = ()
                     problem = grouped[(base, cls, horizon)] = Problem(
                         label, str(folder), cls, dataset=str(row["dataset"]), horizon=horizon,
                         n_train=_int(items.get("dataset.n_train")), batch_size=_int(items.get("dataset.batch_size")))
-                dirs = _pooled_runs(runs, horizons, horizon)
-                curve = _curve(long, dirs, horizon)
-                if curve.empty:
-                    continue
-                problem.curves[method] = curve
-                problem.hyperparameters[method] = json.loads(sel["hyperparameters"])
-                problem.run_dirs[method] = dirs
-                if method in paper_methods:   # the claims compare only these: a method beside them
-                    problem.seeds = min(problem.seeds or len(dirs), len(dirs))   # does not shrink the budget
-                command = _read_json(Path(sel["best_run_dir"]) / "summary.json").get("command")
-                if command and command not in problem.commands:
-                    problem.commands.append(command)
+                add_method(problem, long, sel, _pooled_runs(runs, horizons, horizon))
         out += [p for p in grouped.values() if p.curves]
     return out
+
+
+def add_method(problem: Problem, long: pd.DataFrame, sel, dirs: list[str]) -> None:
+    """``problem`` gains a method's curve (the median over the seeds ``dirs`` of its selected configuration
+    ``sel``, cut at the problem's horizon), its hyperparameters, seeds and command; nothing without a curve."""
+    curve = _curve(long, dirs, problem.horizon)
+    if curve.empty:
+        return
+    method = sel["method"]
+    problem.curves[method] = curve
+    problem.hyperparameters[method] = json.loads(sel["hyperparameters"])
+    problem.run_dirs[method] = dirs
+    if method in paper_method_names():   # the claims compare only these: a method beside them
+        problem.seeds = min(problem.seeds or len(dirs), len(dirs))   # does not shrink the budget
+    command = _read_json(Path(sel["best_run_dir"]) / "summary.json").get("command")
+    if command and command not in problem.commands:
+        problem.commands.append(command)
 
 
 def _int(value) -> int | None:

@@ -27,9 +27,8 @@ from pathlib import Path
 import pandas as pd
 
 from .ablation import AUTHORS_CODE, SPECIFICATION, setting_items, with_base
-from .claim_inputs import Outcome, Problem, _curve, _int, _read_json
-from .claims import (BASELINES, CURVATURE_METHODS, DOES_NOT_HOLD, FASTER_MARGIN, HIGH_RANK, HOLDS, NOT_MEASURED,
-                     NOT_PUBLISHED, REFERENCE, _missing, _not_measured, _points, _ratios, _worst,
+from .claim_inputs import Outcome, Problem, _int, _read_json, add_method
+from .claims import (DOES_NOT_HOLD, FASTER_MARGIN, HIGH_RANK, HOLDS, NOT_MEASURED, NOT_PUBLISHED, REFERENCE, _missing, _not_measured, _points, _ratios, _worst,
                      rule_faster_than_baselines)
 from .results import load_results, profile_folders, runs_table
 from .tables import method_label, select_best
@@ -95,20 +94,8 @@ def _problem(long: pd.DataFrame, runs: pd.DataFrame, label: str, folder: Path, c
     problem = Problem(label, str(folder), cls, dataset=str(runs["problem"].iloc[0]), horizon=horizon,
                       n_train=_int(items.get("dataset.n_train")), batch_size=_int(items.get("dataset.batch_size")))
     for _, sel in select_best(runs).iterrows():
-        if not isinstance(sel["best_config"], str):
-            continue
-        dirs = list(sel["seed_run_dirs"])
-        curve = _curve(long, dirs, horizon)
-        if curve.empty:
-            continue
-        problem.curves[sel["method"]] = curve
-        problem.hyperparameters[sel["method"]] = json.loads(sel["hyperparameters"])
-        problem.run_dirs[sel["method"]] = dirs
-        if sel["method"] in CURVATURE_METHODS or sel["method"] in BASELINES:
-            problem.seeds = min(problem.seeds or len(dirs), len(dirs))
-        command = _read_json(Path(sel["best_run_dir"]) / "summary.json").get("command")
-        if command and command not in problem.commands:
-            problem.commands.append(command)
+        if isinstance(sel["best_config"], str):
+            add_method(problem, long, sel, list(sel["seed_run_dirs"]))
     return problem
 
 

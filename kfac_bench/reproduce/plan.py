@@ -379,19 +379,30 @@ def _selection(ctx: Context, m: str) -> tuple[str | None, list[str]]:
 def _seeds_task(ctx: Context, plan: Plan, d: str, m: str) -> Task | None:
     """The extra seeds of the grid's winner of (d, m), or its confirmation at the profile's ``confirm``
     settings: its command is made once the grid has ended."""
-    sweep, keys = _selection(ctx, m)
-    fixed = dataset_overrides(ctx.profile, d, m)
     target, seeds, cost = _winner_seeds(ctx, plan, d, m)
     if not seeds:
         return None
-    over = dict(kv.split("=", 1) for kv in target)
     what = f"{'seeds' if confirm_overrides(ctx.profile, d, m) is None else 'confirm'} {d} {m}"
+    return _winner_task(ctx, plan, d, m, what, seeds, target, cost)
+
+
+def _winner_task(ctx: Context, plan: Plan, d: str, m: str, what: str, seeds: list[int], target: list[str],
+                 cost: float, under: str = "") -> Task | None:
+    """The grid's winner of (d, m) again with ``seeds`` and the overrides ``target`` (its own values replaced
+    by target's): a task whose command is made once the grid has ended; None when every seed has run."""
+    sweep, keys = _selection(ctx, m)
+    fixed = dataset_overrides(ctx.profile, d, m)
+
+    def winner(best) -> list[str]:
+        return [f"{k}={fmt_value(best[k])}" for k in keys]
+
+    def again(best) -> Invocation:
+        return Invocation("seeds", [d], [m], {"seed": [str(x) for x in seeds]}, _merged(winner(best), target), sweep)
     left = len(seeds)
     if (d, m) not in plan.grid_left:   # the winner may be known already: count its missing seeds only
         best = select_best_hyperparameters(ctx.results_dir, d, m, fixed, keys)
         if best is not None:
-            hp = {k: fmt_value(best[k]) for k in keys}
-            left = sum(not ctx.index.finished(d, m, {**over, **hp, "seed": str(x)}) for x in seeds)
+            left = sum(not ctx.index.finished(*j) for j in again(best).jobs())
             if not left:
                 plan.notes.append(f"{what}: finished already, skipped")
                 return None
@@ -400,15 +411,14 @@ def _seeds_task(ctx: Context, plan: Plan, d: str, m: str) -> Task | None:
         ctx.index.refresh(d, m)
         best = select_best_hyperparameters(ctx.results_dir, d, m, fixed, keys)
         if best is None:
-            say(f"{what}: seeds {seeds} of the grid's winner, known after the grid" if ctx.args.dry_run
+            say(f"{what}: seeds {seeds} of the grid's winner{under}, known after the grid" if ctx.args.dry_run
                 else f"{what}: no finished run of the grid, nothing to repeat")
             return None
-        hp = [f"{k}={fmt_value(best[k])}" for k in keys]
-        inv = Invocation("seeds", [d], [m], {"seed": [str(x) for x in seeds]}, hp + target, sweep)
+        inv = again(best)
         if all(ctx.index.finished(*j) for j in inv.jobs()):
             say(f"{what}: finished already, skipped")
             return None
-        say(f"{what}: best {' '.join(hp)} (final training loss {best['_loss']:.6g})")
+        say(f"{what}: best {' '.join(winner(best))} (final training loss {best['_loss']:.6g})")
         return inv.args() + ctx.runner.common(run=True) + ctx.runner.launcher()
     after = plan.grid_task_of.get((d, m), []) if (d, m) in plan.grid_left else []
     return Task(what, "seeds", ctx.estimator.batch([cost] * left), make_args, after)
@@ -459,35 +469,9 @@ def _variant_task(ctx: Context, plan: Plan, d: str, m: str, name: str) -> Task |
     if extra is None:
         return None
     seeds = [int(x) for x in variant_spec(ctx.profile, name).get("seeds", [0])]
-    sweep, keys = _selection(ctx, m)
-    fixed = dataset_overrides(ctx.profile, d, m)
-    what = f"{name} {d} {m}"
-    over = dict(kv.split("=", 1) for kv in _merged(fixed, extra))
-    cost = ctx.estimator.run_cost(d, m, over)
-
-    def todo(best) -> Invocation:
-        hp = [f"{k}={fmt_value(best[k])}" for k in keys]
-        return Invocation("seeds", [d], [m], {"seed": [str(x) for x in seeds]}, _merged(hp, fixed, extra), sweep)
-    if (d, m) not in plan.grid_left:
-        best = select_best_hyperparameters(ctx.results_dir, d, m, fixed, keys)
-        if best is not None and all(ctx.index.finished(*j) for j in todo(best).jobs()):
-            plan.notes.append(f"{what}: finished already, skipped")
-            return None
-
-    def make_args():
-        ctx.index.refresh(d, m)
-        best = select_best_hyperparameters(ctx.results_dir, d, m, fixed, keys)
-        if best is None:
-            say(f"{what}: seeds {seeds} of the grid's winner under {' '.join(extra)}, known after the grid"
-                if ctx.args.dry_run else f"{what}: no finished run of the grid, nothing to run")
-            return None
-        inv = todo(best)
-        if all(ctx.index.finished(*j) for j in inv.jobs()):
-            say(f"{what}: finished already, skipped")
-            return None
-        return inv.args() + ctx.runner.common(run=True) + ctx.runner.launcher()
-    after = plan.grid_task_of.get((d, m), []) if (d, m) in plan.grid_left else []
-    return Task(what, "seeds", ctx.estimator.batch([cost] * len(seeds)), make_args, after)
+    target = _merged(dataset_overrides(ctx.profile, d, m), extra)
+    cost = ctx.estimator.run_cost(d, m, dict(kv.split("=", 1) for kv in target))
+    return _winner_task(ctx, plan, d, m, f"{name} {d} {m}", seeds, target, cost, under=f" under {' '.join(extra)}")
 
 
 def _studies(entry) -> list[list[str]]:

@@ -2,6 +2,7 @@
 and the winner of a grid among its finished runs."""
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -83,11 +84,17 @@ def folder_override_keys(folder_name: str) -> set[str]:
     return {part.split("=", 1)[0] for part in folder_name.split(",") if "=" in part}
 
 
+@functools.lru_cache(maxsize=None)
+def _dataset_config(dataset: str) -> dict | None:
+    """conf/dataset/<dataset>.yaml's dataset part, read once per plan (every run the plan checks asks)."""
+    from kfac_bench.configs import dataset_config
+    return dataset_config(dataset)
+
+
 def stand_in_version(dataset: str, overrides: dict) -> int | None:
     """The generator version this code builds for ``dataset`` with ``overrides`` (None: genuine)."""
-    from kfac_bench.configs import dataset_config
     from kfac_bench.data import generator_version
-    cfg = dataset_config(dataset) or {"name": dataset}   # a problem's config names its data (mnist_mlp: mnist)
+    cfg = dict(_dataset_config(dataset) or {"name": dataset})   # a problem's config names its data (mnist_mlp: mnist)
     source = overrides.get("dataset.source")
     if source is not None:
         cfg["source"] = parse_value(source)
