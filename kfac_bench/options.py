@@ -202,6 +202,9 @@ class MuonOptions:
                              "_muon")
     weight_decay: float = option(0.0, "weight decay (the library's default)", "_muon")
     adamw_lr: float = option(3e-4, "the biases' AdamW learning rate (the library's default)", "_muon")
+    ns_dtype: str = option("auto", "the Newton-Schulz iteration's dtype: auto = bfloat16 on CUDA (the library's, "
+                           "fixed there), float32 on a CPU (which emulates bfloat16 50-100 times slower); or "
+                           "bfloat16, float32 (kfac_bench/optim/baselines.py newton_schulz_dtype)", "_muon")
 
 
 @dataclass(frozen=True)

@@ -195,6 +195,35 @@ def extended(space: SearchSpace, dims: Mapping[str, str] | Iterable[str]) -> Sea
     return SearchSpace(out)
 
 
+def covering(space: SearchSpace, points: list[Mapping]) -> SearchSpace:
+    """``space`` with each range widened to hold every value ``points`` tried (the space a tuning has
+    searched once its extensions ran)."""
+    out = dict(space)
+    for name, dimension in space.items():
+        values = [float(p[name]) for p in points if isinstance(dimension, RANGES) and p.get(name) is not None]
+        if values:
+            out[name] = replace(dimension, low=min(dimension.low, *values), high=max(dimension.high, *values))
+    return SearchSpace(out)
+
+
+def edge_flag(space: SearchSpace, trials_winner: Mapping, winner: Mapping, extensions: list[tuple[Mapping, str]]) -> str:
+    """What the tables say about a (problem, method)'s tuning: ``interior``; or the edge the trials' winner
+    sat on (``lr high``) and what the ``extensions`` ((point, run status) in order) found: ``-> interior after
+    N extension(s)``, ``-> the extension diverged``, ``-> still on the edge after N extension(s)``."""
+    sides = edges(space, trials_winner)
+    if not sides:
+        return "interior"
+    where = "edge: " + ", ".join(f"{name} {side}" for name, side in sides.items())
+    if not extensions:
+        return f"{where} (not extended)"
+    count = f"{len(extensions)} extension{'s' if len(extensions) != 1 else ''}"
+    if edges(covering(space, [p for p, _ in extensions]), winner):
+        return f"{where} -> still on the edge after {count}"
+    if any(status != "ok" for _, status in extensions):
+        return f"{where} -> the extension diverged ({count})"
+    return f"{where} -> interior after {count}"
+
+
 def markdown(spaces: Mapping[str, SearchSpace]) -> str:
     """The table of ``docs/usage.md`` ("Search spaces"): method -> its space, one row a dimension."""
     rows = ["| method | dimension (`optimizer.<key>`) | range | scale | source |", "|---|---|---|---|---|"]

@@ -42,6 +42,34 @@ def test_muon_on_weight_matrices_adamw_on_biases():
     assert muon_group["lr"] == 0.02 and adamw_group["lr"] == 3e-4      # the library's AdamW default (adamw_lr)
 
 
+@pytest.mark.parametrize("choice, device, expected", [("auto", "cpu", torch.float32), ("auto", "cuda", torch.bfloat16),
+                                                      ("bfloat16", "cpu", torch.bfloat16),
+                                                      ("float32", "cuda", torch.float32)])
+def test_muon_s_newton_schulz_dtype(choice, device, expected):
+    assert baselines.newton_schulz_dtype(choice, [torch.device(device)]) == expected
+    with pytest.raises(ValueError, match="ns_dtype"):
+        baselines.newton_schulz_dtype("float16", [torch.device("cpu")])
+
+
+@pytest.mark.parametrize("choice, expected", [("auto", torch.float32), ("bfloat16", torch.bfloat16)])
+def test_muon_steps_its_iteration_in_the_chosen_dtype_and_restores_the_library(choice, expected, monkeypatch):
+    """On a CPU `auto` runs the library's Newton-Schulz in float32 (the library fixes bfloat16); the step
+    is the library's function with that dtype, and the library's function is back after the step."""
+    from pytorch_optimizer.optimizer.muon import base
+    seen, library = [], base.zero_power_via_newton_schulz_5
+
+    def spy(g, *args, dtype=torch.bfloat16, **kwargs):
+        seen.append(dtype)
+        return library(g, *args, dtype=dtype, **kwargs)
+    monkeypatch.setattr(base, "zero_power_via_newton_schulz_5", spy)
+    model, x = _problem()
+    opt = baselines.muon(model.parameters(), lr=0.02, ns_dtype=choice)
+    nn.functional.mse_loss(model(x), x).backward()
+    opt.step()
+    assert seen and set(seen) == {expected}
+    assert base.zero_power_via_newton_schulz_5 is spy
+
+
 def test_library_defaults_are_kept():
     model, _ = _problem()
     soap = baselines.soap(model.parameters(), lr=3e-3)
@@ -49,6 +77,7 @@ def test_library_defaults_are_kept():
 
 
 # each pytorch-optimizer family of kfac_bench/options.py and the library class its builder makes
+OUR_OPTIONS = {"muon": {"ns_dtype"}}      # options of our builders, not of the library class
 LIBRARY_CLASSES = {"soap": "SOAP", "shampoo": "Shampoo", "scalable_shampoo": "ScalableShampoo", "muon": "Muon",
                    "kron": "Kron"}
 
@@ -64,7 +93,8 @@ def test_the_documented_defaults_are_the_library_s(name):
     from kfac_bench import registry
     from kfac_bench.options import defaults
     signature = inspect.signature(getattr(pytorch_optimizer, LIBRARY_CLASSES[name]).__init__).parameters
-    documented = defaults(registry.get_method(name).family)
+    documented = {k: v for k, v in defaults(registry.get_method(name).family).items()
+                  if k not in OUR_OPTIONS.get(name, ())}
     library = {k: list(v) if isinstance(v, tuple) else v
                for k, v in ((k, signature[k].default) for k in documented)}
     assert documented == library

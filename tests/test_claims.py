@@ -1,6 +1,6 @@
 """The report's verdict side: the claims table (every verdict value reachable, thresholds at their
-edges so that a flipped comparison fails), the ablation chain, the seeds' time to target and the
-performance profile. Tiny fake run folders and fisher tables; nothing is trained."""
+edges so that a flipped comparison fails), the ablation chain and the common target. Tiny fake run
+folders and fisher tables; nothing is trained."""
 import csv
 import json
 import math
@@ -16,7 +16,6 @@ from kfac_bench.report import claims as C
 from kfac_bench.report import claims_text as CT
 from kfac_bench.report.ablation import (AUTHORS_CODE, PARTIAL, SPECIFICATION, STEP_ALL, ablation_table,
                                         order_steps, relevant_behaviours, setting_class)
-from kfac_bench.report.fair import performance_ratios, profile_fraction, time_to_target_table
 from kfac_bench.report.results import METRIC_COLUMNS, load_results, runs_table
 from kfac_bench.report.tables import select_best, summary_table
 
@@ -597,63 +596,26 @@ def test_ablation_table_orders_and_differences(tmp_path):
     assert table["last_epoch"].iloc[0] == 5
 
 
-# ------------------------------------------------------------------------ fair / profile
-def test_performance_profile_hand_example():
-    # problem P1: A 10 s, B 20 s, C never; problem P2: A 40 s, B 20 s, C 30 s
-    times = pd.DataFrame({"A": [10.0, 40.0], "B": [20.0, 20.0], "C": [math.inf, 30.0]}, index=["P1", "P2"])
-    ratios = performance_ratios(times)
-    assert ratios.loc["P1"].tolist() == [1.0, 2.0, math.inf] and ratios.loc["P2"].tolist() == [2.0, 1.0, 1.5]
-    assert profile_fraction(ratios, "A", 1.0) == 0.5 and profile_fraction(ratios, "A", 2.0) == 1.0
-    assert profile_fraction(ratios, "B", 1.0) == 0.5 and profile_fraction(ratios, "B", 1.99) == 0.5
-    assert profile_fraction(ratios, "B", 2.0) == 1.0
-    assert profile_fraction(ratios, "C", 1.49) == 0.0 and profile_fraction(ratios, "C", 4.0) == 0.5
-
-
-def test_time_to_target_over_seeds(tmp_path):
-    root = tmp_path / "r"
-    make_run(root, "curves", "sgd", "s0", [1.0, 0.6, 0.5], source="generated")
-    make_run(root, "curves", "sgd", "s1", [1.0, 0.7, 0.5], seed=1, source="generated")
-    make_run(root, "curves", "sgd", "s2", [1.0, 0.7, 0.7], seed=2, source="generated")   # never reaches
-    make_run(root, "curves", "kfac", "k0", [1.0, 0.4, 0.3], source="generated", times=[0, 3, 6])
+# ------------------------------------------------------------------------ the common target
+# (the fair comparison's targets, its performance profile and its README row: tests/test_fair.py)
+def _summary(root: Path) -> pd.DataFrame:
     long = load_results(root)
     runs = runs_table(long)
-    selection = select_best(runs)
-    table, _ = summary_table(long, runs, selection, {s: "curves" for s in runs["setting"]})
-    fair = time_to_target_table(long, table, selection).set_index("method")
-    target = (0.5 + 0.5 + 0.7) / 3      # the worst mean final: SGD's
-    assert fair.loc["sgd", "target_loss"] == pytest.approx(target)
-    assert fair.loc["sgd", "seeds"] == 3 and fair.loc["sgd", "seeds_reaching"] == 2
-    assert fair.loc["sgd", "epochs_to_target_median"] == 2 and math.isinf(fair.loc["sgd", "epochs_to_target_max"])
-    assert fair.loc["kfac", "epochs_to_target_median"] == 1 and fair.loc["kfac", "seconds_to_target_median"] == 3
-    assert fair.loc["kfac", "problem"] == "curves (generated stand-in)"
+    table, _ = summary_table(long, runs, select_best(runs), {s: "curves" for s in runs["setting"]})
+    return table.set_index("method")
 
 
-def test_a_method_that_never_improves_does_not_set_the_target_and_failed_seeds_count(tmp_path):
+def test_a_method_that_never_improves_does_not_set_the_common_target(tmp_path):
     """A method whose loss ends above where it started would make every method 'reach' the target at
-    epoch 0: it does not set the common target and never reaches it. A failed seed of the winning
-    configuration stays a seed (here one that reached the target before failing, one that did not)."""
+    epoch 0: it does not set the common target and never reaches it."""
     root = tmp_path / "r"
     make_run(root, "curves", "sgd", "s0", [1.0, 0.8, 0.6], source="generated")
     make_run(root, "curves", "kron", "k0", [1.0, 1.2, 1.5], source="generated")          # worse than its start
     make_run(root, "curves", "kfac", "f0", [1.0, 0.5, 0.4], source="generated")
-    make_run(root, "curves", "kfac", "f1", [1.0, 0.5, 0.5], seed=1, source="generated")  # reached, then failed
-    make_run(root, "curves", "kfac", "f2", [1.0, 0.9, 0.9], seed=2, source="generated")  # failed before it
-    for name in ("f1", "f2"):                       # failed in epoch 2: its metrics stop at epoch 1
-        folder = root / "runs" / "curves" / "kfac" / name
-        (folder / "summary.json").write_text((folder / "summary.json").read_text().replace('"status": "ok"',
-                                                                                          '"status": "failed"'))
-        lines = (folder / "metrics.csv").read_text().splitlines(keepends=True)
-        (folder / "metrics.csv").write_text("".join(lines[:-1]))
-    long = load_results(root)
-    runs = runs_table(long)
-    selection = select_best(runs)
-    table, _ = summary_table(long, runs, selection, {s: "curves" for s in runs["setting"]})
-    fair = time_to_target_table(long, table, selection).set_index("method")
-    assert fair.loc["sgd", "target_loss"] == pytest.approx(0.6)        # SGD's final, not Kron's 1.5
-    assert fair.loc["sgd", "epochs_to_target_median"] == 2
-    assert math.isinf(fair.loc["kron", "epochs_to_target_median"]) and fair.loc["kron", "seeds_reaching"] == 0
-    assert fair.loc["kfac", "seeds"] == 3 and fair.loc["kfac", "seeds_reaching"] == 2
-    assert fair.loc["kfac", "epochs_to_target_median"] == 1 and math.isinf(fair.loc["kfac", "epochs_to_target_max"])
+    table = _summary(root)
+    assert table.loc["sgd", "target_loss"] == pytest.approx(0.6)        # SGD's final, not Kron's 1.5
+    assert table.loc["sgd", "epochs_to_target"] == 2 and table.loc["kfac", "epochs_to_target"] == 1
+    assert math.isnan(table.loc["kron", "epochs_to_target"])
 
 
 def test_a_method_that_barely_improves_does_not_set_the_target(tmp_path):
@@ -666,47 +628,10 @@ def test_a_method_that_barely_improves_does_not_set_the_target(tmp_path):
     make_run(root, "curves", "kfac", "f0", [1.0, 0.5, 0.2], source="generated")        # drop 0.8: the best
     make_run(root, "curves", "sgd", "s0", [1.0, 0.7, 0.59], source="generated")        # 0.41 >= 0.4: sets it
     make_run(root, "curves", "kron", "k0", [1.0, 0.8, 0.61], source="generated")       # 0.39 < 0.4: does not
-    long = load_results(root)
-    runs = runs_table(long)
-    selection = select_best(runs)
-    table, _ = summary_table(long, runs, selection, {s: "curves" for s in runs["setting"]})
-    fair = time_to_target_table(long, table, selection).set_index("method")
-    assert fair.loc["kfac", "target_loss"] == pytest.approx(0.59)
-    assert fair.loc["kfac", "epochs_to_target_median"] == 1 and fair.loc["sgd", "epochs_to_target_median"] == 2
-    assert math.isinf(fair.loc["kron", "epochs_to_target_median"])
-    assert math.isinf(fair.loc["shampoo", "epochs_to_target_median"]) and fair.loc["shampoo", "seeds_reaching"] == 0
-
-
-def test_standing_against_the_methods_not_in_the_paper(tmp_path):
-    """The README row that is not a claim of the paper: on each dataset's largest-budget problem (here the
-    16,000 x 3-epoch one, not the 500 x 2-epoch tuning one), the paper's fastest curvature method to the
-    common target against the fastest of the others, per second and per epoch."""
-    from kfac_bench.report.fair import fair_comparison, standing
-    root = tmp_path / "fair"
-    assert standing(fair_comparison(root))[0].startswith("not measured")
-    make_run(root, "curves", "kfac", "tune", [1.0, 0.1, 0.1], source="generated")            # 500 x 2: ignored
-    make_run(root, "curves", "soap", "tune", [1.0, 0.9, 0.9], source="generated")
-    big = dict(source="generated", n_train=16000)
-    make_run(root, "curves", "kfac", "full", [1.0, 0.5, 0.3, 0.2], times=[0, 3, 6, 9], **big)
-    make_run(root, "curves", "deflation", "full", [1.0, 0.4, 0.2, 0.2], times=[0, 10, 20, 30], **big)
-    make_run(root, "curves", "soap", "full", [1.0, 0.3, 0.25, 0.2], times=[0, 2, 4, 6], **big)
-    make_run(root, "curves", "sgd", "full", [1.0, 0.8, 0.7, 0.6], times=[0, 1, 2, 3], **big)   # sets the target
-    verdict, key = standing(fair_comparison(root))
-    # target 0.6: KFAC at epoch 1 (3 s), Deflation at 1 (10 s), SOAP at 1 (2 s): SOAP first per second, tie per epoch
-    assert verdict == "paper's fastest first on 0 of 1 problems per second, 0 of 1 per epoch"
-    assert key == "KFAC 3 s vs SOAP 2 s (curves* 3 ep.)"
-    make_run(root, "curves", "sgd", "full2", [1.0, 0.8, 0.7, 0.25], times=[0, 1, 2, 3], seed=1, **big)
-    verdict, key = standing(fair_comparison(root))   # target 0.425 (SGD's mean final): KFAC at 2 (6 s), SOAP at 1
-    assert key == "KFAC 6 s vs SOAP 2 s (curves* 3 ep.)"
-    # MNIST (target 0.5, SGD's final): KFAC there at epoch 1 in 1 s, SOAP at epoch 1 in 4 s -- the key names the
-    # problem where the paper's fastest is furthest behind (CURVES, 3x), the verdict counts both
-    mnist = dict(source="genuine", n_train=50000)
-    make_run(root, "mnist", "kfac", "full", [1.0, 0.3, 0.2], times=[0, 1, 2], **mnist)
-    make_run(root, "mnist", "soap", "full", [1.0, 0.5, 0.3], times=[0, 4, 8], **mnist)
-    make_run(root, "mnist", "sgd", "full", [1.0, 0.6, 0.5], times=[0, 1, 2], **mnist)
-    verdict, key = standing(fair_comparison(root))
-    assert verdict == "paper's fastest first on 1 of 2 problems per second, 0 of 2 per epoch"
-    assert key == "KFAC 6 s vs SOAP 2 s (curves* 3 ep.)"
+    table = _summary(root)
+    assert table.loc["kfac", "target_loss"] == pytest.approx(0.59)
+    assert table.loc["kfac", "epochs_to_target"] == 1 and table.loc["sgd", "epochs_to_target"] == 2
+    assert math.isnan(table.loc["kron", "epochs_to_target"]) and math.isnan(table.loc["shampoo", "epochs_to_target"])
 
 
 def test_the_authors_setting_of_the_baselines_leaves_out_their_weight_decay():

@@ -139,14 +139,15 @@ def test_reproduce_dry_run_plans_the_paper_protocol(tmp_path):
                      str(tmp_path / "r"), tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "ESTIMATED running time" in proc.stdout and "FAIR" in proc.stdout
-    # the same grid for every curvature method on every problem, the first-order methods on their own
-    for method in ("kfac", "kpsvd", "deflation", "lanczos", "kfac_corrected"):
-        for dataset in ("curves", "mnist", "faces"):
-            assert (f"optimizer={method} dataset={dataset} optimizer.lr=0.01,0.1 optimizer.damping=0.0001,0.001,0.01 "
-                    "optimizer.kl_clip=0.01" in proc.stdout), (method, dataset)
-    assert "optimizer=sgd dataset=mnist optimizer.lr=0.03,0.1,0.3 " in proc.stdout
-    assert "optimizer=adam dataset=faces optimizer.lr=0.0003,0.001,0.003 " in proc.stdout
-    assert "grid: 171 runs" in proc.stdout       # 6 curvature x 6 points x 3 problems + 7 first-order x 3 x 3
+    # the same number of trials for every method on every problem, each one run of a point of its space
+    runs = [line for line in proc.stdout.splitlines() if "$ kfac-bench run dataset=" in line]
+    profile = _reproduce_module().load_profile("fair")
+    for method in profile["methods"]:
+        for dataset in profile["datasets"]:
+            mine = [r for r in runs if f"dataset={dataset} optimizer={method} " in r]
+            assert len(mine) == 12 and all("optimizer.lr=" in r for r in mine), (method, dataset)
+    assert "tuning: 432 trials (12 per method and problem)" in proc.stdout      # 12 methods x 3 problems x 12
+    assert "ties: seeds [3, 4] of the two leaders" in proc.stdout and "without extensions" in proc.stdout
 
 
 def test_authors_and_ablation_profiles_plan_one_run_per_setting(tmp_path):
@@ -390,14 +391,22 @@ def test_confirm_reruns_the_winners_at_their_own_settings(tmp_path):
     assert "confirm curves kfac: seeds [0, 1, 2] of the grid's winner, known after the grid" in proc.stdout
 
 
-def test_fair_profile_tunes_the_comparison_on_the_library_grid_and_confirms_long():
+def test_fair_profile_tunes_every_method_alike_at_the_comparison_s_budget():
+    """Issue 33: the same number of trials of each method's search space on every problem, at full size
+    (CURVES >= 10 epochs, MNIST >= 3), Scalable Shampoo instead of the AdaGrad-style Shampoo, the CNN
+    auto-encoder reduced, the winners' seeds and the leaders' tie seeds; no grid, no short tuning."""
     rp = _reproduce_module()
     profile = rp.load_profile("fair")
-    assert {"ekfac", "soap", "shampoo", "muon", "kron"} <= set(profile["methods"])
-    assert rp.grid_for(profile, "curves", "muon")["optimizer.lr"] == ["0.0067", "0.02", "0.06"]   # 0.02 x {1/3, 1, 3}
-    assert rp.grid_for(profile, "curves", "ekfac")["optimizer.damping"] == ["0.0001", "0.001", "0.01"]
-    assert rp.confirm_overrides(profile, "curves", "kfac") == ["trainer.epochs=30"]
-    assert rp.confirm_overrides(profile, "faces", "kfac") is None
+    assert {"ekfac", "soap", "scalable_shampoo", "muon", "kron"} <= set(profile["methods"])
+    assert "shampoo" not in profile["methods"] and len(profile["methods"]) == 12
+    assert profile["grid"] == "none" and profile["tuning"]["trials"] >= 12 and "confirm" not in profile
+    assert profile["datasets"] == ["curves", "mnist", "mnist_conv"]
+    epochs = {d: int(next(o for o in rp.dataset_overrides(profile, d, "kfac") if o.startswith("trainer.epochs="))
+                     .split("=")[1]) for d in profile["datasets"]}
+    assert epochs["curves"] >= 10 and epochs["mnist"] >= 3
+    assert not any(o.startswith("dataset.n_train") for d in ("curves", "mnist")
+                   for o in rp.dataset_overrides(profile, d, "kfac"))               # full size
+    assert profile["extra_seeds"] == [1, 2] and profile["tie_seeds"] == [3, 4]
 
 
 # ------------------------------------------------------------------------------ variants (conclusion profile)

@@ -8,9 +8,10 @@ per problem and method by final training loss (:mod:`.tables`), and writes into 
   :mod:`.figure1`; skipped with a message when there are none);
 * ``summary.md`` / ``summary.csv``: best hyperparameters, final losses, time, epochs and seconds to
   the common target loss, per problem and method;
-* ``fair.csv`` + ``performance_profile.{png,pdf}`` + a section of ``summary.md``: each seed's epochs
-  and seconds to the common target (median, min-max over seeds) and the performance profile over
-  the problems run under the specification (:mod:`.fair`);
+* ``fair.csv`` + ``tuning.csv`` + ``performance_profile.{png,pdf}`` + a section of ``summary.md``: on
+  each dataset's largest specification problem, each seed's epochs and seconds to two targets (Adam's
+  final loss, the median of the best three; median, min-max over seeds), the performance profiles, and
+  the trials, extensions and edge flag of each method's tuning (:mod:`.fair`, :mod:`.fair_tuning`);
 * ``ablation.csv`` + ``ablation.{png,pdf}`` + a section: runs that differ only by their
   ``authors_code``, ordered from the authors' code to the specification (:mod:`.ablation`);
 * ``claims.csv``, ``claims.md`` + the section "Claims of the paper": a verdict per claim of the paper from rules
@@ -232,12 +233,16 @@ def _verdict_sections(long, runs, selection, table, results_dir: Path, out_dir: 
     """The fair comparison, the ablation and the claims of the paper (summary.md sections, their CSV
     files and figures). Each part that fails says so and the report goes on."""
     markdown, tables, figures = "", [], []
-    try:
-        from .fair import fair_markdown, plot_performance_profile, time_to_target_table
-        fair = time_to_target_table(long, table, selection)
+    try:   # one problem per dataset at its confirmation budget: the fair table, the tuning table, the profile
+        from .fair import fair_markdown, fair_table, plot_performance_profile, problem_budgets
+        from .fair_tuning import tuning_markdown, tuning_table
+        budgets = problem_budgets(runs)
+        fair = fair_table(long, runs, selection, budgets)
+        tuning = tuning_table(runs, selection, budgets)
         fair.drop(columns="setting").to_csv(out_dir / "fair.csv", index=False)
-        tables.append(out_dir / "fair.csv")
-        markdown += "\n" + fair_markdown(fair)
+        tuning.to_csv(out_dir / "tuning.csv", index=False)
+        tables += [out_dir / "fair.csv", out_dir / "tuning.csv"]
+        markdown += "\n" + fair_markdown(fair, budgets) + "\n" + tuning_markdown(tuning)
         written = plot_performance_profile(fair, out_dir / "performance_profile", note, formats, dpi)
         if not written:
             _say("performance profile skipped: no problem run under the specification")

@@ -1,27 +1,38 @@
-"""The fair comparison: time to the common target per seed, and an AlgoPerf-style performance profile.
+"""The fair comparison: time to two targets per problem over the seeds, and AlgoPerf-style performance profiles.
 
-For every problem and method, the best configuration (:func:`.tables.select_best`) and ALL its
-seeds: each seed's epochs and seconds to the problem's common target loss (the definition of
-:data:`.tables.TARGET_DEFINITION`, the same target as summary.md), then the median, minimum and
-maximum over the seeds. A seed that never gets to the target counts as infinite.
+Problems: one per dataset, the specification problem (``authors_code=[]``) with the largest budget
+(training examples x epochs, :func:`_examples_seen`): the confirmation runs. A problem run with the
+authors' code is a different algorithm, and a smaller problem of the same dataset (a tuning run of an
+older profile) would count the dataset twice; both are left out, and the markdown names them.
 
-Performance profile (Dolan & Moré 2002, as AlgoPerf uses it): with ``t[p, m]`` method m's median
-time to the target on problem p, ``r[p, m] = t[p, m] / min_m' t[p, m']`` and, for each method,
+Targets of a problem, from each method's *final loss*: the median, over the finished seeds of its best
+configuration (:func:`.tables.select_best`), of each seed's final training loss (a diverged seed's is
+infinite; a failed one has none):
+
+* (a) Adam's final loss -- what a well-tuned Adam reaches at the end of the budget (not measured without a
+  finished Adam run);
+* (b) the median of the three lowest final losses of the methods on the problem -- a harder one.
+
+For every problem, method and target: each seed of the best configuration (failed and diverged ones
+included) gets the first epoch whose end-of-epoch training loss is <= the target and its cumulative
+training seconds (:func:`.tables.reach`); median, minimum and maximum over the seeds, a seed that never
+gets there counting as infinite.
+
+Performance profile (Dolan & Moré 2002, as AlgoPerf uses it): with ``t[p, m]`` method m's median time
+to the target on problem p, ``r[p, m] = t[p, m] / min_m' t[p, m']`` and, for each method,
 ``rho_m(tau) = fraction of problems with r[p, m] <= tau``, drawn as a step curve for tau in
 [1, :data:`PROFILE_TAU_MAX`]; a method that never reaches the target (or has no finished run) on a
-problem has r = infinity there. One panel for seconds, one for epochs. Only the problems run under
-the specification (``authors_code=[]``) enter the profile: a problem run with the authors' code is
-a different algorithm, not a competitor on the same footing.
+problem has r = infinity there. Four panels: each target, in seconds and in epochs.
 
-Where the paper's methods stand against the others (:func:`standing`, the README's row that is not a
-claim of the paper): on each dataset's largest-budget specification problem (training examples x
-epochs: the `fair` profile's confirmation runs), the paper's fastest Kronecker-factored method to the
-common target against the fastest method not in the paper (EKFAC, SOAP, Shampoo, Muon, PSGD-Kron),
-median seconds and median epochs over the seeds.
+Who gets there first (:func:`standing`, the README's row that is not a claim of the paper): for each
+target and unit, the method(s) fastest on the most problems, with their seeds reaching over seeds run;
+and, on target (b), on how many problems the paper's fastest Kronecker-factored method is ahead of the
+fastest method not in the paper (EKFAC, SOAP, Shampoo, Muon, PSGD-Kron).
 """
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -33,41 +44,170 @@ from .figures import save_figure
 from .tables import markdown_table, mean_curve, method_label, method_rank, reach, wrap_title
 
 PROFILE_TAU_MAX = 4.0
-FAIR_COLUMNS = ["problem", "dataset", "dataset_source", "method", "setting_class", "seeds", "target_loss",
-                "seeds_reaching", "epochs_to_target_median", "epochs_to_target_min", "epochs_to_target_max",
-                "seconds_to_target_median", "seconds_to_target_min", "seconds_to_target_max"]
+TARGETS = {"a": "Adam's final loss", "b": "the median of the best three"}
+TARGET_DEFINITIONS = {
+    "a": "Adam's final loss: the median, over the seeds of Adam's best configuration, of each seed's final "
+         "training loss",
+    "b": "the median of the best three: the median of the three lowest final losses of the methods on the "
+         "problem (a method's final loss: the median, over the seeds of its best configuration, of each seed's "
+         "final training loss)"}
+REACHING = ("Epochs/seconds to a target: per seed of the best configuration (failed and diverged ones included), "
+            "the first epoch whose end-of-epoch training loss is <= the target and the cumulative training "
+            "seconds at it (evaluation excluded); median [min–max] over the seeds; ∞ = a seed never got there. "
+            "A diverged seed's final loss counts as ∞, a failed one has none")
+UNITS = {"seconds": "seconds_to_target_median", "epochs": "epochs_to_target_median"}
+FAIR_COLUMNS = ["problem", "dataset", "dataset_source", "n_train", "epochs", "method", "target", "target_definition",
+                "target_loss", "final_loss", "seeds", "seeds_reaching", "epochs_to_target_median",
+                "epochs_to_target_min", "epochs_to_target_max", "seconds_to_target_median", "seconds_to_target_min",
+                "seconds_to_target_max"]
+PROBLEM_COLUMNS = ["setting", "dataset", "dataset_source", "label", "short", "n_train", "epochs", "examples",
+                   "specification", "confirmation"]
 
 
+# ------------------------------------------------------------------------------------------- problems
 def _problem_label(problem: str, source) -> str:
     return f"{problem} (generated stand-in)" if source == "generated" else str(problem)
 
 
-def time_to_target_table(long: pd.DataFrame, table: pd.DataFrame, selection: pd.DataFrame) -> pd.DataFrame:
-    """Per (problem, method): the seeds' epochs and seconds to the common target (median, min, max)."""
-    seeds = {(r["setting"], r["method"]): list(r["every_seed_run_dirs"]) for _, r in selection.iterrows()}
+def _n_train(items: dict, dataset: str | None) -> int | None:
+    """A problem's training examples: its setting's ``dataset.n_train``, else (a full-size run) its dataset
+    config's (conf/dataset/<dataset>.yaml)."""
+    n_train = items.get("dataset.n_train")
+    if n_train is None and dataset is not None:
+        from ..configs import dataset_config
+        n_train = (dataset_config(dataset) or {}).get("n_train")
+    try:
+        return int(float(n_train))
+    except (TypeError, ValueError):
+        return None
+
+
+def _examples_seen(setting: str, dataset: str | None = None) -> float:
+    """Training examples x epochs of a problem."""
+    items = setting_items(setting)
+    try:
+        return float(_n_train(items, dataset) or 0) * float(items.get("trainer.epochs") or 0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _short_label(dataset, source, items: dict) -> str:
+    """``curves* 16000 x 30 ep.`` (* = generated stand-in; the profile's name under a root of several)."""
+    star = "*" if source == "generated" else ""
+    profile = f" [{items['profile']}]" if items.get("profile") else ""
+    budget = f" {_n_train(items, dataset) or '?'} x {items.get('trainer.epochs', '?')} ep."
+    return f"{dataset}{star}{profile}{budget}"
+
+
+def problem_budgets(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per problem (setting) of ``runs`` (:data:`PROBLEM_COLUMNS`); ``confirmation`` marks, per
+    dataset (and profile, under a root of several), the specification problem with the largest budget."""
+    from .results import problems
     rows = []
-    for _, r in table.iterrows():
-        run_dirs = seeds.get((r["setting"], r["method"]), [])
-        target = float(r["target_loss"]) if r["target_loss"] == r["target_loss"] else math.nan
-        epochs, seconds = [], []
-        for run_dir in run_dirs:
-            e, s = reach(mean_curve(long, [run_dir]), target)
-            epochs.append(e if e == e else math.inf)
-            seconds.append(s if s == s else math.inf)
-        row = {"problem": _problem_label(r["problem"], r["dataset_source"]), "dataset": r["dataset"],
-               "dataset_source": r["dataset_source"], "method": r["method"],
-               "setting_class": setting_class(r["setting"], r["method"]), "seeds": len(run_dirs),
-               "target_loss": target, "seeds_reaching": int(sum(math.isfinite(e) for e in epochs)),
-               "setting": r["setting"]}
-        for name, values in (("epochs", epochs), ("seconds", seconds)):
-            arr = np.array(values, dtype=float)
-            row[f"{name}_to_target_median"] = float(np.median(arr)) if arr.size else math.inf
-            row[f"{name}_to_target_min"] = float(arr.min()) if arr.size else math.inf
-            row[f"{name}_to_target_max"] = float(arr.max()) if arr.size else math.inf
-        rows.append(row)
+    for p in problems(runs).itertuples(index=False):
+        group = runs[runs["setting"] == p.setting]
+        source = group["dataset_source"].dropna()
+        source = source.iloc[0] if len(source) else None
+        items = setting_items(p.setting)
+        rows.append({"setting": p.setting, "dataset": p.dataset, "dataset_source": source,
+                     "label": _problem_label(p.label, source), "short": _short_label(p.dataset, source, items),
+                     "n_train": _n_train(items, p.dataset), "epochs": items.get("trainer.epochs"),
+                     "examples": _examples_seen(p.setting, p.dataset), "runs": len(group),
+                     "specification": all(setting_class(p.setting, m) == SPECIFICATION for m in group["method"]),
+                     "_key": (p.dataset, items.get("profile"))})
+    table = pd.DataFrame(rows, columns=[*PROBLEM_COLUMNS, "runs", "_key"])
+    table["confirmation"] = False
+    spec = table[table["specification"]]
+    for _, group in spec.groupby("_key", sort=False):
+        # the largest budget; a tie (another batch size, say) goes to the problem with the most runs
+        chosen = group.sort_values(["examples", "runs", "setting"], ascending=[False, False, True]).index[0]
+        table.loc[chosen, "confirmation"] = True
+    return table.drop(columns=["runs", "_key"])
+
+
+# -------------------------------------------------------------------------------------------- targets
+def _seed_finals(runs: pd.DataFrame, run_dirs: list[str]) -> list[float]:
+    """Each finished seed's final training loss (a diverged one: inf; failed and incomplete ones left out)."""
+    seeds = runs[runs["run_dir"].isin(run_dirs)]
+    finals = []
+    for status, loss in zip(seeds["status"], seeds["final_train_loss"]):
+        if status == "diverged":
+            finals.append(math.inf)
+        elif status == "ok":
+            loss = float(loss) if loss is not None else math.nan
+            finals.append(loss if loss == loss else math.inf)
+    return finals
+
+
+def final_losses(runs: pd.DataFrame, selection: pd.DataFrame, setting: str) -> dict[str, float]:
+    """method -> its final loss on the problem (the median over its best configuration's finished seeds;
+    NaN without a finished run)."""
+    out = {}
+    for _, sel in selection[selection["setting"] == setting].iterrows():
+        finals = _seed_finals(runs, list(sel["every_seed_run_dirs"])) if isinstance(sel["best_config"], str) else []
+        out[sel["method"]] = float(np.median(finals)) if finals else math.nan
+    return out
+
+
+def problem_targets(finals: dict[str, float]) -> dict[str, float]:
+    """{"a": Adam's final loss, "b": the median of the three lowest finals} (NaN where not measured)."""
+    adam = finals.get("adam", math.nan)
+    lowest = sorted(v for v in finals.values() if math.isfinite(v))[:3]
+    return {"a": adam if math.isfinite(adam) else math.nan, "b": float(np.median(lowest)) if lowest else math.nan}
+
+
+def _spread(values: list[float], prefix: str) -> dict[str, float]:
+    arr = np.array(values, dtype=float)
+    if not arr.size:
+        return {f"{prefix}_median": math.inf, f"{prefix}_min": math.inf, f"{prefix}_max": math.inf}
+    return {f"{prefix}_median": float(np.median(arr)), f"{prefix}_min": float(arr.min()),
+            f"{prefix}_max": float(arr.max())}
+
+
+def _times_to(curves: list[pd.DataFrame], target: float) -> dict:
+    """Seeds reaching and the spread of the epochs and seconds to ``target`` (NaN: not measured)."""
+    if not math.isfinite(target):
+        return {"seeds_reaching": math.nan, **{f"{u}_to_target_{s}": math.nan for u in UNITS
+                                               for s in ("median", "min", "max")}}
+    hits = [reach(c, target) for c in curves]
+    epochs = [e if e == e else math.inf for e, _ in hits]
+    seconds = [s if s == s else math.inf for _, s in hits]
+    return {"seeds_reaching": int(sum(math.isfinite(e) for e in epochs)), **_spread(epochs, "epochs_to_target"),
+            **_spread(seconds, "seconds_to_target")}
+
+
+def fair_table(long: pd.DataFrame, runs: pd.DataFrame, selection: pd.DataFrame,
+               budgets: pd.DataFrame | None = None) -> pd.DataFrame:
+    """:data:`FAIR_COLUMNS` (+ ``setting``): a row per confirmation problem, method and target (long format)."""
+    budgets = problem_budgets(runs) if budgets is None else budgets
+    rows = []
+    for p in budgets[budgets["confirmation"]].itertuples(index=False):
+        finals = final_losses(runs, selection, p.setting)
+        targets = problem_targets(finals)
+        for _, sel in selection[selection["setting"] == p.setting].iterrows():   # in the registry's order
+            run_dirs = list(sel["every_seed_run_dirs"])
+            curves = [mean_curve(long, [d]) for d in run_dirs]
+            for target, value in targets.items():
+                rows.append({"problem": p.short, "dataset": p.dataset, "dataset_source": p.dataset_source,
+                             "n_train": p.n_train, "epochs": p.epochs, "method": sel["method"], "target": target,
+                             "target_definition": TARGET_DEFINITIONS[target], "target_loss": value,
+                             "final_loss": finals.get(sel["method"], math.nan), "seeds": len(run_dirs),
+                             **_times_to(curves, value), "setting": p.setting})
     return pd.DataFrame(rows, columns=[*FAIR_COLUMNS, "setting"])
 
 
+def fair_comparison(results_dir) -> pd.DataFrame:
+    """The fair table (with its ``setting`` column) of the runs under one results folder."""
+    from .results import load_results, runs_table
+    from .tables import select_best
+    long = load_results(results_dir, exclude=[Path(results_dir) / "report"])
+    runs = runs_table(long)
+    if runs.empty:
+        return pd.DataFrame(columns=[*FAIR_COLUMNS, "setting"])
+    return fair_table(long, runs, select_best(runs))
+
+
+# ---------------------------------------------------------------------------------- performance profile
 def performance_ratios(times: pd.DataFrame) -> pd.DataFrame:
     """``times``: problems x methods (inf or NaN = never reached). Ratios to each problem's best;
     a problem that no method solves gives inf for all."""
@@ -88,24 +228,58 @@ def profile_fraction(ratios: pd.DataFrame, method: str, tau: float) -> float:
     return float((ratios[method] <= tau * (1 + 1e-12)).mean())
 
 
-def fair_markdown(fair: pd.DataFrame) -> str:
-    lines = ["# Fair comparison: time to the common target over the seeds of the best configuration", "",
-             "Per problem and method: the best configuration's seeds (failed and diverged ones included), each seed's first epoch whose end-of-epoch "
-             "training loss is <= the problem's common target (summary.md's target) and its cumulative training "
-             "seconds; median [min–max] over the seeds; ∞ = a seed never got there. The performance profile "
-             "(performance_profile.png) reads the medians.", ""]
-    if fair is None or fair.empty:
-        return "\n".join(lines + ["No finished runs.", ""])
-    head = ["problem", "method", "setting", "seeds (reaching)", "target", "epochs to target", "seconds to target"]
-    rows = [[r["problem"], method_label(r["method"]), r["setting_class"], f"{r['seeds']} ({r['seeds_reaching']})",
-             _g(r["target_loss"]),
-             f"{_g(r['epochs_to_target_median'])} [{_g(r['epochs_to_target_min'])}–{_g(r['epochs_to_target_max'])}]",
-             f"{_g(r['seconds_to_target_median'], 1)} [{_g(r['seconds_to_target_min'], 1)}–"
-             f"{_g(r['seconds_to_target_max'], 1)}]"]
-            for _, r in fair.iterrows()]
-    return "\n".join(lines + [markdown_table(head, rows, right_from=3), ""])
+def profile_inputs(fair: pd.DataFrame, target: str, column: str) -> pd.DataFrame:
+    """problems x methods of ``column`` (the medians) for ``target``, the problems where it is measured."""
+    rows = fair[(fair["target"] == target) & np.isfinite(fair["target_loss"].astype(float))] if not fair.empty else fair
+    if rows.empty:
+        return pd.DataFrame()
+    table = rows.pivot_table(index="problem", columns="method", values=column, aggfunc="first")
+    return table.reindex(columns=sorted(table.columns, key=method_rank))
 
 
+def _draw_profile(ax, times: pd.DataFrame, taus) -> None:
+    from .figure2 import method_colour, method_style
+    ratios = performance_ratios(times)
+    for method in ratios.columns:
+        rho = [profile_fraction(ratios, method, t) for t in taus]
+        ax.step(taus, rho, where="post", color=method_colour(method), ls=method_style(method), lw=1.6,
+                label=method_label(method))
+    ax.set_xlim(1.0, PROFILE_TAU_MAX)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("τ (time / best method's time on the problem)")
+    ax.set_ylabel("fraction of problems within τ of the best")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=6, loc="lower right", ncol=2)
+
+
+def plot_performance_profile(fair: pd.DataFrame, out_stem, note: str | None = None, formats=("png",),
+                             dpi: int = 150) -> list[Path]:
+    """performance_profile.<fmt>: target (a) and (b), each in seconds and in epochs (module docstring)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    panels = [(t, unit) for t in TARGETS for unit in UNITS]
+    inputs = [profile_inputs(fair, t, UNITS[unit]) for t, unit in panels]
+    if all(t.empty for t in inputs):
+        return []
+    fig = Figure(figsize=(12, 9.5), constrained_layout=True)
+    FigureCanvasAgg(fig)
+    taus = np.linspace(1.0, PROFILE_TAU_MAX, 601)
+    for ax, (target, unit), times in zip(fig.subplots(2, 2).ravel(), panels, inputs):
+        if times.empty:
+            ax.set_visible(False)
+            continue
+        _draw_profile(ax, times, taus)
+        listed = ", ".join(times.index)
+        ax.set_title(wrap_title(f"({target}) {TARGETS[target]}, time in {unit} · {len(times)} problems: {listed}",
+                                75), fontsize=8)
+    title = ("Performance profiles: time to (a) Adam's final loss and (b) the median of the best three "
+             "(median over seeds; one problem per dataset, its confirmation budget; never reached = ∞)")
+    fig.suptitle(wrap_title(title + (f" · {note}" if note else ""), 110), fontsize=10)
+    return save_figure(fig, out_stem, formats, dpi)
+
+
+# --------------------------------------------------------------------------------------------- markdown
 def _g(v, digits=None) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
@@ -114,76 +288,89 @@ def _g(v, digits=None) -> str:
     return f"{v:.{digits}f}" if digits is not None else f"{v:.5g}"
 
 
-def profile_inputs(fair: pd.DataFrame, column: str) -> pd.DataFrame:
-    """problems x methods of ``column`` (the medians), specification problems only."""
-    spec = fair[fair["setting_class"] == SPECIFICATION]
-    if spec.empty:
-        return pd.DataFrame()
-    table = spec.pivot_table(index="problem", columns="method", values=column, aggfunc="first")
-    return table.reindex(columns=sorted(table.columns, key=method_rank))
+def _spread_text(r, unit: str, digits=None) -> str:
+    return (f"{_g(r[f'{unit}_to_target_median'], digits)} [{_g(r[f'{unit}_to_target_min'], digits)}–"
+            f"{_g(r[f'{unit}_to_target_max'], digits)}]")
 
 
-def plot_performance_profile(fair: pd.DataFrame, out_stem, note: str | None = None, formats=("png",),
-                             dpi: int = 150) -> list[Path]:
-    """performance_profile.<fmt>: seconds and epochs panels (see the module docstring)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def _target_rows(rows: pd.DataFrame) -> list[list[str]]:
+    out = []
+    for _, r in rows.iterrows():
+        measured = math.isfinite(float(r["target_loss"]))
+        out.append([r["problem"], method_label(r["method"]),
+                    f"{r['seeds']} ({int(r['seeds_reaching'])})" if measured else f"{r['seeds']}", _g(r["final_loss"]),
+                    _g(r["target_loss"]) if measured else "not measured",
+                    _spread_text(r, "epochs") if measured else "not measured",
+                    _spread_text(r, "seconds", 1) if measured else "not measured"])
+    return out
 
-    from .figure2 import STYLES, method_colour
-    panels = [("seconds_to_target_median", "time to target in seconds"),
-              ("epochs_to_target_median", "time to target in epochs")]
-    inputs = [(profile_inputs(fair, col), name) for col, name in panels]
-    if all(t.empty for t, _ in inputs):
-        return []
-    fig = Figure(figsize=(11, 4.6), constrained_layout=True)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2, squeeze=False)[0]
-    taus = np.linspace(1.0, PROFILE_TAU_MAX, 601)
-    for ax, (times, name) in zip(axes, inputs):
-        if times.empty:
-            ax.set_visible(False)
+
+def _fastest(rows: pd.DataFrame, column: str) -> tuple[list[str], float]:
+    """The methods with the lowest finite ``column`` among ``rows`` (one problem and target), and that value."""
+    values = rows[column].astype(float)
+    best = values.min() if len(values) else math.inf
+    if not math.isfinite(best):
+        return [], math.inf
+    return list(rows.loc[values == best, "method"]), float(best)
+
+
+def _first_cell(rows: pd.DataFrame, unit: str) -> str:
+    methods, best = _fastest(rows, UNITS[unit])
+    if not methods:
+        return "none reaches it"
+    seeds = rows.set_index("method")
+    shown = _g(best, 1) + " s" if unit == "seconds" else f"{_g(best)} ep."
+    return ", ".join(f"{method_label(m)} ({int(seeds.loc[m, 'seeds_reaching'])}/{seeds.loc[m, 'seeds']} seeds)"
+                     for m in methods) + f": {shown}"
+
+
+def first_to_target_rows(fair: pd.DataFrame) -> list[list[str]]:
+    """Per problem and target: the value and who gets there first, per second and per epoch."""
+    out = []
+    for (problem, target), rows in fair.groupby(["problem", "target"], sort=False):
+        value = float(rows["target_loss"].iloc[0])
+        if not math.isfinite(value):
+            out.append([problem, f"({target}) not measured", "–", "–"])
             continue
-        ratios = performance_ratios(times)
-        for method in ratios.columns:
-            rho = [profile_fraction(ratios, method, t) for t in taus]
-            ax.step(taus, rho, where="post", color=method_colour(method), ls=STYLES.get(method, "-"), lw=1.6,
-                    label=method_label(method))
-        ax.set_xlim(1.0, PROFILE_TAU_MAX)
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel("τ (time / best method's time on the problem)")
-        ax.set_ylabel("fraction of problems within τ of the best")
-        problems_ = ", ".join(str(p) for p in times.index)
-        ax.set_title(wrap_title(f"{name} · {len(times)} problems: {problems_}", 70), fontsize=8)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-    title = ("Performance profile: time to the common target loss (median over seeds, specification runs; "
-             "never reached = ∞)") + (f" · {note}" if note else "")
-    fig.suptitle(wrap_title(title, 110), fontsize=10)
-    return save_figure(fig, out_stem, formats, dpi)
+        out.append([problem, f"({target}) {_g(value)}", _first_cell(rows, "seconds"), _first_cell(rows, "epochs")])
+    return out
 
 
-def fair_comparison(results_dir) -> pd.DataFrame:
-    """The time-to-target table (with its ``setting`` column) of the runs under one results folder."""
-    from .results import load_results, problems, runs_table
-    from .tables import select_best, summary_table
-    long = load_results(results_dir, exclude=[Path(results_dir) / "report"])
-    runs = runs_table(long)
-    if runs.empty:
-        return pd.DataFrame(columns=[*FAIR_COLUMNS, "setting"])
-    probs = problems(runs)
-    selection = select_best(runs)
-    table, _ = summary_table(long, runs, selection, dict(zip(probs["setting"], probs["label"])))
-    return time_to_target_table(long, table, selection)
+def _problems_paragraph(budgets: pd.DataFrame | None) -> list[str]:
+    if budgets is None or budgets.empty:
+        return []
+    chosen = budgets[budgets["confirmation"]]
+    left = budgets[~budgets["confirmation"]]
+    text = ("Problems: one per dataset, the specification problem with the largest budget (training examples x "
+            "epochs: the confirmation runs): " + ", ".join(chosen["short"]) + " (* = generated stand-in data).")
+    if not left.empty:
+        why = ["a smaller budget" if r["specification"] else "the authors' code" for _, r in left.iterrows()]
+        text += " Left out of these tables and of the performance profile: " + "; ".join(
+            f"{r['label']} ({w})" for (_, r), w in zip(left.iterrows(), why)) + "."
+    return [text, ""]
 
 
-def _examples_seen(setting: str) -> float:
-    items = setting_items(setting)
-    try:
-        return float(items.get("dataset.n_train") or 0) * float(items.get("trainer.epochs") or 0)
-    except (TypeError, ValueError):
-        return 0.0
+def fair_markdown(fair: pd.DataFrame, budgets: pd.DataFrame | None = None) -> str:
+    lines = ["# Fair comparison: time to two targets over the seeds of the best configuration", ""]
+    lines += _problems_paragraph(budgets)
+    lines += [f"Target (a), {TARGET_DEFINITIONS['a']}. Target (b), {TARGET_DEFINITIONS['b']}. {REACHING}. "
+              "The performance profile (performance_profile.png) reads the medians.", ""]
+    if fair is None or fair.empty:
+        return "\n".join(lines + ["No finished runs.", ""])
+    lines += ["## First to each target", "",
+              "Per problem and target, the method(s) with the lowest median time and their seeds reaching the target "
+              "over the seeds run. The README's row counts, per target and unit, the problems each method is first "
+              "on (`SOAP 2/3 (9/9 seeds)`: first on 2 of 3 problems, 9 of its 9 seeds on them reaching the target).",
+              "", markdown_table(["problem", "target", "first per second", "first per epoch"],
+                                 first_to_target_rows(fair)), ""]
+    head = ["problem", "method", "seeds (reaching)", "final loss", "target", "epochs to target", "seconds to target"]
+    for target, name in TARGETS.items():
+        lines += [f"## Target ({target}): {name}", "",
+                  markdown_table(head, _target_rows(fair[fair["target"] == target]), right_from=2), ""]
+    return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------------------------- standing
 def _in_paper(method: str) -> bool | None:
     try:
         entry = get_method(method)
@@ -192,44 +379,80 @@ def _in_paper(method: str) -> bool | None:
     return entry.in_paper
 
 
-def standing(fair: pd.DataFrame) -> tuple[str, str]:
-    """(verdict cell, key-number cell) of the README's row on the paper's methods against the methods
-    not in the paper (see the module docstring); ``not measured`` without such a comparison. The verdict
-    counts the problems per second and per epoch; the key, short as the README's cells are, gives the
-    seconds on the problem where the paper's fastest is furthest behind (every method's median epochs and
-    seconds to the target are in the report's fair table, ``docs/fair/summary.md``)."""
-    spec = fair[(fair["setting_class"] == SPECIFICATION)] if not fair.empty else fair
+def _measured(fair: pd.DataFrame, target: str) -> pd.DataFrame:
+    """The rows of ``target`` on the problems where it is measured."""
+    if fair.empty:
+        return pd.DataFrame(columns=FAIR_COLUMNS)
+    return fair[(fair["target"] == target) & np.isfinite(fair["target_loss"].astype(float))]
+
+
+def leaders(fair: pd.DataFrame, target: str, unit: str) -> tuple[list[tuple[str, int, int, int]], int]:
+    """([(method, problems where it is first, its seeds reaching, its seeds run)] of the methods first on the
+    most problems, the number of problems with ``target`` measured); ties on a problem count for each."""
+    rows = _measured(fair, target)
+    wins: dict[str, int] = {}
+    for _, group in rows.groupby("problem", sort=False):
+        for method in _fastest(group, UNITS[unit])[0]:
+            wins[method] = wins.get(method, 0) + 1
+    top = max(wins.values(), default=0)
+    best = sorted((m for m, k in wins.items() if k == top), key=method_rank)
+    out = [(m, top, int(rows.loc[rows["method"] == m, "seeds_reaching"].sum()),
+            int(rows.loc[rows["method"] == m, "seeds"].sum())) for m in best]
+    return out, int(rows["problem"].nunique())
+
+
+def _leaders_text(found: list, n: int, show: int, seeds: bool) -> str:
+    if not found:
+        return "none"
+    parts = [f"{method_label(m)} {k}/{n}" + (f" ({r}/{s})" if seeds else "") for m, k, r, s in found[:show]]
+    return " and ".join(parts) + (f" +{len(found) - show}" if len(found) > show else "")
+
+
+def _target_key(found: dict, target: str, show: int, seeds: bool) -> str:
+    """``(a) s: SOAP 2/3 (9/9), ep.: Muon 3/3 (9/9)``; ``(a) s, ep.: SOAP ...`` when the same lead both."""
+    per_unit = {u: _leaders_text(*found[(target, u)], show, seeds) for u in UNITS}
+    if per_unit["seconds"] == per_unit["epochs"]:
+        return f"({target}) s, ep.: {per_unit['seconds']}"
+    return f"({target}) s: {per_unit['seconds']}, ep.: {per_unit['epochs']}"
+
+
+def standing_key(fair: pd.DataFrame, width: int = 200) -> str:
+    """``(a) s: SOAP 2/3 (9/9 seeds), ep.: Muon 3/3 (9/9); (b) ...``: per target and unit, the method(s) first
+    on the most problems (k/n problems) and their seeds reaching over seeds run; shortened to ``width``
+    (one leader and the number of the others tied, then no seeds, then cut)."""
+    found = {(t, u): leaders(fair, t, u) for t in TARGETS for u in UNITS}
+    text = ""
+    for show, seeds in ((2, True), (1, True), (1, False)):
+        text = "; ".join(_target_key(found, t, show, seeds) for t in TARGETS if found[(t, "seconds")][1])
+        text = re.sub(r"\((\d+/\d+)\)", r"(\1 seeds)", text, count=1)   # the first count says what they count
+        if len(text) <= width:
+            return text or "–"
+    return text[:width - 1] + "…"
+
+
+def paper_ahead(fair: pd.DataFrame, target: str = "b") -> tuple[dict[str, int], int]:
+    """Per unit, on how many problems the paper's fastest Kronecker-factored method gets to ``target``
+    before the fastest method not in the paper; and the number of problems with both kinds."""
     paper = set(paper_method_names(curvature_only=True))
-    seconds = "seconds_to_target_median"
-    ahead = {"seconds": 0, "epochs": 0}
-    keys, compared = [], []         # keys: (our best seconds / their best seconds, key text) per problem
-    for _, group in (spec.groupby("dataset", sort=False) if not spec.empty else []):
-        seen = group["setting"].map(_examples_seen)
-        group = group[seen == seen.max()]
+    ahead, compared = {unit: 0 for unit in UNITS}, 0
+    rows = _measured(fair, target)
+    for _, group in rows.groupby("problem", sort=False):
         ours = group[group["method"].isin(paper)]
         others = group[group["method"].map(_in_paper) == False]   # noqa: E712 - None = unknown method
         if ours.empty or others.empty:
             continue
-        compared.append(_short_problem(group.iloc[0]))
-        for unit, column in (("seconds", seconds), ("epochs", "epochs_to_target_median")):
+        compared += 1
+        for unit, column in UNITS.items():
             ahead[unit] += int(ours[column].min() < others[column].min())
-        best_ours, best_other = ours.loc[ours[seconds].idxmin()], others.loc[others[seconds].idxmin()]
-        behind = best_ours[seconds] / best_other[seconds]
-        keys.append((behind if behind == behind else -math.inf,
-                     f"{method_label(best_ours['method'])} {_time(best_ours[seconds], '{:.0f} s')} vs "
-                     f"{method_label(best_other['method'])} {_time(best_other[seconds], '{:.0f} s')} ({compared[-1]})"))
+    return ahead, compared
+
+
+def standing(fair: pd.DataFrame, width: int = 200) -> tuple[str, str]:
+    """(verdict cell, key-number cell) of the README's row on who reaches the targets first (module
+    docstring); ``not measured`` without a finished `fair` run of both kinds."""
+    ahead, compared = paper_ahead(fair)
     if not compared:
         return "not measured (no finished `fair` profile run of both kinds)", "–"
-    return (f"paper's fastest first on {ahead['seconds']} of {len(compared)} problems per second, "
-            f"{ahead['epochs']} of {len(compared)} per epoch"), max(keys, key=lambda k: k[0])[1]
-
-
-def _short_problem(row) -> str:
-    """``curves* 30 ep.``: the dataset (* = generated stand-in) and the epochs of its setting."""
-    epochs = setting_items(row["setting"]).get("trainer.epochs")
-    star = "*" if row["dataset_source"] == "generated" else ""
-    return f"{row['dataset']}{star}" + (f" {epochs} ep." if epochs is not None else "")
-
-
-def _time(value: float, fmt: str) -> str:
-    return "never" if not math.isfinite(value) else fmt.format(value)
+    verdict = (f"(b) paper's fastest first on {ahead['seconds']} of {compared} per second, "
+               f"{ahead['epochs']} of {compared} per epoch")
+    return verdict, standing_key(fair, width)

@@ -29,15 +29,27 @@ from ..registry import METHODS
 from .figures import save_figure
 from .tables import method_label, method_rank, wrap_title
 
+# One colour per method compared side by side (the fair profile's thirteen: no two share one) and a line style
+# per kind: the first-order baselines dotted, KFAC (the reference) dashed, the paper's other methods solid, the
+# methods not in the paper dash-dotted. Lanczos rank k (never beside the other twelve) shares Lanczos' colour,
+# not its style. A test checks that every registry method has its own (colour, style) pair.
 COLORS = {"sgd": "#7f7f7f", "adam": "#bcbd22", "kfac": "#1f77b4", "kpsvd": "#2ca02c", "deflation": "#d62728",
-          "lanczos": "#9467bd", "kfac_corrected": "#ff7f0e"}
-STYLES = {"sgd": ":", "adam": ":", "kfac": "--"}
+          "lanczos": "#9467bd", "kfac_corrected": "#ff7f0e", "lanczos_k": "#9467bd", "ekfac": "#8c564b",
+          "soap": "#e377c2", "shampoo": "#17becf", "scalable_shampoo": "#0b4f6c", "muon": "#000000",
+          "kron": "#7b4173"}
+STYLES = {"sgd": ":", "adam": ":", "kfac": "--", "lanczos_k": "-.", "ekfac": "-.", "soap": "-.", "shampoo": "-.",
+          "scalable_shampoo": "-.", "muon": "-.", "kron": "-."}
 
 
 def method_colour(name: str) -> str | None:
     """The table's colour, else the registry entry's (a method added there brings its own)."""
     entry = METHODS.get(name)
     return COLORS.get(name) or (entry.colour if entry else None)
+
+
+def method_style(name: str) -> str:
+    """The method's line style (:data:`STYLES`; solid for the others)."""
+    return STYLES.get(name, "-")
 
 
 PANELS = [("epoch", "train", "training loss vs epoch"), ("time_mean", "train", "training loss vs time"),
@@ -79,7 +91,7 @@ def _draw_row(axes, curves: dict[str, pd.DataFrame], logy: bool, reference=None)
             n = int(curve["n_seeds"].min())
             label = method_label(method) + (f" ({n} seeds)" if n > 1 else "")
             color = method_colour(method)
-            style = "-" if reference is not None else STYLES.get(method, "-")
+            style = "-" if reference is not None else method_style(method)
             # the median over seeds (robust to one odd seed; equal to the run itself for one seed), on
             # the median cumulative time; curves of tables written before medians existed: the mean
             stat = "median" if f"{which}_median" in curve else "mean"

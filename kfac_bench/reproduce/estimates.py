@@ -18,8 +18,9 @@ class Estimate:
 
 def estimate(ctx: Context, plan: Plan) -> Estimate:
     tasks, slots = plan.tasks, ctx.slots
-    est = {stage: sum(t.cost for t in tasks if t.stage == stage) / slots
+    est = {stage: sum(t.cost for t in tasks if t.stage == stage and not _extension(t)) / slots
            for stage in ("settings", "grid", "seeds", "fisher")}
+    est["extensions"] = sum(t.cost for t in tasks if _extension(t)) / slots
     longest = max((t.cost for t in tasks), default=0.0)
     work = sum(t.cost for t in tasks)
     tasks_wall = max(work / slots, longest)
@@ -27,6 +28,11 @@ def estimate(ctx: Context, plan: Plan) -> Estimate:
     est["data"] = (40.0 * building_faces + 10.0 * len(ctx.datasets)) if "data" in ctx.stages else 0.0
     est["report"] = ctx.estimator.report() if "report" in ctx.stages else 0.0
     return Estimate(est, work, tasks_wall + est["data"] + est["report"])
+
+
+def _extension(task) -> bool:
+    """A tuning's extension: it runs only where a winner sits on an edge (the estimate counts them all)."""
+    return task.what.startswith("extend ")
 
 
 def print_plan(ctx: Context, plan: Plan, est: Estimate) -> None:
@@ -42,6 +48,11 @@ def print_plan(ctx: Context, plan: Plan, est: Estimate) -> None:
         say(f"settings: {plan.n_settings} runs (the authors' selected lr and damping; authors_code from "
             f"{profile['settings'].get('start', 'all')} down the profile's steps), {plan.n_settings_done} already "
             f"finished")
+    elif profile.get("tuning"):
+        spec = profile["tuning"]
+        say(f"tuning: {plan.n_grid} trials ({spec.get('trials', 12)} per method and problem), "
+            f"{plan.n_grid - plan.n_grid_todo} already finished; then up to {spec.get('max_extensions', 3)} "
+            f"extensions per method and problem, each only where its winner sits on an edge of its space")
     else:
         say(f"grid: {plan.n_grid} runs in {len(plan.grid_invocations)} commands, "
             f"{plan.n_grid - plan.n_grid_todo} already finished")
@@ -49,6 +60,10 @@ def print_plan(ctx: Context, plan: Plan, est: Estimate) -> None:
     plain = [d for d in ctx.datasets if d not in confirmed]
     say(f"seeds: extra seeds {plan.extra_seeds} of each winner ({', '.join(plain) or 'no dataset'}): up to "
         f"{len(plain) * len(ctx.methods) * len(plan.extra_seeds)} runs")
+    if ctx.profile.get("tie_seeds"):
+        ties = list(ctx.profile["tie_seeds"])
+        say(f"ties: seeds {ties} of the two leaders of a problem where their seeds' final losses overlap: up to "
+            f"{2 * len(ctx.datasets) * len(ties)} runs")
     if confirmed:
         seeds = (ctx.profile.get("confirm") or {}).get("seeds", [0])
         say(f"confirm: each winner again at the profile's confirm settings with seeds {seeds} "
@@ -62,6 +77,8 @@ def print_plan(ctx: Context, plan: Plan, est: Estimate) -> None:
     say(f"fisher (Figure 1): {', '.join(ctx.fisher_sets) or 'none'}")
     say("ESTIMATED running time: " + fmt_duration(est.total) + " ("
         + ", ".join(f"{k} {fmt_duration(v)}" for k, v in est.stages.items() if v) + ")"
+        + (f"; without extensions {fmt_duration(est.total - est.stages['extensions'])}"
+           if est.stages.get("extensions") else "")
         + (f" -- no cost table for {ctx.device} in the profile, CPU figures used" if ctx.estimator.guess else "")
         + (" -- on a cluster the queue decides" if args.launcher == "submitit_slurm" else ""))
     say()

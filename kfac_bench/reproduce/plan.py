@@ -275,6 +275,8 @@ def make_plan(ctx: Context) -> Plan:
                 task = _seeds_task(ctx, plan, d, m)
                 if task is not None:
                     plan.tasks.append(task)
+    if "seeds" in ctx.stages and ctx.profile.get("tie_seeds"):
+        _plan_ties(ctx, plan)
     if "seeds" in ctx.stages:
         for d in ctx.datasets:
             for m in ctx.methods:
@@ -422,6 +424,48 @@ def _winner_task(ctx: Context, plan: Plan, d: str, m: str, what: str, seeds: lis
         return inv.args() + ctx.runner.common(run=True) + ctx.runner.launcher()
     after = plan.grid_task_of.get((d, m), []) if (d, m) in plan.grid_left else []
     return Task(what, "seeds", ctx.estimator.batch([cost] * left), make_args, after)
+
+
+def _plan_ties(ctx: Context, plan: Plan) -> None:
+    """The two leaders of a problem again with the profile's ``tie_seeds`` where their confirmation seeds
+    (0 and ``extra_seeds``) are within seed noise (:func:`.tuning.leaders_within_noise`). The leaders are
+    known once every method's seeds have run: each method has a task, after all of them, that runs only
+    if the method is a leader (its cost counted as two methods' in n)."""
+    from .run_index import winner_seed_losses
+    from .tuning import leaders_within_noise
+    seeds, confirmation = [int(x) for x in ctx.profile["tie_seeds"]], {0, *plan.extra_seeds}
+    for d in ctx.datasets:
+        before = {t.what for t in plan.tasks if t.stage in ("grid", "seeds") and t.what.split()[1] == d}
+
+        def leaders(d=d) -> list[str]:
+            losses = {m: [loss for seed, loss in winner_seed_losses(
+                ctx.results_dir, d, m, dataset_overrides(ctx.profile, d, m)).items() if seed in confirmation]
+                for m in ctx.methods}
+            return leaders_within_noise(losses)
+        for m in ctx.methods:
+            target, _, cost = _winner_seeds(ctx, plan, d, m)
+            task = _winner_task(ctx, plan, d, m, f"ties {d} {m}", seeds, target, cost)
+            if task is None:
+                continue
+            task.cost *= min(1.0, 2 / len(ctx.methods))
+            task.after |= before
+            task.make_args = _if_leader(ctx, d, m, seeds, leaders, task.make_args)
+            plan.tasks.append(task)
+
+
+def _if_leader(ctx: Context, d: str, m: str, seeds: list[int], leaders, make_args):
+    """``make_args`` where ``m`` is one of the two leaders within seed noise on ``d``, else nothing."""
+    def args():
+        if ctx.args.dry_run:
+            say(f"ties {d} {m}: seeds {seeds} if one of the two leaders within seed noise, known after the seeds")
+            return None
+        chosen = leaders()
+        if m not in chosen:
+            say(f"ties {d} {m}: not one of two leaders within seed noise "
+                f"({' and '.join(chosen) if chosen else 'none on this problem'})")
+            return None
+        return make_args()
+    return args
 
 
 def variant_spec(profile: dict, name: str) -> dict:

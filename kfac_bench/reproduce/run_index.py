@@ -103,9 +103,9 @@ def stand_in_version(dataset: str, overrides: dict) -> int | None:
     return generator_version(cfg)
 
 
-def select_best_hyperparameters(results_dir: Path, dataset: str, method: str, overrides: list[str],
-                                keys: list[str]) -> dict | None:
-    """The winner of one (dataset, method) among this profile's runs, chosen as the report does."""
+def _best_selection(results_dir: Path, dataset: str, method: str, overrides: list[str]):
+    """(the report's selection row of the winner of (dataset, method) among the runs under ``overrides``,
+    those runs), or None."""
     from kfac_bench.report.results import load_results, runs_table
     from kfac_bench.report.tables import select_best
     folder = results_dir / "runs" / dataset / method
@@ -121,11 +121,33 @@ def select_best_hyperparameters(results_dir: Path, dataset: str, method: str, ov
         return None
     sel = select_best(runs)
     sel = sel[sel["best_config"].notna()]
-    if sel.empty:
+    return None if sel.empty else (sel.iloc[0], runs)
+
+
+def select_best_hyperparameters(results_dir: Path, dataset: str, method: str, overrides: list[str],
+                                keys: list[str]) -> dict | None:
+    """The winner of one (dataset, method) among this profile's runs, chosen as the report does."""
+    found = _best_selection(results_dir, dataset, method, overrides)
+    if found is None:
         return None
-    best = sel.iloc[0]
+    best = found[0]
     hyper = json.loads(best["hyperparameters"])
     return {k: hyper.get(k.split(".", 1)[1]) for k in keys} | {"_loss": best["selection_loss"]}
+
+
+def winner_seed_losses(results_dir: Path, dataset: str, method: str, overrides: list[str]) -> dict[int, float]:
+    """Seed -> the final training loss of that seed of the winner of (dataset, method) (a diverged or
+    failed seed: inf); {} without a winner."""
+    found = _best_selection(results_dir, dataset, method, overrides)
+    if found is None:
+        return {}
+    best, runs = found
+    runs = runs.set_index("run_dir")
+    out = {}
+    for run_dir in best["every_seed_run_dirs"]:
+        loss = float(runs.at[run_dir, "final_train_loss"])
+        out[int(runs.at[run_dir, "seed"] or 0)] = loss if math.isfinite(loss) else math.inf
+    return out
 
 
 def fisher_done(results_dir: Path, dataset: str, overrides: list[str]) -> bool:

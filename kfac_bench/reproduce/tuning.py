@@ -13,17 +13,18 @@ The extension (:func:`extension_point`): the winner with each edge dimension mov
 of the space searched so far (a decade on a log scale, the range's width on a linear one:
 :func:`kfac_bench.search_space.extended`); it runs once the trials have ended, and again while the winner of
 all points tried is still on an edge, up to ``max_extensions`` times. It is stateless: the searched space is
-the search space widened to every point tried (:func:`covering`), so a resumed plan finds the same next
-point. :func:`edge_flag` says, per (problem, method), where the trials' winner sat and what the extension
+the search space widened to every point tried (:func:`kfac_bench.search_space.covering`), so a resumed plan finds the same next
+point. :func:`kfac_bench.search_space.edge_flag` (the report reads it too) says, per (problem, method), where the trials' winner sat and what the extension
 found -- the tables print it.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import replace
 
-from kfac_bench.search_space import RANGES, Choice, LogUniform, SearchSpace, edges, extended
+from kfac_bench.search_space import Choice, LogUniform, SearchSpace, covering, edge_flag, edges, extended
+
+__all__ = ["covering", "edge_flag", "extension_point", "overrides", "trial_points"]
 
 SIGNIFICANT = 3      # a trial's values keep 3 significant digits: readable run folders, no lost resolution
 
@@ -73,17 +74,6 @@ def overrides(point: Mapping) -> list[str]:
     return [f"optimizer.{name}={shown(value)}" for name, value in point.items()]
 
 
-def covering(space: SearchSpace, points: list[Mapping]) -> SearchSpace:
-    """``space`` with each range widened to hold every value ``points`` tried (the space a tuning has
-    searched once its extensions ran)."""
-    out = dict(space)
-    for name, dimension in space.items():
-        values = [float(p[name]) for p in points if isinstance(dimension, RANGES) and p.get(name) is not None]
-        if values:
-            out[name] = replace(dimension, low=min(dimension.low, *values), high=max(dimension.high, *values))
-    return SearchSpace(out)
-
-
 def extension_point(space: SearchSpace, tried: list[Mapping], winner: Mapping) -> dict | None:
     """The next point to try past the edges of the searched space (:func:`covering` ``space`` and every
     ``tried`` point) the winner sits on: the winner with each such value moved one step out
@@ -99,22 +89,17 @@ def extension_point(space: SearchSpace, tried: list[Mapping], winner: Mapping) -
     return point
 
 
-def edge_flag(space: SearchSpace, trials_winner: Mapping, winner: Mapping, extensions: list[tuple[Mapping, str]]) -> str:
-    """What the tables say about a (problem, method)'s tuning: ``interior``; or the edge the trials' winner
-    sat on (``lr high``) and what the ``extensions`` ((point, run status) in order) found: ``-> interior after
-    N extension(s)``, ``-> the extension diverged``, ``-> still on the edge after N extension(s)``."""
-    sides = edges(space, trials_winner)
-    if not sides:
-        return "interior"
-    where = "edge: " + ", ".join(f"{name} {side}" for name, side in sides.items())
-    if not extensions:
-        return f"{where} (not extended)"
-    count = f"{len(extensions)} extension{'s' if len(extensions) != 1 else ''}"
-    if edges(covering(space, [p for p, _ in extensions]), winner):
-        return f"{where} -> still on the edge after {count}"
-    if any(status != "ok" for _, status in extensions):
-        return f"{where} -> the extension diverged ({count})"
-    return f"{where} -> interior after {count}"
+def leaders_within_noise(losses: Mapping[str, list[float]]) -> list[str]:
+    """The two methods of lowest median final loss (``losses``: method -> its seeds' final losses, inf for
+    a diverged seed) when they are within seed noise -- their seeds' ranges overlap: the second's best seed
+    at or below the first's worst -- else []. A confirmation gives these two more seeds (issue 33: 5 seeds
+    where two leaders are within seed noise)."""
+    import statistics
+    ranked = sorted((statistics.median(v), m) for m, v in losses.items() if v)
+    if len(ranked) < 2 or not math.isfinite(ranked[1][0]):
+        return []
+    first, second = losses[ranked[0][1]], losses[ranked[1][1]]
+    return [ranked[0][1], ranked[1][1]] if min(second) <= max(first) else []
 
 
 # ------------------------------------------------------------------------------------- the plan's tasks
