@@ -111,6 +111,12 @@ def _targets_problem(root: Path, with_adam: bool = True):
     make_run(root, "curves", "sgd", "s0", [1.0, 0.9, 0.8])
 
 
+def test_a_final_loss_over_an_even_count_of_seeds_is_reached_by_half_of_them():
+    from kfac_bench.report.fair import upper_median
+    assert upper_median([0.6, 0.4]) == 0.6 and upper_median([0.5, 0.4, 0.6]) == 0.5
+    assert upper_median([0.1, 0.2, 0.3, math.inf]) == 0.3
+
+
 def test_the_two_targets_and_each_seeds_time_to_them(tmp_path):
     root = tmp_path / "r"
     _targets_problem(root)

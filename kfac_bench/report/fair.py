@@ -46,10 +46,10 @@ from .tables import markdown_table, mean_curve, method_label, method_rank, reach
 PROFILE_TAU_MAX = 4.0
 TARGETS = {"a": "Adam's final loss", "b": "the median of the best three"}
 TARGET_DEFINITIONS = {
-    "a": "Adam's final loss: the median, over the seeds of Adam's best configuration, of each seed's final "
-         "training loss",
+    "a": "Adam's final loss: the median (of an even count the upper middle value), over the seeds of Adam's "
+         "best configuration, of each seed's final training loss",
     "b": "the median of the best three: the median of the three lowest final losses of the methods on the "
-         "problem (a method's final loss: the median, over the seeds of its best configuration, of each seed's "
+         "problem (a method's final loss: the median (upper), over the seeds of its best configuration, of each seed's "
          "final training loss)"}
 REACHING = ("Epochs/seconds to a target: per seed of the best configuration (failed and diverged ones included), "
             "the first epoch whose end-of-epoch training loss is <= the target and the cumulative training "
@@ -145,8 +145,14 @@ def final_losses(runs: pd.DataFrame, selection: pd.DataFrame, setting: str) -> d
     out = {}
     for _, sel in selection[selection["setting"] == setting].iterrows():
         finals = _seed_finals(runs, list(sel["every_seed_run_dirs"])) if isinstance(sel["best_config"], str) else []
-        out[sel["method"]] = float(np.median(finals)) if finals else math.nan
+        out[sel["method"]] = upper_median(finals) if finals else math.nan
     return out
+
+
+def upper_median(values: list[float]) -> float:
+    """The median of an odd count; of an even count the upper of the two middle values, so that at least
+    half of the seeds reach a target set by it (the mean of the middle two may be reached by one seed of two)."""
+    return float(sorted(values)[len(values) // 2])
 
 
 def problem_targets(finals: dict[str, float]) -> dict[str, float]:
@@ -271,7 +277,8 @@ def plot_performance_profile(fair: pd.DataFrame, out_stem, note: str | None = No
             continue
         _draw_profile(ax, times, taus)
         listed = ", ".join(times.index)
-        ax.set_title(wrap_title(f"({target}) {TARGETS[target]}, time in {unit} · {len(times)} problems: {listed}",
+        count = f"{len(times)} problem{'s' if len(times) != 1 else ''}"
+        ax.set_title(wrap_title(f"({target}) {TARGETS[target]}, time in {unit} · {count}: {listed}",
                                 75), fontsize=8)
     title = ("Performance profiles: time to (a) Adam's final loss and (b) the median of the best three "
              "(median over seeds; one problem per dataset, its confirmation budget; never reached = ∞)")
