@@ -25,12 +25,13 @@ METHODS = ("sgd", "adam", "kfac", "kpsvd", "deflation", "lanczos", "kfac_correct
 
 def make_run(root: Path, dataset: str, method: str, name: str, train, *, times=None, authors_code=None, seed=0,
              hp=None, source="genuine", running=None, hyper_extra=None, n_train=500, batch_size=100,
-             dataset_extra=None):
-    """A finished run folder (config.yaml, metrics.csv, summary.json) with the given per-epoch losses;
-    ``dataset_extra``: more dataset entries (its ``folder`` names the run folders' dataset folder)."""
+             dataset_extra=None, status="ok", epochs=None):
+    """A run folder (config.yaml, metrics.csv, summary.json) with the given per-epoch losses;
+    ``dataset_extra``: more dataset entries (its ``folder`` names the run folders' dataset folder);
+    ``epochs``: the epochs asked for, when the run stopped before them; a ``diverged`` one has no final loss."""
     hp = dict(hp or {"lr": 0.1})
     hp.update(hyper_extra or {})
-    epochs = len(train) - 1
+    epochs = len(train) - 1 if epochs is None else epochs
     times = times or [1.0 * e for e in range(len(train))]
     dataset_cfg = {"name": dataset, "source": source, "n_train": n_train, "n_val": 100, "batch_size": batch_size,
                    **(dataset_extra or {})}
@@ -47,10 +48,11 @@ def make_run(root: Path, dataset: str, method: str, name: str, train, *, times=N
         for e, (loss, t) in enumerate(zip(train, times)):
             r = "nan" if e == 0 else (running[e] if running else loss + 0.001)
             w.writerow([e, 10 * e, t, loss, loss + 0.01, r, 0.01])
+    final = train[-1] if status != "diverged" else float("nan")
     (folder / "summary.json").write_text(json.dumps({
-        "status": "ok", "dataset": dataset, "dataset_source": source, "optimizer": method,
+        "status": status, "dataset": dataset, "dataset_source": source, "optimizer": method,
         "hyperparameters": {"name": method, **hp}, "seed": seed, "epochs_requested": epochs,
-        "epochs_completed": epochs, "final_train_loss": train[-1], "final_val_loss": train[-1] + 0.01,
+        "epochs_completed": len(train) - 1, "final_train_loss": final, "final_val_loss": final + 0.01,
         "total_time_s": times[-1], "command": f"kfac-bench run dataset={dataset} optimizer={method} TEST"}))
     return folder
 

@@ -2,15 +2,12 @@
 problem and each seed's time to them, the performance profile, the tuning table (trials inside the search
 space, extensions outside it, the edge flag), the methods' styles and the README row on who gets there
 first. Tiny fake run folders and hand-made tables; nothing is trained."""
-import csv
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from kfac_bench.registry import method_names, search_space
 from kfac_bench.report.fair import (TARGET_DEFINITIONS, fair_comparison, fair_markdown, fair_table,
@@ -18,37 +15,14 @@ from kfac_bench.report.fair import (TARGET_DEFINITIONS, fair_comparison, fair_ma
                                     problem_budgets, problem_targets, profile_fraction, profile_inputs, standing,
                                     standing_key)
 from kfac_bench.report.fair_tuning import NO_SPACE, inside, trials_line, tuning_markdown, tuning_row, tuning_table
-from kfac_bench.report.results import METRIC_COLUMNS, load_results, runs_table
+from kfac_bench.report.results import load_results, runs_table
 from kfac_bench.report.tables import select_best
+from test_claims import make_run as claims_make_run
 
 
-def make_run(root: Path, dataset: str, method: str, name: str, train, *, times=None, seed=0, hp=None,
-             source="generated", n_train=500, status="ok", authors_code=None, epochs=None):
-    """A run folder (config.yaml, metrics.csv, summary.json) with the given end-of-epoch training losses;
-    ``epochs``: the epochs asked for, when the run stopped before them (failed)."""
-    epochs = len(train) - 1 if epochs is None else epochs
-    hp = dict(hp or {"lr": 0.1})
-    times = times or [1.0 * e for e in range(len(train))]
-    folder = root / "runs" / dataset / method / name
-    folder.mkdir(parents=True)
-    config = {"seed": seed, "trainer": {"epochs": epochs, "progress": False},
-              "dataset": {"name": dataset, "source": source, "n_train": n_train, "n_val": 100, "batch_size": 100},
-              "optimizer": {"name": method, **hp}}
-    if authors_code is not None:
-        config["authors_code"] = authors_code
-    (folder / "config.yaml").write_text(yaml.safe_dump(config))
-    with open(folder / "metrics.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(METRIC_COLUMNS)
-        for e, (loss, t) in enumerate(zip(train, times)):
-            w.writerow([e, 10 * e, t, loss, loss + 0.01, "nan" if e == 0 else loss, 0.01])
-    final = train[-1] if status != "diverged" else float("nan")
-    (folder / "summary.json").write_text(json.dumps({
-        "status": status, "dataset": dataset, "dataset_source": source, "optimizer": method,
-        "hyperparameters": {"name": method, **hp}, "seed": seed, "epochs_requested": epochs,
-        "epochs_completed": len(train) - 1, "final_train_loss": final, "final_val_loss": final,
-        "total_time_s": times[-1]}))
-    return folder
+def make_run(root: Path, dataset: str, method: str, name: str, train, *, source="generated", **options):
+    """test_claims' run folder, on generated data by default, its running loss the epoch's loss."""
+    return claims_make_run(root, dataset, method, name, train, source=source, running=list(train), **options)
 
 
 def _report_inputs(root: Path):

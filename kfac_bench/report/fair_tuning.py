@@ -12,13 +12,12 @@ which sees the extensions too) and the extensions with their statuses.
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 
 import pandas as pd
 
 from ..search_space import RANGES, Choice, SearchSpace, edge_flag
-from .tables import markdown_table, method_label
+from .tables import markdown_table, method_label, select_best
 
 TRIAL_SEED = 0              # the tuning's seed: the winner's other seeds are confirmations, not trials
 INSIDE_TOLERANCE = 1e-9
@@ -75,13 +74,11 @@ def _point_text(point: dict) -> str:
 
 
 def _best_point(runs: pd.DataFrame, space: SearchSpace) -> dict | None:
-    """The point of the finished run with the lowest final training loss (select_best's rule), None without one."""
-    finite = runs["final_train_loss"].map(lambda v: v is not None and math.isfinite(float(v)))
-    ok = runs[(runs["status"] == "ok") & finite]
-    if ok.empty:
-        return None
-    best = ok.assign(_loss=ok["final_train_loss"].astype(float)).sort_values(["_loss", "run_dir"]).iloc[0]
-    return point_of(best["hyperparameters"], space)
+    """The point of the winner among ``runs`` (one problem and method), chosen as the report chooses
+    (:func:`.tables.select_best`); None without a finished run."""
+    chosen = select_best(runs) if not runs.empty else runs
+    chosen = chosen[chosen["best_config"].notna()] if not chosen.empty else chosen
+    return None if chosen.empty else point_of(chosen.iloc[0]["hyperparameters"], space)
 
 
 def _counts(runs: pd.DataFrame, prefix: str) -> dict:

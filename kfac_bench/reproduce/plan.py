@@ -4,6 +4,7 @@ tasks to run (``Plan``: grid, settings, seeds of the winners, fisher), finished 
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import math
@@ -437,6 +438,7 @@ def _plan_ties(ctx: Context, plan: Plan) -> None:
     for d in ctx.datasets:
         before = {t.what for t in plan.tasks if t.stage in ("grid", "seeds") and t.what.split()[1] == d}
 
+        @functools.lru_cache(maxsize=None)   # every method's task asks; the seeds have all run by then
         def leaders(d=d) -> list[str]:
             losses = {m: [loss for seed, loss in winner_seed_losses(
                 ctx.results_dir, d, m, dataset_overrides(ctx.profile, d, m)).items() if seed in confirmation]
